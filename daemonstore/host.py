@@ -1,0 +1,183 @@
+"""The interface both backends implement: the pure model and the real kernel.
+
+Components (startup, the sign-in hook, the namespace helper, cryptohome_sim) are written once
+against :class:`Host` and run unchanged on either backend (design.md, "One interface, two
+backends").
+
+Paths
+-----
+Every path given to a Host is *sandbox-absolute*: ``/`` is the sandbox root that the host owns
+(the model's root tmpfs ``sandbox``; on the kernel, the tmpfs mounted at ``--root``). A host never
+lets a path, or a symlink met while resolving one, lead outside its sandbox: absolute symlink
+targets are resolved against the sandbox root (like ``openat2(RESOLVE_IN_ROOT)``).
+
+Errors
+------
+Every failure is an ``OSError`` whose ``errno`` is exactly what the kernel gives for the same
+operation (style.md habit 3), with ``filename`` set to the sandbox path involved. Callers compare
+errnos, never messages.
+
+``safe=True`` on an operation means: no symlink may appear in *any* component of the path
+(``RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS``); meeting one is ``ELOOP``. Components use it
+for everything inside a user's home, which is attacker-controlled.
+"""
+
+from __future__ import annotations
+
+import stat as stat_mod
+from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol, runtime_checkable
+
+
+class Propagation(str, Enum):
+    """Propagation types, in the kernel's own words (style.md: use the kernel vocabulary)."""
+
+    SHARED = "shared"
+    SLAVE = "slave"
+    PRIVATE = "private"
+    UNBINDABLE = "unbindable"
+
+
+#: Per-mount flags a host understands (mountinfo field 6 spelling). ``ro`` is the only one that
+#: replaces a default (``rw``); ``relatime`` is the default atime mode of a new mount.
+MOUNT_FLAGS = ("ro", "nosuid", "nodev", "noexec", "noatime", "nodiratime", "relatime",
+               "nosymfollow")
+
+
+@dataclass(frozen=True)
+class Stat:
+    """The subset of ``struct stat`` components need; ``mode`` includes the file type bits."""
+
+    mode: int
+    uid: int
+    gid: int
+    size: int
+    ino: int
+    dev: int
+    nlink: int = 1
+
+    @property
+    def is_dir(self) -> bool:
+        return stat_mod.S_ISDIR(self.mode)
+
+    @property
+    def is_file(self) -> bool:
+        return stat_mod.S_ISREG(self.mode)
+
+    @property
+    def is_symlink(self) -> bool:
+        return stat_mod.S_ISLNK(self.mode)
+
+    @property
+    def perm(self) -> int:
+        """Permission bits including setuid/setgid/sticky (``mode & 0o7777``)."""
+        return stat_mod.S_IMODE(self.mode)
+
+
+@runtime_checkable
+class Host(Protocol):
+    """Mount-namespace and file operations, identical in signature and errno on both backends."""
+
+    #: "model" or "kernel"
+    kind: str
+
+    # ---- namespaces ---------------------------------------------------------------------------
+    def namespaces(self) -> list[str]:
+        """Names of the namespaces this host created, ``"init"`` first."""
+        ...
+
+    def current_namespace(self) -> str: ...
+
+    def new_namespace(self, name: str, propagation: Propagation | str | None = None) -> None:
+        """Clone the current namespace (``unshare(CLONE_NEWNS)``) and make it current.
+
+        ``propagation`` (if given and not ``"unchanged"``) is then applied recursively to the
+        whole tree of the new namespace, like ``unshare -m --propagation X``. ``EEXIST`` if the
+        name is taken.
+        """
+        ...
+
+    def use_namespace(self, name: str) -> None:
+        """Make an existing namespace current (``setns``); ``ENOENT`` for an unknown name."""
+        ...
+
+    # ---- mounts -------------------------------------------------------------------------------
+    def mount_tmpfs(self, source: str, target: str, *, flags: frozenset[str] = frozenset(),
+                    data: str = "", safe: bool = False) -> None:
+        """``mount -t tmpfs SOURCE TARGET`` with per-mount ``flags`` (see MOUNT_FLAGS)."""
+        ...
+
+    def bind(self, source: str, target: str, *, recursive: bool = False,
+             safe: bool = False) -> None:
+        """``mount --bind`` (``MS_BIND``) or ``--rbind`` (``MS_BIND|MS_REC``)."""
+        ...
+
+    def move(self, source: str, target: str, *, safe: bool = False) -> None:
+        """``mount --move`` (``MS_MOVE``)."""
+        ...
+
+    def make(self, target: str, propagation: Propagation | str, *, recursive: bool = False,
+             safe: bool = False) -> None:
+        """``mount --make-[r]{shared,slave,private,unbindable} TARGET``."""
+        ...
+
+    def umount(self, target: str, *, detach: bool = False, safe: bool = False) -> None:
+        """``umount`` / ``umount -l`` (``MNT_DETACH``)."""
+        ...
+
+    def remount_bind(self, target: str, flags: frozenset[str], *, safe: bool = False) -> None:
+        """``MS_REMOUNT|MS_BIND|flags``: set the per-mount flags of the top mount at TARGET.
+
+        ``flags`` replaces the mount's flag set (``rw`` unless ``ro`` is in it); ``relatime`` is
+        kept as the atime default when no atime flag is given.
+        """
+        ...
+
+    def mountinfo(self, namespace: str | None = None) -> str:
+        """``/proc/PID/mountinfo`` of a namespace (current by default), restricted to the sandbox,
+        mount points relative to the sandbox root, lines in creation order, no trailing newline.
+        """
+        ...
+
+    # ---- files (resolved through the mount tree of the current namespace) ---------------------
+    def mkdir(self, path: str, mode: int = 0o755, *, parents: bool = False,
+              safe: bool = False) -> None:
+        """``mkdir`` (``EEXIST`` if present unless ``parents``); mode is applied exactly (no umask)."""
+        ...
+
+    def stat(self, path: str, *, safe: bool = False) -> Stat: ...
+
+    def lstat(self, path: str, *, safe: bool = False) -> Stat: ...
+
+    def chown(self, path: str, uid: int, gid: int, *, follow_symlinks: bool = True,
+              safe: bool = False) -> None: ...
+
+    def chmod(self, path: str, mode: int, *, follow_symlinks: bool = True,
+              safe: bool = False) -> None: ...
+
+    def read_file(self, path: str, *, safe: bool = False) -> bytes: ...
+
+    def write_file(self, path: str, data: bytes, *, mode: int = 0o644, append: bool = False,
+                   safe: bool = False) -> None:
+        """Create or truncate (or append to) a regular file; ``ELOOP`` on a final symlink when
+        ``safe``; ``EISDIR`` on a directory."""
+        ...
+
+    def symlink(self, target: str, path: str) -> None: ...
+
+    def readlink(self, path: str) -> str: ...
+
+    def listdir(self, path: str, *, safe: bool = False) -> list[str]:
+        """Entry names, sorted."""
+        ...
+
+    def unlink(self, path: str, *, safe: bool = False) -> None: ...
+
+    def rmdir(self, path: str, *, safe: bool = False) -> None: ...
+
+    def mkfifo(self, path: str, mode: int = 0o644) -> None: ...
+
+    def exists(self, path: str) -> bool:
+        """``lstat`` succeeds (a dangling symlink exists)."""
+        ...

@@ -1,0 +1,254 @@
+"""Parse, render and canonicalize ``/proc/PID/mountinfo`` (proc_pid_mountinfo(5)).
+
+The canonical form is what "the model equals the kernel" means (design.md, "Two results are
+equal when their canonical forms are equal"): per namespace, the mount tree by mount-point path
+and stacking order, each mount with its source, fstype, root and unbindable flag; peer groups and
+masters as a relabelled partition (ids renamed in order of first appearance); errors by
+(line, errno). Raw mount ids, group ids and device numbers never take part.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+_ESCAPE = re.compile(r"\\([0-7]{3})")
+
+
+def unescape(text: str) -> str:
+    """Undo the kernel's ``\\ooo`` octal escapes (``mangle()`` / ``seq_path``)."""
+    return _ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), text)
+
+
+def escape(text: str, extra: str = "") -> str:
+    """Escape space, tab, newline, backslash (and ``extra``) as the kernel does."""
+    out = []
+    for ch in text:
+        if ch in " \t\n\\" or ch in extra:
+            out.append(f"\\{ord(ch):03o}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class MountInfoEntry:
+    """One mountinfo line (fields numbered as in proc_pid_mountinfo(5))."""
+
+    mount_id: int
+    parent_id: int
+    dev: str
+    root: str
+    mount_point: str
+    options: tuple[str, ...]
+    shared: int | None = None
+    master: int | None = None
+    propagate_from: int | None = None
+    unbindable: bool = False
+    fstype: str = ""
+    source: str = ""
+    super_options: str = ""
+    unknown_tags: tuple[str, ...] = field(default=())
+
+    @property
+    def propagation(self) -> str:
+        """Human-readable propagation: shared, slave, shared+slave, private or unbindable."""
+        if self.shared is not None and self.master is not None:
+            return "shared+slave"
+        if self.shared is not None:
+            return "shared"
+        if self.master is not None:
+            return "slave"
+        if self.unbindable:
+            return "unbindable"
+        return "private"
+
+    def render(self) -> str:
+        tags = []
+        if self.shared is not None:
+            tags.append(f"shared:{self.shared}")
+        if self.master is not None:
+            tags.append(f"master:{self.master}")
+            if self.propagate_from is not None:
+                tags.append(f"propagate_from:{self.propagate_from}")
+        if self.unbindable:
+            tags.append("unbindable")
+        tags.extend(self.unknown_tags)
+        opt = "".join(" " + t for t in tags)
+        return (f"{self.mount_id} {self.parent_id} {self.dev} {escape(self.root)} "
+                f"{escape(self.mount_point)} {','.join(self.options)}{opt} - "
+                f"{escape(self.fstype, '#')} {escape(self.source, '#')} {self.super_options}")
+
+
+def parse_line(line: str) -> MountInfoEntry:
+    """Parse one mountinfo line; unknown optional tags are kept but otherwise ignored."""
+    fields = line.rstrip("\n").split(" ")
+    try:
+        sep = fields.index("-", 6)
+    except ValueError as exc:
+        raise ValueError(f"mountinfo line has no ' - ' separator: {line!r}") from exc
+    if sep < 6 or len(fields) < sep + 3:
+        raise ValueError(f"malformed mountinfo line: {line!r}")
+    shared = master = prop_from = None
+    unbindable = False
+    unknown: list[str] = []
+    for tag in fields[6:sep]:
+        name, _, value = tag.partition(":")
+        if name == "shared":
+            shared = int(value)
+        elif name == "master":
+            master = int(value)
+        elif name == "propagate_from":
+            prop_from = int(value)
+        elif name == "unbindable":
+            unbindable = True
+        elif tag:
+            unknown.append(tag)
+    return MountInfoEntry(
+        mount_id=int(fields[0]),
+        parent_id=int(fields[1]),
+        dev=fields[2],
+        root=unescape(fields[3]),
+        mount_point=unescape(fields[4]),
+        options=tuple(fields[5].split(",")),
+        shared=shared,
+        master=master,
+        propagate_from=prop_from,
+        unbindable=unbindable,
+        fstype=unescape(fields[sep + 1]),
+        source=unescape(fields[sep + 2]),
+        super_options=" ".join(fields[sep + 3:]),
+        unknown_tags=tuple(unknown),
+    )
+
+
+def parse(text: str) -> list[MountInfoEntry]:
+    return [parse_line(ln) for ln in text.splitlines() if ln.strip()]
+
+
+def render(entries: Iterable[MountInfoEntry]) -> str:
+    return "\n".join(e.render() for e in entries)
+
+
+def rebase(text: str, prefix: str) -> str:
+    """Keep the lines whose mount point is ``prefix`` or below it, shown relative to ``prefix``.
+
+    This is what a process whose root directory is ``prefix`` would read (fields 4 and 5 are
+    escaped, so the comparison works on unescaped paths).
+    """
+    prefix = prefix.rstrip("/")
+    out = []
+    for entry in parse(text):
+        mp = entry.mount_point
+        if prefix and mp != prefix and not mp.startswith(prefix + "/"):
+            continue
+        rel = mp[len(prefix):] or "/"
+        out.append(_replace(entry, mount_point=rel))
+    return render(out)
+
+
+def _replace(entry: MountInfoEntry, **changes: object) -> MountInfoEntry:
+    from dataclasses import replace
+
+    return replace(entry, **changes)  # type: ignore[arg-type]
+
+
+# ---- canonical form ---------------------------------------------------------------------------
+
+CanonMount = tuple[str, int, tuple[str, int] | None, str, str, str, bool, int | None, int | None]
+
+
+def _canon_namespace(entries: list[MountInfoEntry]) -> list[tuple]:
+    """Order one namespace's mounts by (mount point, stack index, parent key), ids dropped."""
+    by_id = {e.mount_id: e for e in entries}
+    stack: dict[int, int] = {}
+
+    def stack_index(e: MountInfoEntry) -> int:
+        if e.mount_id in stack:
+            return stack[e.mount_id]
+        depth, cur, seen = 0, e, {e.mount_id}
+        # a mount stacked on another one has that one as parent and the same mount point
+        while cur.parent_id in by_id and cur.parent_id not in seen:
+            parent = by_id[cur.parent_id]
+            if parent.mount_point != cur.mount_point:
+                break
+            depth += 1
+            seen.add(parent.mount_id)
+            cur = parent
+        stack[e.mount_id] = depth
+        return depth
+
+    keyed = []
+    for e in entries:
+        parent = by_id.get(e.parent_id) if e.parent_id != e.mount_id else None
+        pkey = (parent.mount_point, stack_index(parent)) if parent else None
+        keyed.append(((e.mount_point, stack_index(e), pkey or ("", -1)), e, pkey))
+    keyed.sort(key=lambda item: item[0])
+    return [(k[0], k[1], pkey, e) for k, e, pkey in keyed]
+
+
+def canonical(namespaces: Mapping[str, str],
+              errors: Iterable[Iterable[object]] = ()) -> dict[str, object]:
+    """The canonical, id-free form of a scenario result (JSON-serialisable)."""
+    labels: dict[int, int] = {}
+
+    def label(group: int | None) -> int | None:
+        if group is None:
+            return None
+        if group not in labels:
+            labels[group] = len(labels) + 1
+        return labels[group]
+
+    out_ns: dict[str, list[list[object]]] = {}
+    for name in sorted(namespaces, key=lambda n: (n != "init", n)):
+        rows = []
+        for mp, idx, pkey, e in _canon_namespace(parse(namespaces[name])):
+            rows.append([mp, idx, list(pkey) if pkey else None, e.root, e.fstype, e.source,
+                         e.unbindable, label(e.shared), label(e.master)])
+        out_ns[name] = rows
+    errs = sorted([int(line), str(err)] for line, err in (tuple(x) for x in errors))
+    return {"errors": errs, "namespaces": out_ns}
+
+
+def canonical_diff(a: Mapping[str, object], b: Mapping[str, object],
+                   a_name: str = "model", b_name: str = "kernel") -> list[str]:
+    """Human-readable differences between two canonical forms (empty list = equal)."""
+    diffs: list[str] = []
+    if a["errors"] != b["errors"]:
+        diffs.append(f"errors: {a_name}={a['errors']} {b_name}={b['errors']}")
+    ans = a["namespaces"]
+    bns = b["namespaces"]
+    assert isinstance(ans, dict) and isinstance(bns, dict)
+    for ns in sorted(set(ans) | set(bns)):
+        ra, rb = ans.get(ns), bns.get(ns)
+        if ra is None or rb is None:
+            diffs.append(f"namespace {ns}: only in {a_name if rb is None else b_name}")
+            continue
+        if ra == rb:
+            continue
+        fmt = _fmt_row
+        sa, sb = [fmt(r) for r in ra], [fmt(r) for r in rb]
+        for row in sa:
+            if row not in sb:
+                diffs.append(f"[{ns}] only {a_name}: {row}")
+        for row in sb:
+            if row not in sa:
+                diffs.append(f"[{ns}] only {b_name}: {row}")
+        if not any(d.startswith(f"[{ns}]") for d in diffs):
+            diffs.append(f"[{ns}] same mounts, different order/labels")
+    return diffs
+
+
+def _fmt_row(row: list[object]) -> str:
+    mp, idx, pkey, root, fstype, source, unb, sh, ma = row
+    prop = []
+    if sh is not None:
+        prop.append(f"shared:G{sh}")
+    if ma is not None:
+        prop.append(f"master:G{ma}")
+    if unb:
+        prop.append("unbindable")
+    where = f"{mp}" + (f" (stack {idx})" if idx else "")
+    parent = f" on {pkey[0]}#{pkey[1]}" if pkey else ""
+    return f"{where}{parent} root={root} {fstype}:{source} {' '.join(prop) or 'private'}"
