@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import stat as stat_mod
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 
-class Propagation(str, Enum):
+class Propagation(StrEnum):
     """Propagation types, in the kernel's own words (style.md: use the kernel vocabulary)."""
 
     SHARED = "shared"
@@ -143,7 +143,7 @@ class Host(Protocol):
     # ---- files (resolved through the mount tree of the current namespace) ---------------------
     def mkdir(self, path: str, mode: int = 0o755, *, parents: bool = False,
               safe: bool = False) -> None:
-        """``mkdir`` (``EEXIST`` if present unless ``parents``); mode is applied exactly (no umask)."""
+        """``mkdir`` (``EEXIST`` if present unless ``parents``); mode applied exactly (no umask)."""
         ...
 
     def stat(self, path: str, *, safe: bool = False) -> Stat: ...
