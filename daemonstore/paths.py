@@ -1,0 +1,117 @@
+"""ChromeOS path rules, daemon-name and user-hash validation (design.md, "Paths and names").
+
+All paths are sandbox-absolute (``/`` is the host's root, see host.py). Validation raises
+:class:`NameError_` subclasses of ValueError whose message names the value and the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+ETC_DAEMON_STORE = "/etc/daemon-store"
+RUN_DAEMON_STORE = "/run/daemon-store"
+RUN_DAEMON_STORE_CACHE = "/run/daemon-store-cache"
+#: both kinds of store, in the order startup creates them (chromeos-facts.md §1)
+STORE_BASES = (RUN_DAEMON_STORE, RUN_DAEMON_STORE_CACHE)
+SHADOW = "/home/.shadow"
+SALT = "/home/.shadow/salt"
+SALT_FALLBACK = "/var/lib/system_salt"
+SALT_LENGTH = 16  # kCryptohomeDefaultSaltLength
+MAX_SALT = 1 << 20  # a legacy salt is kept if 0 < size <= 1 MiB (chromeos-facts.md §3)
+MNT_CHROME = "/run/namespaces/mnt_chrome"
+CACHE_DIR = ".cache"
+GUEST_USER = "$guest"
+
+_DAEMON = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
+_HASH = re.compile(r"[0-9a-f]{40}\Z")
+NAME_MAX = 255
+
+
+class BadName(ValueError):
+    """A daemon name, user name or hash that must not be used to build a path."""
+
+
+def check_daemon_name(name: str) -> str:
+    """Return ``name`` if it is a valid daemon name, else raise BadName saying why."""
+    if not name:
+        raise BadName("daemon name is empty")
+    if len(name.encode()) > NAME_MAX:
+        raise BadName(f"daemon name {name!r} is longer than {NAME_MAX} bytes")
+    if ".." in name:
+        raise BadName(f"daemon name {name!r} contains '..'")
+    if not _DAEMON.match(name):
+        raise BadName(f"daemon name {name!r} does not match [A-Za-z0-9_][A-Za-z0-9_.-]*")
+    return name
+
+
+def check_hash(value: str) -> str:
+    """Return ``value`` if it is a sanitized user name (40 lowercase hex), else raise BadName."""
+    if not _HASH.match(value):
+        raise BadName(f"user hash {value!r} is not 40 lowercase hex digits")
+    return value
+
+
+def check_username(name: str) -> str:
+    """A user name is hashed, never used as a path; still refuse the empty and absurd ones."""
+    if not name or len(name) > 256 or any(ord(c) < 0x20 for c in name) or "\x7f" in name:
+        raise BadName(f"user name {name!r} is empty, too long or has control characters")
+    return name
+
+
+def sanitize_username(salt: bytes, username: str) -> str:
+    """``brillo::cryptohome::home::SanitizeUserNameWithSalt``: hex(SHA1(salt || lower(user))).
+
+    Lower-casing is bytewise ASCII ``tolower`` (chromeos-facts.md §3), not Unicode lower().
+    """
+    raw = username.encode("utf-8")
+    lowered = bytes(b + 32 if 0x41 <= b <= 0x5A else b for b in raw)
+    return hashlib.sha1(salt + lowered).hexdigest()
+
+
+def template(daemon: str) -> str:
+    return f"{ETC_DAEMON_STORE}/{check_daemon_name(daemon)}"
+
+
+def store(daemon: str, cache: bool = False) -> str:
+    base = RUN_DAEMON_STORE_CACHE if cache else RUN_DAEMON_STORE
+    return f"{base}/{check_daemon_name(daemon)}"
+
+
+def user_store(daemon: str, user_hash: str, cache: bool = False) -> str:
+    """``/run/daemon-store[-cache]/<d>/<hash>`` (libbrillo ``GetDaemonStorePath``)."""
+    return f"{store(daemon, cache)}/{check_hash(user_hash)}"
+
+
+def shadow(user_hash: str) -> str:
+    return f"{SHADOW}/{check_hash(user_hash)}"
+
+
+def vault(user_hash: str) -> str:
+    """Persistent per-user storage backing the mounted vault (stands in for eCryptfs/dm-crypt)."""
+    return f"{shadow(user_hash)}/vault"
+
+
+def vault_mount(user_hash: str) -> str:
+    return f"{shadow(user_hash)}/mount"
+
+
+def vault_store(user_hash: str, daemon: str, cache: bool = False) -> str:
+    """Bind source: ``<vault mount>/root/<d>`` or ``<vault mount>/root/.cache/<d>``."""
+    sub = f"root/{CACHE_DIR}" if cache else "root"
+    return f"{vault_mount(user_hash)}/{sub}/{check_daemon_name(daemon)}"
+
+
+def home_root(user_hash: str) -> str:
+    return f"/home/root/{check_hash(user_hash)}"
+
+
+def home_user(user_hash: str) -> str:
+    return f"/home/user/{check_hash(user_hash)}"
+
+
+def home_chronos(user_hash: str) -> str:
+    return f"/home/chronos/u-{check_hash(user_hash)}"
+
+
+HOME_CHRONOS_USER = "/home/chronos/user"
