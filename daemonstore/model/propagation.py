@@ -85,6 +85,12 @@ class MountTable:
         self._hash_add(m, parent, mp)
 
     def set_ns(self, m: Mount, ns: Namespace) -> None:
+        if not m.children:  # the common case: a single mount (hot path of propagation)
+            if m.ns is not None and m.ns is not ns:
+                m.ns.mounts.discard(m)
+            m.ns = ns
+            ns.mounts.add(m)
+            return
         for p in preorder(m):
             if p.ns is not None and p.ns is not ns:
                 p.ns.mounts.discard(p)
@@ -120,6 +126,8 @@ class MountTable:
         if not flag & CL_COPY_UNBINDABLE and src.unbindable:
             raise _err(errno.EINVAL)
         res = self.clone(src, dentry, flag)
+        if not src.children:  # hot path: propagating a single mount
+            return res
         copies = {src: res}
         skip = not flag & CL_COPY_UNBINDABLE
         for child in list(src.children):
@@ -213,11 +221,6 @@ class MountTable:
             slaves_of(peer)
         return out
 
-    @staticmethod
-    def _need_secondary(n: Mount, mp: Dentry) -> bool:
-        """``need_secondary()``: skip new copies and receivers that cannot see ``mp`` (§3.2)."""
-        return n.ns is not None and is_subdir(mp, n.root)
-
     def propagate_mnt(self, dest: Mount, mp: Dentry, source: Mount) -> list[Mount]:
         """``propagate_mnt()``: one copy of ``source`` per receiver of ``dest`` (§3.2).
 
@@ -233,7 +236,7 @@ class MountTable:
                 flag = CL_SLAVE | (CL_MAKE_SHARED if members[0].shared else 0)
                 targets = members
             for n in targets:
-                if not self._need_secondary(n, mp):
+                if n.ns is None or not is_subdir(mp, n.root):  # need_secondary()
                     continue
                 if flag & CL_SLAVE:  # first copy in this group: slave of the upstream copy
                     copy = self._find_master(n, copy_for, dest_key, source)
@@ -359,7 +362,7 @@ class MountTable:
                 drop(m)
                 continue
             found = remove_this = False
-            over = self.overmount(m)
+            over = self.overmount(m) if m.children else None
             for n in m.children:
                 if n not in cand:
                     found = True

@@ -1,0 +1,149 @@
+"""Propagation at scale: the model against the real kernel, measured in the same run.
+
+For each N in the sizes: a shared store ``/store`` (self-bind, make-shared), N namespaces cloned
+from init with slave propagation (each holds a slave copy of the store), then 64 bind mounts
+into the store from init (each propagates into all N namespaces), then their 64 umounts (each
+propagates too). Timed phases: binds and umounts; set-up is not timed.
+
+Printed: per N, model and kernel milliseconds, the ratio model/kernel and the cost per
+propagated mount (64*N copies made and removed). Last line: one JSON object with keys
+``sizes`` (list of N), ``model_ms`` / ``kernel_ms`` (lists, binds+umounts per N),
+``ratio`` (list, model/kernel per N), ``per_mount_us_model`` / ``per_mount_us_kernel``
+(lists), ``scaling_model`` / ``scaling_kernel`` (time(2N)/time(N) for each doubling),
+``max_ratio`` and ``max_scaling_model``. Targets (issue "Foundation"): ratio <= 5 and
+scaling <= 2.2.
+
+The kernel part needs root and runs in a forked child inside a private mount namespace
+(daemonstore.kernel.run_in_sandbox); with ``--model-only`` it is skipped and said so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from daemonstore.host import Host  # noqa: E402
+from daemonstore.model import ModelHost  # noqa: E402
+
+BINDS = 64
+
+
+def setup(host: Host, n: int) -> None:
+    host.mkdir("/store")
+    host.bind("/store", "/store")
+    host.make("/store", "shared")
+    for k in range(BINDS):
+        host.mkdir(f"/store/u{k}")
+        host.mkdir(f"/src/u{k}", parents=True)
+    for i in range(n):
+        host.use_namespace("init")
+        host.new_namespace(f"d{i}", "slave")
+    host.use_namespace("init")
+
+
+def measure(host: Host, n: int) -> tuple[float, float]:
+    """(bind seconds, umount seconds) for 64 binds into a store received by n namespaces."""
+    setup(host, n)
+    # Objects made by the set-up are long-lived: freeze them so that the cyclic GC does not
+    # rescan them during the timed phase (the kernel has no such cost to compare with).
+    gc.collect()
+    gc.freeze()
+    t0 = time.perf_counter()
+    for k in range(BINDS):
+        host.bind(f"/src/u{k}", f"/store/u{k}")
+    t1 = time.perf_counter()
+    for k in range(BINDS):
+        host.umount(f"/store/u{k}")
+    t2 = time.perf_counter()
+    gc.unfreeze()
+    return t1 - t0, t2 - t1
+
+
+def _kernel_measure(host: Host, n: int) -> tuple[float, float, int]:
+    bind_s, umount_s = measure(host, n)
+    # verify on the kernel too: one more bind must show up in the last namespace
+    host.bind("/src/u0", "/store/u0")
+    seen = host.mountinfo(f"d{n - 1}").count("/store/u0 ")
+    host.umount("/store/u0")
+    return bind_s, umount_s, seen
+
+
+def run(sizes: list[int], repeat: int, kernel: bool) -> dict[str, object]:
+    model_ms: list[float] = []
+    kernel_ms: list[float] = []
+    for n in sizes:
+        best = float("inf")
+        for _ in range(repeat):
+            host = ModelHost()
+            b, u = measure(host, n)
+            host.bind("/src/u0", "/store/u0")
+            assert host.mountinfo(f"d{n - 1}").count("/store/u0 ") == 1, "model did not propagate"
+            best = min(best, (b + u) * 1000)
+        model_ms.append(best)
+        if kernel:
+            from daemonstore.kernel import run_in_sandbox
+
+            kbest = float("inf")
+            for _ in range(repeat):
+                b, u, seen = run_in_sandbox(_kernel_measure, n)
+                assert seen == 1, "kernel did not propagate"
+                kbest = min(kbest, (b + u) * 1000)
+            kernel_ms.append(kbest)
+        line = f"N={n:4d}  model {model_ms[-1]:9.1f} ms"
+        if kernel:
+            line += (f"  kernel {kernel_ms[-1]:9.1f} ms  ratio {model_ms[-1] / kernel_ms[-1]:5.2f}"
+                     f"  per propagated mount: model "
+                     f"{model_ms[-1] * 1000 / (2 * BINDS * n):6.2f} us, kernel "
+                     f"{kernel_ms[-1] * 1000 / (2 * BINDS * n):6.2f} us")
+        print(line, flush=True)
+
+    def scaling(ms: list[float]) -> list[float]:
+        return [round(b / a, 3) for a, b in zip(ms, ms[1:], strict=False)]
+
+    result: dict[str, object] = {
+        "sizes": sizes,
+        "model_ms": [round(x, 2) for x in model_ms],
+        "per_mount_us_model": [round(m * 1000 / (2 * BINDS * n), 3)
+                               for m, n in zip(model_ms, sizes, strict=True)],
+        "scaling_model": scaling(model_ms),
+        "max_scaling_model": max(scaling(model_ms), default=None),
+    }
+    if kernel:
+        ratio = [round(m / k, 3) for m, k in zip(model_ms, kernel_ms, strict=True)]
+        result.update({
+            "kernel_ms": [round(x, 2) for x in kernel_ms],
+            "ratio": ratio,
+            "max_ratio": max(ratio),
+            "per_mount_us_kernel": [round(k * 1000 / (2 * BINDS * n), 3)
+                                    for k, n in zip(kernel_ms, sizes, strict=True)],
+            "scaling_kernel": scaling(kernel_ms),
+        })
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="one small size, one repetition")
+    parser.add_argument("--model-only", action="store_true", help="skip the kernel (no root)")
+    parser.add_argument("--repeat", type=int, default=3, help="best of R runs per size")
+    args = parser.parse_args()
+    sizes = [50, 100] if args.quick else [100, 200, 400]
+    repeat = 1 if args.quick else args.repeat
+    kernel = not args.model_only
+    if kernel:
+        from daemonstore.kernel import kernel_available
+
+        if not kernel_available():
+            print("kernel part skipped: needs root and unshare(CLONE_NEWNS)")
+            kernel = False
+    print(json.dumps(run(sizes, repeat, kernel)))
+
+
+if __name__ == "__main__":
+    main()
