@@ -1,3 +1,3 @@
-"""daemonstore: ChromeOS daemon-store machinery, with a verified model of Linux mount propagation."""
+"""daemonstore: ChromeOS daemon-store machinery on a verified model of mount propagation."""
 
 __version__ = "0.1.0"

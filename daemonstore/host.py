@@ -134,6 +134,32 @@ class Host(Protocol):
         """
         ...
 
+    def clone_detached(self, source: str, *, recursive: bool = False,
+                       safe: bool = False) -> str:
+        """``open_tree(OPEN_TREE_CLONE[|AT_RECURSIVE])``: a bind of SOURCE made now, held
+        detached (it receives no propagation) until :meth:`attach_detached`. Returns a handle.
+        """
+        ...
+
+    def attach_detached(self, handle: str, target: str, *, safe: bool = False) -> None:
+        """``move_mount(MOVE_MOUNT_F_EMPTY_PATH)`` of a detached tree onto TARGET (attached and
+        propagated like a bind); ``EBADF`` for an unknown handle."""
+        ...
+
+    def drop_detached(self, handle: str) -> None:
+        """Close a detached tree that was not attached (no-op for an unknown handle)."""
+        ...
+
+    def pin_namespace(self, name: str, path: str) -> None:
+        """``mount --bind /proc/PID/ns/mnt PATH`` for namespace NAME; PATH must be an existing
+        regular file, and NAME newer than the current namespace (else ``EINVAL``)."""
+        ...
+
+    def open_pinned_namespace(self, path: str, name: str) -> None:
+        """Open the namespace file bound at PATH and register it as NAME (for
+        :meth:`use_namespace`); ``EINVAL`` if PATH is not a mount namespace file."""
+        ...
+
     def mountinfo(self, namespace: str | None = None) -> str:
         """``/proc/PID/mountinfo`` of a namespace (current by default), restricted to the sandbox,
         mount points relative to the sandbox root, lines in creation order, no trailing newline.

@@ -7,6 +7,7 @@ can be read side by side with fs/pnode.c and fs/namespace.c.
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections.abc import Iterator
 
 from .fs import Dentry, Filesystem
@@ -93,16 +94,19 @@ def ring_from(m: Mount) -> list[Mount]:
     return members[i:] + members[:i]
 
 
-def preorder(m: Mount, skip_unbindable: bool = False) -> Iterator[Mount]:
+def preorder(m: Mount, skip_unbindable: bool = False,
+             skip_ns_files: bool = False) -> Iterator[Mount]:
     """``next_mnt()`` order over a mount tree, hidden mounts included.
 
-    With ``skip_unbindable`` an unbindable mount and its whole subtree are left out
-    (``skip_mnt_tree`` in ``copy_tree``).
+    With ``skip_unbindable`` an unbindable mount and its whole subtree are left out, with
+    ``skip_ns_files`` a bound namespace file (``skip_mnt_tree`` in ``copy_tree``).
     """
     stack = [m]
     while stack:
         cur = stack.pop()
         if skip_unbindable and cur.unbindable:
+            continue
+        if skip_ns_files and cur.fs.fstype == "nsfs":
             continue
         yield cur
         stack.extend(reversed(cur.children))
@@ -111,11 +115,17 @@ def preorder(m: Mount, skip_unbindable: bool = False) -> Iterator[Mount]:
 class Namespace:
     """A mount namespace: its root mount and the set of mounts that belong to it."""
 
-    __slots__ = ("name", "root", "mounts", "host_parent_id")
+    __slots__ = ("name", "root", "mounts", "host_parent_id", "anon", "seq")
 
-    def __init__(self, name: str, root: Mount, host_parent_id: int) -> None:
+    _seqs = itertools.count(1)
+
+    def __init__(self, name: str, root: Mount, host_parent_id: int, anon: bool = False) -> None:
         self.name = name
         self.root = root
         self.mounts: set[Mount] = set()
+        # an anonymous namespace holds a detached tree (open_tree); it never receives propagation
+        self.anon = anon
+        # creation order: a namespace file may only be bound into an older namespace
+        self.seq = next(Namespace._seqs)
         # mountinfo shows the sandbox root's parent as the id of a mount outside the sandbox
         self.host_parent_id = host_parent_id

@@ -17,6 +17,7 @@ CL_SLAVE = 0x02
 CL_COPY_UNBINDABLE = 0x04
 CL_MAKE_SHARED = 0x08
 CL_PRIVATE = 0x10
+CL_COPY_MNT_NS_FILE = 0x40
 
 
 def _err(code: int) -> OSError:
@@ -130,10 +131,11 @@ class MountTable:
             return res
         copies = {src: res}
         skip = not flag & CL_COPY_UNBINDABLE
+        skip_ns = not flag & CL_COPY_MNT_NS_FILE  # only binds copy bound namespace files
         for child in list(src.children):
             if child.mountpoint is None or not is_subdir(child.mountpoint, dentry):
                 continue
-            for s in preorder(child, skip_unbindable=skip):
+            for s in preorder(child, skip_unbindable=skip, skip_ns_files=skip_ns):
                 assert s.parent is not None and s.mountpoint is not None
                 q = self.clone(s, s.root, flag)
                 self._hash_add(q, copies[s.parent], s.mountpoint)
@@ -236,7 +238,8 @@ class MountTable:
                 flag = CL_SLAVE | (CL_MAKE_SHARED if members[0].shared else 0)
                 targets = members
             for n in targets:
-                if n.ns is None or not is_subdir(mp, n.root):  # need_secondary()
+                # need_secondary(): not a new copy, mountpoint visible, not a detached tree
+                if n.ns is None or n.ns.anon or not is_subdir(mp, n.root):
                     continue
                 if flag & CL_SLAVE:  # first copy in this group: slave of the upstream copy
                     copy = self._find_master(n, copy_for, dest_key, source)

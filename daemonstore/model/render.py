@@ -26,6 +26,8 @@ def mount_path(m: Mount, ns: Namespace) -> str:
 
 
 def _root_field(m: Mount) -> str:
+    if m.fs.fstype == "nsfs":
+        return m.root.name  # nsfs shows "mnt:[INODE]" (its d_dname), not a path
     path = path_in_fs(m.root)
     return path + "//deleted" if m.root.deleted else path
 

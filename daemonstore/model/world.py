@@ -14,15 +14,16 @@ from ..host import Propagation, Stat
 from .files import FileOps
 from .fs import Dentry
 from .mounts import Mount, Namespace, preorder
-from .propagation import CL_COPY_UNBINDABLE, MountTable
+from .propagation import CL_COPY_MNT_NS_FILE, CL_COPY_UNBINDABLE, MountTable
 from .render import render_namespace
 from .resolve import Resolver, err
+from .trees import TreeOps
 
 _ATIME = frozenset({"noatime", "relatime", "strictatime"})
 _PROPAGATIONS = {p.value for p in Propagation}
 
 
-class ModelHost(Resolver, FileOps):
+class ModelHost(Resolver, FileOps, TreeOps):
     """The model world. Not thread-safe; cheap to create (one per test or scenario)."""
 
     kind = "model"
@@ -35,14 +36,17 @@ class ModelHost(Resolver, FileOps):
         ns = Namespace("init", root, host_parent_id=self.table.mount_ids.alloc())
         self.table.set_ns(root, ns)
         self._namespaces: dict[str, Namespace] = {"init": ns}
+        self._detached: dict[str, Namespace] = {}
+        self._pinned: dict[int, Namespace] = {}
         self.ns = ns
+        self._current = "init"  # the name it was entered by (a pinned one may have two)
 
     # ---- namespaces ----------------------------------------------------------------------------
     def namespaces(self) -> list[str]:
         return list(self._namespaces)
 
     def current_namespace(self) -> str:
-        return self.ns.name
+        return self._current
 
     def new_namespace(self, name: str, propagation: Propagation | str | None = None) -> None:
         """``unshare(CLONE_NEWNS)`` (§2.8): copy every mount, unbindable ones too (as private)."""
@@ -54,6 +58,7 @@ class ModelHost(Resolver, FileOps):
         self.table.set_ns(root, ns)
         self._namespaces[name] = ns
         self.ns = ns
+        self._current = name
         if ptype is not None:
             self._change_type(root, ptype, recursive=True)
 
@@ -61,6 +66,7 @@ class ModelHost(Resolver, FileOps):
         if name not in self._namespaces:
             raise err(errno.ENOENT, name)
         self.ns = self._namespaces[name]
+        self._current = name
 
     # ---- mounts --------------------------------------------------------------------------------
     def mount_tmpfs(self, source: str, target: str, *, flags: frozenset[str] = frozenset(),
@@ -83,7 +89,7 @@ class ModelHost(Resolver, FileOps):
         if dentry.is_dir != mp.is_dir:
             raise err(errno.ENOTDIR, target)
         if recursive:
-            copy = self.table.copy_tree(old, dentry, 0)
+            copy = self.table.copy_tree(old, dentry, CL_COPY_MNT_NS_FILE)
         else:
             copy = self.table.clone(old, dentry, 0)
         self.table.attach_recursive(copy, dest, mp, moving=False)

@@ -429,3 +429,50 @@ def test_rmdir_of_a_mountpoint_in_another_namespace_detaches_it_there() -> None:
     h.use_namespace("init")
     h.rmdir("/m")
     assert paths(h, "other") == ["/"]
+
+
+# ---- detached trees and namespace files (§2.9) -------------------------------------------------
+
+def test_detached_clone_is_pinned_before_a_tmpfs_covers_its_source() -> None:
+    """The jail's recipe: pin the store, cover /run with a tmpfs, attach the pinned store."""
+    h = ModelHost()
+    h.mkdir("/run/store", parents=True)
+    h.bind("/run/store", "/run/store")
+    h.make("/run/store", "shared")
+    h.new_namespace("jail", "slave")
+    handle = h.clone_detached("/run/store", recursive=True)
+    h.mount_tmpfs("run", "/run")
+    h.mkdir("/run/store")
+    h.use_namespace("init")
+    h.mkdir("/run/store/early")
+    h.mount_tmpfs("early", "/run/store/early")  # detached trees receive nothing (§2.9)
+    h.use_namespace("jail")
+    h.attach_detached(handle, "/run/store")
+    # only the jail's hidden copy of the store (under the tmpfs) received "early"
+    assert paths(h, "jail").count("/run/store/early") == 1
+    h.use_namespace("init")
+    h.mkdir("/run/store/late")
+    h.mount_tmpfs("late", "/run/store/late")
+    # the attached tree is a slave of the store too: sign-ins flow in
+    assert paths(h, "jail").count("/run/store/late") == 2
+    h.use_namespace("jail")
+    assert h.listdir("/run/store/late") == []  # visible through the attached tree
+    assert errno_of(h.attach_detached, handle, "/run") == errno.EBADF
+
+
+def test_pinned_namespace_file() -> None:
+    h = ModelHost()
+    h.mkdir("/run/namespaces", parents=True)
+    h.write_file("/run/namespaces/mnt_chrome", b"")
+    h.new_namespace("chrome")
+    h.use_namespace("init")
+    h.pin_namespace("chrome", "/run/namespaces/mnt_chrome")
+    (pin,) = [e for e in mountinfo.parse(h.mountinfo()) if e.fstype == "nsfs"]
+    assert pin.mount_point == "/run/namespaces/mnt_chrome" and pin.root.startswith("mnt:[")
+    assert "/run/namespaces/mnt_chrome" not in paths(h, "chrome")  # ns files are not copied
+    h.open_pinned_namespace("/run/namespaces/mnt_chrome", "again")
+    h.use_namespace("again")
+    assert h.current_namespace() == "again"
+    h.use_namespace("chrome")
+    assert errno_of(h.pin_namespace, "init", "/run/namespaces/mnt_chrome") == errno.EINVAL
+    assert errno_of(h.open_pinned_namespace, "/run", "x") == errno.EINVAL
