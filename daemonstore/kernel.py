@@ -1,0 +1,794 @@
+"""Kernel backend: :class:`KernelHost`, the real-kernel :class:`~daemonstore.host.Host` (the only
+module importing ctypes, style.md §4).
+
+Three parts:
+
+* a ctypes table after pyudev's ``_ctypeslib`` (style.md §2.4): :data:`SIGNATURES`, one loader
+  with ``use_errno=True``, and one function (:func:`_call`) where a ``-1`` return becomes
+  ``OSError(errno, strerror, filename)``;
+* the ``MS_*`` constants and their names (:func:`mount_flags_to_string`,
+  :func:`parse_mount_flags`), re-exported from the pure :mod:`daemonstore.mountflags` table;
+* :class:`KernelHost`: every path is resolved with ``openat2(RESOLVE_IN_ROOT)`` below the sandbox
+  root, so a symlink planted in the sandbox can never lead to the host's files, and the mount
+  calls act on ``/proc/self/fd/N`` of exactly the dentry that resolution found (umount is the
+  exception: see :meth:`KernelHost.umount`).
+
+Running it safely (a forked child, a private namespace, a tmpfs sandbox) is
+:mod:`daemonstore.sandbox`; ``run_in_sandbox`` and friends are re-exported from here.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import functools
+import itertools
+import os
+import platform
+import stat as stat_mod
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from daemonstore import mountflags
+from daemonstore.host import Propagation, Stat
+from daemonstore.mountinfo import rebase
+
+# the safety guards and the forked-child runner live in sandbox.py (no ctypes there); it imports
+# this module only inside its functions, so re-exporting from it here is not circular
+from daemonstore.sandbox import (
+    SandboxRefused,
+    check_private_namespace,
+    check_tmpfs_mount_point,
+    kernel_available,
+    kernel_unavailable_reason,
+    require_root,
+    run_in_sandbox,
+)
+
+# ---- constants (include/uapi/linux/mount.h, sched.h, openat2.h, fcntl.h) -----------------------
+
+# MS_* come from the one pure table (daemonstore.mountflags) the jail and the audit use too
+MS_FLAG_NAMES = mountflags.MS_FLAGS
+MS_RDONLY = MS_FLAG_NAMES["MS_RDONLY"]
+MS_NOSUID = MS_FLAG_NAMES["MS_NOSUID"]
+MS_NODEV = MS_FLAG_NAMES["MS_NODEV"]
+MS_NOEXEC = MS_FLAG_NAMES["MS_NOEXEC"]
+MS_SYNCHRONOUS = MS_FLAG_NAMES["MS_SYNCHRONOUS"]
+MS_REMOUNT = MS_FLAG_NAMES["MS_REMOUNT"]
+MS_MANDLOCK = MS_FLAG_NAMES["MS_MANDLOCK"]
+MS_DIRSYNC = MS_FLAG_NAMES["MS_DIRSYNC"]
+MS_NOSYMFOLLOW = MS_FLAG_NAMES["MS_NOSYMFOLLOW"]
+MS_NOATIME = MS_FLAG_NAMES["MS_NOATIME"]
+MS_NODIRATIME = MS_FLAG_NAMES["MS_NODIRATIME"]
+MS_BIND = MS_FLAG_NAMES["MS_BIND"]
+MS_MOVE = MS_FLAG_NAMES["MS_MOVE"]
+MS_REC = MS_FLAG_NAMES["MS_REC"]
+MS_SILENT = MS_FLAG_NAMES["MS_SILENT"]
+MS_POSIXACL = MS_FLAG_NAMES["MS_POSIXACL"]
+MS_UNBINDABLE = MS_FLAG_NAMES["MS_UNBINDABLE"]
+MS_PRIVATE = MS_FLAG_NAMES["MS_PRIVATE"]
+MS_SLAVE = MS_FLAG_NAMES["MS_SLAVE"]
+MS_SHARED = MS_FLAG_NAMES["MS_SHARED"]
+MS_RELATIME = MS_FLAG_NAMES["MS_RELATIME"]
+MS_KERNMOUNT = MS_FLAG_NAMES["MS_KERNMOUNT"]
+MS_I_VERSION = MS_FLAG_NAMES["MS_I_VERSION"]
+MS_STRICTATIME = MS_FLAG_NAMES["MS_STRICTATIME"]
+MS_LAZYTIME = MS_FLAG_NAMES["MS_LAZYTIME"]
+
+MNT_FORCE = 1
+MNT_DETACH = 2
+MNT_EXPIRE = 4
+UMOUNT_NOFOLLOW = 8
+
+CLONE_NEWNS = 0x00020000
+NS_GET_NSTYPE = 0xB703  # _IO(NSIO, 0x3), include/uapi/linux/nsfs.h: the CLONE_NEW* of an nsfs fd
+
+RESOLVE_NO_XDEV = 0x01
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+RESOLVE_IN_ROOT = 0x10
+RESOLVE_CACHED = 0x20
+
+# the O_* values differ between architectures (O_DIRECTORY is 0o200000 on x86_64, 0o40000 on
+# aarch64), so take them from Python's own build rather than hard-coding one arch
+O_PATH = os.O_PATH
+O_DIRECTORY = os.O_DIRECTORY
+O_NOFOLLOW = os.O_NOFOLLOW
+O_CLOEXEC = os.O_CLOEXEC
+AT_FDCWD = -100
+AT_RECURSIVE = 0x8000
+AT_EMPTY_PATH = 0x1000
+
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = O_CLOEXEC
+MOVE_MOUNT_F_SYMLINKS = 0x01
+MOVE_MOUNT_F_AUTOMOUNTS = 0x02
+MOVE_MOUNT_F_EMPTY_PATH = 0x04
+MOVE_MOUNT_T_SYMLINKS = 0x10
+MOVE_MOUNT_T_AUTOMOUNTS = 0x20
+MOVE_MOUNT_T_EMPTY_PATH = 0x40
+MOVE_MOUNT_SET_GROUP = 0x100
+MOVE_MOUNT_BENEATH = 0x200
+MOUNT_ATTR_RDONLY = 0x01
+MOUNT_ATTR_NOSUID = 0x02
+MOUNT_ATTR_NODEV = 0x04
+MOUNT_ATTR_NOEXEC = 0x08
+MOUNT_ATTR_NOSYMFOLLOW = 0x200000
+
+# ---- the ctypes table ------------------------------------------------------------------------
+
+
+class OpenHow(ctypes.Structure):
+    """``struct open_how`` (include/uapi/linux/openat2.h)."""
+
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
+                ("resolve", ctypes.c_uint64)]
+
+
+class MountAttr(ctypes.Structure):
+    """``struct mount_attr`` (include/uapi/linux/mount.h, MOUNT_ATTR_SIZE_VER0)."""
+
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+#: Syscalls glibc has no wrapper for (in every glibc we meet). Numbers of syscalls added since 5.1
+#: are unified across architectures (arch/x86/entry/syscalls/syscall_64.tbl and
+#: include/uapi/asm-generic/unistd.h agree), so x86_64 and aarch64 share them.
+SYSCALL_NUMBERS: dict[str, dict[str, int]] = {
+    "x86_64": {"open_tree": 428, "move_mount": 429, "openat2": 437, "mount_setattr": 442},
+    "aarch64": {"open_tree": 428, "move_mount": 429, "openat2": 437, "mount_setattr": 442},
+}
+
+_c = ctypes
+#: name -> (libc symbol, argtypes, restype). syscall(2) is variadic; on x86_64 and aarch64 Linux
+#: integer and pointer varargs travel in the same registers as fixed ones, so one exact prototype
+#: per system call is safe (the first argument is the syscall number).
+SIGNATURES: dict[str, tuple[str, list[Any], Any]] = {
+    "mount": ("mount", [_c.c_char_p, _c.c_char_p, _c.c_char_p, _c.c_ulong, _c.c_char_p],
+              _c.c_int),
+    "umount2": ("umount2", [_c.c_char_p, _c.c_int], _c.c_int),
+    "unshare": ("unshare", [_c.c_int], _c.c_int),
+    "setns": ("setns", [_c.c_int, _c.c_int], _c.c_int),
+    "openat2": ("syscall", [_c.c_long, _c.c_int, _c.c_char_p, _c.POINTER(OpenHow), _c.c_size_t],
+                _c.c_long),
+    "open_tree": ("syscall", [_c.c_long, _c.c_int, _c.c_char_p, _c.c_uint], _c.c_long),
+    "move_mount": ("syscall", [_c.c_long, _c.c_int, _c.c_char_p, _c.c_int, _c.c_char_p,
+                               _c.c_uint], _c.c_long),
+    "mount_setattr": ("syscall", [_c.c_long, _c.c_int, _c.c_char_p, _c.c_uint,
+                                  _c.POINTER(MountAttr), _c.c_size_t], _c.c_long),
+    "prctl": ("prctl", [_c.c_int, _c.c_ulong, _c.c_ulong, _c.c_ulong, _c.c_ulong], _c.c_int),
+}
+
+PR_SET_NO_NEW_PRIVS = 38
+PR_GET_NO_NEW_PRIVS = 39
+
+
+@functools.cache
+def _functions() -> dict[str, Callable[..., int]]:
+    """Load libc once with ``use_errno=True`` and apply SIGNATURES (pyudev's loader)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    funcs: dict[str, Callable[..., int]] = {}
+    for name, (symbol, argtypes, restype) in SIGNATURES.items():
+        # CDLL.__getitem__ makes a fresh function object each time, so the several prototypes
+        # of syscall() do not overwrite each other's argtypes
+        func = libc[symbol]
+        func.argtypes = argtypes
+        func.restype = restype
+        funcs[name] = func
+    return funcs
+
+
+def _call(name: str, *args: Any, filename: str | None = None) -> int:
+    """Call one SIGNATURES function: the one place where ``-1`` becomes ``OSError``."""
+    if SIGNATURES[name][0] == "syscall":
+        args = (_syscall_number(name), *args)
+    result = _functions()[name](*args)
+    if result == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), filename)
+    return result
+
+
+def _syscall_number(name: str) -> int:
+    machine = platform.machine()
+    try:
+        return SYSCALL_NUMBERS[machine][name]
+    except KeyError:
+        raise OSError(errno.ENOSYS, f"{name}: no syscall number known for {machine}") from None
+
+
+def _b(path: str | None) -> bytes | None:
+    return None if path is None else os.fsencode(path)
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int,
+          data: str | None = None, *, filename: str | None = None) -> None:
+    """mount(2); ``filename`` names the failure (default: ``target``)."""
+    _call("mount", _b(source), _b(target), _b(fstype), flags, _b(data),
+          filename=target if filename is None else filename)
+
+
+def umount2(target: str, flags: int = 0, *, filename: str | None = None) -> None:
+    _call("umount2", _b(target), flags, filename=target if filename is None else filename)
+
+
+def set_no_new_privs() -> None:
+    """``prctl(PR_SET_NO_NEW_PRIVS, 1)``: exec can never gain privileges (minijail ``-n``)."""
+    _call("prctl", PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+
+
+def get_no_new_privs() -> bool:
+    return bool(_call("prctl", PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0))
+
+
+def unshare(flags: int) -> None:
+    _call("unshare", flags)
+
+
+def setns(fd: int, nstype: int, *, filename: str | None = None) -> None:
+    _call("setns", fd, nstype, filename=filename)
+
+
+def openat2(dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = 0, *,
+            filename: str | None = None) -> int:
+    """openat2(2); returns the new fd."""
+    how = OpenHow(flags, mode, resolve)
+    return _call("openat2", dirfd, _b(path), ctypes.byref(how), ctypes.sizeof(how),
+                 filename=path if filename is None else filename)
+
+
+def open_tree(dirfd: int, path: str, flags: int, *, filename: str | None = None) -> int:
+    return _call("open_tree", dirfd, _b(path), flags,
+                 filename=path if filename is None else filename)
+
+
+def move_mount(from_dirfd: int, from_path: str, to_dirfd: int, to_path: str, flags: int, *,
+               filename: str | None = None) -> None:
+    _call("move_mount", from_dirfd, _b(from_path), to_dirfd, _b(to_path), flags,
+          filename=to_path if filename is None else filename)
+
+
+def mount_setattr(dirfd: int, path: str, flags: int, *, attr_set: int = 0, attr_clr: int = 0,
+                  propagation: int = 0, userns_fd: int = 0,
+                  filename: str | None = None) -> None:
+    attr = MountAttr(attr_set, attr_clr, propagation, userns_fd)
+    _call("mount_setattr", dirfd, _b(path), flags, ctypes.byref(attr), ctypes.sizeof(attr),
+          filename=path if filename is None else filename)
+
+
+# ---- MS_* names (re-exported for the jail CLI) -------------------------------------------------
+
+#: ``MS_BIND|MS_REC`` for 0x5000 (systemd's ``mount_flags_to_string``); unknown bits in hex
+mount_flags_to_string = mountflags.to_string
+#: the reverse: ``MS_*`` names, decimal or ``0x`` numbers joined by ``|``; ValueError on junk
+parse_mount_flags = mountflags.parse
+
+_PROPAGATION_FLAGS = {Propagation.SHARED: MS_SHARED, Propagation.SLAVE: MS_SLAVE,
+                      Propagation.PRIVATE: MS_PRIVATE, Propagation.UNBINDABLE: MS_UNBINDABLE}
+
+
+def _ms_flags(flags: Iterable[str]) -> int:
+    """host.MOUNT_FLAGS spelling (``ro``, ``nosuid`` ...) -> MS_* bits; ValueError if unknown."""
+    return mountflags.option_bits(frozenset(flags))
+
+
+def _propagation_flag(propagation: Propagation | str) -> int:
+    try:
+        return _PROPAGATION_FLAGS[Propagation(propagation)]
+    except ValueError:
+        raise ValueError(f"unknown propagation type {propagation!r} "
+                         "(want shared, slave, private or unbindable)") from None
+
+
+# ---- KernelHost --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Namespace:
+    """One namespace this host knows by a name (created, or opened from a pinned file): its nsfs
+    fd, and its own O_PATH fd of the sandbox root (an fd opened in one namespace refers to that
+    namespace's mounts)."""
+
+    ns_fd: int
+    root_fd: int
+
+
+def _fd_path(fd: int) -> str:
+    """The magic link that names exactly the dentry ``fd`` refers to (proc(5))."""
+    return f"/proc/self/fd/{fd}"
+
+
+@contextmanager
+def _errors_as(path: str) -> Iterator[None]:
+    """Errors name the sandbox path, never /proc/self/fd/N or the host path (host.py)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno is None:
+            raise
+        raise OSError(exc.errno, os.strerror(exc.errno), path) from None
+
+
+def _check_absolute(path: str) -> None:
+    # interface paths are sandbox-absolute (host.py); the model gives EINVAL for others too
+    if not path.startswith("/"):
+        raise OSError(errno.EINVAL, os.strerror(errno.EINVAL), path)
+
+
+def _to_stat(st: os.stat_result) -> Stat:
+    return Stat(mode=st.st_mode, uid=st.st_uid, gid=st.st_gid, size=st.st_size, ino=st.st_ino,
+                dev=st.st_dev, nlink=st.st_nlink)
+
+
+def _getcwd() -> str | None:
+    try:
+        return os.getcwd()
+    except OSError:
+        return None
+
+
+def _restore_cwd(cwd: str | None) -> None:
+    try:
+        os.chdir(cwd or "/")
+    except OSError:
+        os.chdir("/")
+
+
+class KernelHost:
+    """The real kernel behind the Host interface, confined to a tmpfs sandbox root.
+
+    ``root`` is the HOST path of the sandbox root; interface paths are sandbox-absolute (``/`` is
+    ``root``). The constructor refuses (:class:`SandboxRefused`) in the machine's initial mount
+    namespace, for ``/``, and for anything that is not a tmpfs mount point. Not thread-safe:
+    unshare(CLONE_NEWNS) and setns(CLONE_NEWNS) need a single-threaded caller anyway.
+    """
+
+    kind = "kernel"
+    #: openat2(2): with RESOLVE_IN_ROOT a concurrent rename or mount makes the lookup fail with
+    #: EAGAIN "and the caller may choose to retry"
+    _EAGAIN_RETRIES = 8
+
+    def __init__(self, root: str) -> None:
+        check_private_namespace()  # first, before anything is opened (safety rule 1)
+        if not os.path.isabs(root) or os.path.realpath(root) == "/":
+            raise SandboxRefused(f"sandbox root must be an absolute path other than '/': {root!r}")
+        root_fd = os.open(root, O_PATH | O_DIRECTORY | O_CLOEXEC)
+        try:
+            host_root = os.readlink(_fd_path(root_fd))
+            if host_root == "/":
+                raise SandboxRefused(f"sandbox root {root!r} is the host's '/'")
+            check_tmpfs_mount_point(host_root, root_fd)
+            ns_fd = os.open("/proc/self/ns/mnt", os.O_RDONLY | O_CLOEXEC)
+        except BaseException:
+            os.close(root_fd)
+            raise
+        self._root = host_root
+        self._ns: dict[str, _Namespace] = {"init": _Namespace(ns_fd, root_fd)}
+        self._current = "init"
+        self._detached: dict[str, int] = {}  # handle -> open_tree fd
+        self._handles = itertools.count(1)
+
+    @property
+    def root(self) -> str:
+        """Host path of the sandbox root (canonical, as /proc/self/mountinfo shows it)."""
+        return self._root
+
+    def close(self) -> None:
+        """Close the detached trees, namespace and root fds (namespaces and detached trees die
+        with their last reference)."""
+        for handle in list(self._detached):
+            self.drop_detached(handle)
+        for ns in self._ns.values():
+            for fd in (ns.root_fd, ns.ns_fd):
+                if fd >= 0:
+                    os.close(fd)
+            ns.root_fd = ns.ns_fd = -1
+
+    def __enter__(self) -> KernelHost:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"KernelHost({self._root!r}, current={self._current!r})"
+
+    # ---- resolution ---------------------------------------------------------------------------
+
+    @property
+    def _root_fd(self) -> int:
+        return self._ns[self._current].root_fd
+
+    def _open(self, path: str, flags: int, *, safe: bool, mode: int = 0) -> int:
+        """openat2(root_fd, path) confined to the sandbox: RESOLVE_IN_ROOT makes ``..`` and
+        absolute symlinks stop at the sandbox root; ``safe`` adds RESOLVE_NO_SYMLINKS |
+        RESOLVE_NO_MAGICLINKS (ELOOP on any symlink, host.py)."""
+        _check_absolute(path)
+        rel = path.lstrip("/") or "."  # "." from root_fd is root_fd's own dentry
+        resolve = RESOLVE_IN_ROOT
+        if safe:
+            resolve |= RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS
+        for _ in range(self._EAGAIN_RETRIES - 1):
+            try:
+                return openat2(self._root_fd, rel, flags | O_CLOEXEC, mode, resolve,
+                               filename=path)
+            except BlockingIOError:
+                continue
+        return openat2(self._root_fd, rel, flags | O_CLOEXEC, mode, resolve, filename=path)
+
+    @contextmanager
+    def _opened(self, path: str, flags: int, *, safe: bool) -> Iterator[int]:
+        fd = self._open(path, flags, safe=safe)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+    @contextmanager
+    def _parent(self, path: str, *, safe: bool) -> Iterator[tuple[int, str]]:
+        """(O_PATH fd of the directory holding the last component, that component) for the
+        *at() calls that must not follow the last component.
+
+        A last component of ``.``/``..`` (or ``/`` itself) is resolved in full and acted on as
+        ``.`` of that directory: ``..`` relative to the root fd would leave the sandbox, which
+        RESOLVE_IN_ROOT only prevents inside openat2."""
+        _check_absolute(path)
+        head, _, name = path.rstrip("/").rpartition("/")
+        if name in ("", ".", ".."):
+            head, name = path, "."
+        with self._opened(head or "/", O_PATH | O_DIRECTORY, safe=safe) as dirfd:
+            yield dirfd, name
+
+    def _set_mode_exact(self, dirfd: int, name: str, mode: int, extra: int = 0) -> None:
+        """chmod what mkdir/mkfifo just created: they apply the umask, host.py wants the exact
+        mode. O_NOFOLLOW: if a symlink was swapped in meanwhile we fail instead of chmod'ing its
+        target."""
+        fd = os.open(name, O_PATH | O_NOFOLLOW | O_CLOEXEC | extra, dir_fd=dirfd)
+        try:
+            os.chmod(_fd_path(fd), mode)
+        finally:
+            os.close(fd)
+
+    # ---- namespaces ---------------------------------------------------------------------------
+
+    def namespaces(self) -> list[str]:
+        return list(self._ns)
+
+    def current_namespace(self) -> str:
+        return self._current
+
+    def new_namespace(self, name: str, propagation: Propagation | str | None = None) -> None:
+        if name in self._ns:
+            raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), name)
+        flag = None
+        if propagation is not None and propagation != "unchanged":
+            flag = _propagation_flag(propagation)  # validate before unsharing
+        root_fd = self._unshare()
+        ns_fd = os.open("/proc/self/ns/mnt", os.O_RDONLY | O_CLOEXEC)
+        self._ns[name] = _Namespace(ns_fd, root_fd)
+        self._current = name
+        if flag is not None:
+            # like `unshare -m --propagation X`, but on the sandbox root only: the rest of this
+            # process's tree is private already (run_in_sandbox made "/" rprivate)
+            mount(None, _fd_path(root_fd), None, flag | MS_REC, filename="/")
+
+    def _unshare(self) -> int:
+        """unshare(CLONE_NEWNS) and return an O_PATH fd of the sandbox root's copy.
+
+        copy_mnt_ns() moves the caller's cwd onto the copy of its mount (fs/namespace.c), so with
+        the cwd on the sandbox root, "." afterwards is exactly the copy of that mount, even if the
+        root has been overmounted meanwhile."""
+        cwd = _getcwd()
+        os.fchdir(self._root_fd)
+        try:
+            unshare(CLONE_NEWNS)
+            return os.open(".", O_PATH | O_DIRECTORY | O_CLOEXEC)
+        finally:
+            _restore_cwd(cwd)
+
+    def use_namespace(self, name: str) -> None:
+        if name not in self._ns:
+            raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), name)
+        self._setns(name)
+        self._current = name
+
+    def _setns(self, name: str) -> None:
+        cwd = _getcwd()  # setns(CLONE_NEWNS) resets cwd and root to the namespace's root
+        setns(self._ns[name].ns_fd, CLONE_NEWNS, filename=name)
+        _restore_cwd(cwd)
+
+    def mountinfo(self, namespace: str | None = None) -> str:
+        name = self._current if namespace is None else namespace
+        if name not in self._ns:
+            raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), name)
+        if name == self._current:
+            text = _read_mountinfo()
+        else:
+            self._setns(name)
+            try:
+                text = _read_mountinfo()
+            finally:
+                self._setns(self._current)
+        return rebase(text, self._root)
+
+    # ---- mounts -------------------------------------------------------------------------------
+
+    def mount_tmpfs(self, source: str, target: str, *, flags: frozenset[str] = frozenset(),
+                    data: str = "", safe: bool = False) -> None:
+        ms = _ms_flags(flags)
+        with self._opened(target, O_PATH, safe=safe) as fd:
+            mount(source, _fd_path(fd), "tmpfs", ms, data or None, filename=target)
+
+    def bind(self, source: str, target: str, *, recursive: bool = False,
+             safe: bool = False) -> None:
+        flags = MS_BIND | (MS_REC if recursive else 0)
+        with self._opened(source, O_PATH, safe=safe) as sfd, \
+                self._opened(target, O_PATH, safe=safe) as tfd:
+            mount(_fd_path(sfd), _fd_path(tfd), None, flags, filename=target)
+
+    def move(self, source: str, target: str, *, safe: bool = False) -> None:
+        with self._opened(source, O_PATH, safe=safe) as sfd, \
+                self._opened(target, O_PATH, safe=safe) as tfd:
+            mount(_fd_path(sfd), _fd_path(tfd), None, MS_MOVE, filename=target)
+
+    def make(self, target: str, propagation: Propagation | str, *, recursive: bool = False,
+             safe: bool = False) -> None:
+        flags = _propagation_flag(propagation) | (MS_REC if recursive else 0)
+        with self._opened(target, O_PATH, safe=safe) as fd:
+            mount(None, _fd_path(fd), None, flags, filename=target)
+
+    def umount(self, target: str, *, detach: bool = False, safe: bool = False) -> None:
+        # Not umount2("/proc/self/fd/N"): an open fd pins the mount (EBUSY,
+        # propagate_mount_busy()). Not umount2(host path) either: resolved from the real "/", it
+        # enters a mount stacked on the sandbox root (a propagated copy can land there, §6.12),
+        # which paths resolved from root_fd never do. So: canonicalize through openat2 (symlinks
+        # followed inside the sandbox), then umount2 the last component relative to its parent
+        # directory as cwd -- the cwd pins only the parent mount. UMOUNT_NOFOLLOW: the canonical
+        # name is no symlink we meant to follow.
+        path = self._canonical(target, safe=safe)
+        head, _, name = path.rpartition("/")
+        cwd = _getcwd()
+        with self._opened(head or "/", O_PATH | O_DIRECTORY, safe=safe) as dirfd:
+            os.fchdir(dirfd)
+        try:
+            # "/" itself: "." from the root dir, which LOOKUP_MOUNTPOINT takes to its stack top
+            umount2(name or ".", UMOUNT_NOFOLLOW | (MNT_DETACH if detach else 0),
+                    filename=target)
+        finally:
+            _restore_cwd(cwd)
+
+    def _canonical(self, path: str, *, safe: bool) -> str:
+        """The symlink-free sandbox path of what ``path`` resolves to (d_path via the fd's magic
+        link), refusing anything that is not under the sandbox root."""
+        with self._opened(path, O_PATH, safe=safe) as fd:
+            host_path = os.readlink(_fd_path(fd))
+        if host_path == self._root:
+            return "/"
+        if host_path.startswith(self._root + "/"):
+            return host_path[len(self._root):]
+        raise SandboxRefused(f"{path!r} resolved to {host_path!r}, outside the sandbox")
+
+    def remount_bind(self, target: str, flags: frozenset[str], *, safe: bool = False) -> None:
+        # MS_REMOUNT|MS_BIND replaces the per-mount flags; path_mount() adds MNT_RELATIME when
+        # no atime flag is given, which is the "relatime kept" of host.py
+        ms = MS_REMOUNT | MS_BIND | _ms_flags(flags)
+        with self._opened(target, O_PATH, safe=safe) as fd:
+            mount(None, _fd_path(fd), None, ms, filename=target)
+
+    # ---- detached trees and pinned namespaces (propagation-rules.md §2.9) ---------------------
+
+    def clone_detached(self, source: str, *, recursive: bool = False,
+                       safe: bool = False) -> str:
+        """``open_tree(OPEN_TREE_CLONE[|AT_RECURSIVE])`` on exactly the dentry openat2 found; the
+        tree lives in an anonymous namespace, held by its fd, until attached or dropped."""
+        flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH
+        flags |= AT_RECURSIVE if recursive else 0
+        with self._opened(source, O_PATH, safe=safe) as fd:
+            tree_fd = open_tree(fd, "", flags, filename=source)
+        handle = f"@{next(self._handles)}"
+        self._detached[handle] = tree_fd
+        return handle
+
+    def attach_detached(self, handle: str, target: str, *, safe: bool = False) -> None:
+        """``move_mount(MOVE_MOUNT_F_EMPTY_PATH)`` of a detached tree onto ``target`` (attached
+        like a bind); the handle stays valid if the kernel refuses."""
+        tree_fd = self._detached.get(handle)
+        if tree_fd is None:
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF), handle)
+        with self._opened(target, O_PATH, safe=safe) as fd:
+            move_mount(tree_fd, "", fd, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+                       filename=target)
+        os.close(self._detached.pop(handle))
+
+    def drop_detached(self, handle: str) -> None:
+        """Close a detached tree's fd: the last reference dissolves the anonymous namespace."""
+        tree_fd = self._detached.pop(handle, None)
+        if tree_fd is not None:
+            os.close(tree_fd)
+
+    def pin_namespace(self, name: str, path: str) -> None:
+        """``mount --bind /proc/self/ns/mnt PATH`` with namespace ``name``'s nsfs fd as the
+        source; the kernel's mnt_ns_loop() check gives EINVAL unless ``name`` is newer than the
+        current namespace."""
+        if name not in self._ns:
+            raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), name)
+        with self._opened(path, O_PATH, safe=False) as fd:
+            mount(_fd_path(self._ns[name].ns_fd), _fd_path(fd), None, MS_BIND, filename=path)
+
+    def open_pinned_namespace(self, path: str, name: str) -> None:
+        """Open the namespace file bound at ``path`` and register it as ``name``."""
+        with self._opened(path, os.O_RDONLY, safe=False) as fd:
+            try:
+                is_mnt_ns = fcntl.ioctl(fd, NS_GET_NSTYPE) == CLONE_NEWNS
+            except OSError:  # ENOTTY: not an nsfs file at all
+                is_mnt_ns = False
+            if not is_mnt_ns:
+                raise OSError(errno.EINVAL, os.strerror(errno.EINVAL), path)
+            ino = os.fstat(fd).st_ino
+            if name in self._ns:
+                if os.fstat(self._ns[name].ns_fd).st_ino != ino:
+                    raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), name)
+                return
+            root_fd = self._root_fd_of(fd, ino)
+            self._ns[name] = _Namespace(os.dup(fd), root_fd)
+
+    def _root_fd_of(self, ns_fd: int, ino: int) -> int:
+        """An O_PATH fd of the sandbox root inside the namespace ``ns_fd``: shared with the name
+        we already know it by, else opened there (and checked to be our tmpfs) via setns."""
+        for ns in self._ns.values():
+            if os.fstat(ns.ns_fd).st_ino == ino:
+                return os.dup(ns.root_fd)
+        cwd = _getcwd()
+        setns(ns_fd, CLONE_NEWNS)
+        try:
+            root_fd = os.open(self._root, O_PATH | O_DIRECTORY | O_CLOEXEC)
+            try:
+                check_tmpfs_mount_point(self._root, root_fd)
+            except BaseException:
+                os.close(root_fd)
+                raise
+            return root_fd
+        finally:
+            setns(self._ns[self._current].ns_fd, CLONE_NEWNS)
+            _restore_cwd(cwd)
+
+    # ---- files --------------------------------------------------------------------------------
+
+    def mkdir(self, path: str, mode: int = 0o755, *, parents: bool = False,
+              safe: bool = False) -> None:
+        if not parents:
+            self._mkdir_one(path, mode, safe)
+            return
+        prefix = ""
+        for part in (p for p in path.split("/") if p):
+            prefix += "/" + part
+            try:
+                self._mkdir_one(prefix, mode, safe)
+            except FileExistsError:
+                if not self.stat(prefix, safe=safe).is_dir:  # mkdir -p accepts only dirs
+                    raise
+
+    def _mkdir_one(self, path: str, mode: int, safe: bool) -> None:
+        with self._parent(path, safe=safe) as (dirfd, name), _errors_as(path):
+            os.mkdir(name, mode, dir_fd=dirfd)
+            self._set_mode_exact(dirfd, name, mode, O_DIRECTORY)
+
+    def stat(self, path: str, *, safe: bool = False) -> Stat:
+        with self._opened(path, O_PATH, safe=safe) as fd, _errors_as(path):
+            return _to_stat(os.fstat(fd))
+
+    def lstat(self, path: str, *, safe: bool = False) -> Stat:
+        # O_PATH|O_NOFOLLOW opens a final symlink itself, even with RESOLVE_NO_SYMLINKS
+        # (openat2(2)): safe forbids *following* symlinks, and lstat follows none at the end
+        with self._opened(path, O_PATH | O_NOFOLLOW, safe=safe) as fd, _errors_as(path):
+            return _to_stat(os.fstat(fd))
+
+    def chown(self, path: str, uid: int, gid: int, *, follow_symlinks: bool = True,
+              safe: bool = False) -> None:
+        if follow_symlinks:
+            with self._opened(path, O_PATH, safe=safe) as fd, _errors_as(path):
+                os.chown(_fd_path(fd), uid, gid)
+            return
+        with self._parent(path, safe=safe) as (dirfd, name), _errors_as(path):
+            os.chown(name, uid, gid, dir_fd=dirfd, follow_symlinks=False)
+
+    def chmod(self, path: str, mode: int, *, follow_symlinks: bool = True,
+              safe: bool = False) -> None:
+        flags = O_PATH | (0 if follow_symlinks else O_NOFOLLOW)
+        with self._opened(path, flags, safe=safe) as fd, _errors_as(path):
+            if stat_mod.S_ISLNK(os.fstat(fd).st_mode):
+                # Linux has no lchmod: fchmodat(AT_SYMLINK_NOFOLLOW) on a symlink is EOPNOTSUPP
+                raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP), path)
+            os.chmod(_fd_path(fd), mode)
+
+    def read_file(self, path: str, *, safe: bool = False) -> bytes:
+        # O_NONBLOCK so a fifo without a writer reads as empty instead of hanging
+        with self._opened(path, os.O_RDONLY | os.O_NONBLOCK, safe=safe) as fd, \
+                _errors_as(path):
+            chunks = []
+            while chunk := os.read(fd, 1 << 16):
+                chunks.append(chunk)
+            return b"".join(chunks)
+
+    def write_file(self, path: str, data: bytes, *, mode: int = 0o644, append: bool = False,
+                   safe: bool = False) -> None:
+        fd = self._open_for_write(path, mode, append, safe)
+        try:
+            with _errors_as(path):
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+
+    def _open_for_write(self, path: str, mode: int, append: bool, safe: bool) -> int:
+        """Open for writing, creating with the exact ``mode`` (no umask).
+
+        ``safe`` adds O_NOFOLLOW: ELOOP on a final symlink. O_NONBLOCK: a fifo without a reader
+        is ENXIO, never a hang. Creation is tried with O_EXCL first so that only a file made
+        here gets its mode set; EEXIST then ENOENT means a dangling symlink, whose target a
+        plain O_CREAT open creates (open(2)) -- inside the sandbox, thanks to RESOLVE_IN_ROOT.
+        """
+        base = os.O_WRONLY | os.O_NONBLOCK | (os.O_APPEND if append else os.O_TRUNC)
+        if safe:
+            base |= O_NOFOLLOW
+        try:
+            fd = self._open(path, base | os.O_CREAT | os.O_EXCL, safe=safe, mode=mode)
+        except FileExistsError:
+            try:
+                return self._open(path, base, safe=safe)
+            except FileNotFoundError:
+                if safe:
+                    raise
+                fd = self._open(path, base | os.O_CREAT, safe=safe, mode=mode)
+        with _errors_as(path):
+            os.fchmod(fd, mode)
+        return fd
+
+    def symlink(self, target: str, path: str) -> None:
+        with self._parent(path, safe=False) as (dirfd, name), _errors_as(path):
+            os.symlink(target, name, dir_fd=dirfd)
+
+    def readlink(self, path: str) -> str:
+        with self._parent(path, safe=False) as (dirfd, name), _errors_as(path):
+            return os.readlink(name, dir_fd=dirfd)
+
+    def listdir(self, path: str, *, safe: bool = False) -> list[str]:
+        with self._opened(path, os.O_RDONLY | O_DIRECTORY, safe=safe) as fd, _errors_as(path):
+            return sorted(os.listdir(fd))
+
+    def unlink(self, path: str, *, safe: bool = False) -> None:
+        with self._parent(path, safe=safe) as (dirfd, name), _errors_as(path):
+            os.unlink(name, dir_fd=dirfd)
+
+    def rmdir(self, path: str, *, safe: bool = False) -> None:
+        with self._parent(path, safe=safe) as (dirfd, name), _errors_as(path):
+            os.rmdir(name, dir_fd=dirfd)
+
+    def mkfifo(self, path: str, mode: int = 0o644) -> None:
+        with self._parent(path, safe=False) as (dirfd, name), _errors_as(path):
+            os.mkfifo(name, mode, dir_fd=dirfd)
+            self._set_mode_exact(dirfd, name, mode)
+
+    def exists(self, path: str) -> bool:
+        try:
+            self.lstat(path)
+        except OSError:
+            return False
+        return True
+
+
+def _read_mountinfo() -> str:
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        return f.read()
+
+__all__ = ["set_no_new_privs", "get_no_new_privs", "KernelHost", "SandboxRefused",
+           "check_private_namespace", "mount", "umount2",
+           "unshare", "setns", "openat2", "open_tree", "move_mount", "mount_setattr",
+           "mount_flags_to_string", "parse_mount_flags", "SIGNATURES", "SYSCALL_NUMBERS",
+           "run_in_sandbox", "kernel_available", "kernel_unavailable_reason", "require_root"]
