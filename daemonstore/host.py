@@ -56,6 +56,8 @@ class Stat:
     ino: int
     dev: int
     nlink: int = 1
+    #: id of the mount the path resolved onto (mountinfo field 1; statx ``STATX_MNT_ID``)
+    mnt_id: int = 0
 
     @property
     def is_dir(self) -> bool:

@@ -9,6 +9,7 @@ namespace as the kernel's path walk does (§2.0); mount operations delegate to
 from __future__ import annotations
 
 import errno
+from dataclasses import replace
 
 from ..host import Propagation, Stat
 from .files import FileOps
@@ -160,10 +161,12 @@ class ModelHost(Resolver, FileOps, TreeOps):
         return m
 
     def stat(self, path: str, *, safe: bool = False) -> Stat:
-        return self.resolve(path, safe=safe)[1].stat()
+        m, d = self.resolve(path, safe=safe)
+        return replace(d.stat(), mnt_id=m.id)
 
     def lstat(self, path: str, *, safe: bool = False) -> Stat:
-        return self.resolve(path, follow=False, safe=safe)[1].stat()
+        m, d = self.resolve(path, follow=False, safe=safe)
+        return replace(d.stat(), mnt_id=m.id)
 
 
 def _ptype(value: Propagation | str | None, allow_unchanged: bool = False) -> str | None:

@@ -138,3 +138,19 @@ def test_stat_of_the_root_and_dot_dot_components() -> None:
                 errname(h.rmdir, "/a/."))
 
     assert run_in_sandbox(body) == (True, True, True, "EISDIR", "EINVAL")
+
+
+def _mnt_id_matches_mountinfo(host: KernelHost) -> tuple[bool, bool]:
+    from daemonstore import mountinfo
+
+    host.mkdir("/m")
+    host.mkdir("/plain")
+    host.mount_tmpfs("m", "/m")
+    by_id = {e.mount_id: e for e in mountinfo.parse(host.mountinfo())}
+    return (by_id[host.stat("/m").mnt_id].mount_point == "/m",
+            by_id[host.lstat("/plain").mnt_id].mount_point == "/")
+
+
+def test_stat_mnt_id_names_the_mountinfo_entry() -> None:
+    """Stat.mnt_id (from /proc/self/fdinfo) is mountinfo's field 1, as in the model."""
+    assert run_in_sandbox(_mnt_id_matches_mountinfo) == (True, True)
