@@ -160,32 +160,45 @@ CanonMount = tuple[str, int, tuple[str, int] | None, str, str, str, bool, int | 
 
 
 def _canon_namespace(entries: list[MountInfoEntry]) -> list[tuple]:
-    """Order one namespace's mounts by (mount point, stack index, parent key), ids dropped."""
+    """Order one namespace's mounts by (mount point, stack index, ancestry), ids dropped.
+
+    The ancestry is the chain of (mount point, stack index) of every ancestor up to the root:
+    hidden mounts at one path can hang under different parents that share a path themselves
+    (FZ04), and only the whole chain tells them apart independently of the kernel's line order.
+    """
     by_id = {e.mount_id: e for e in entries}
     stack: dict[int, int] = {}
+    chains: dict[int, tuple[tuple[str, int], ...]] = {}
+
+    def parent_of(e: MountInfoEntry) -> MountInfoEntry | None:
+        return by_id.get(e.parent_id) if e.parent_id != e.mount_id else None
 
     def stack_index(e: MountInfoEntry) -> int:
-        if e.mount_id in stack:
-            return stack[e.mount_id]
-        depth, cur, seen = 0, e, {e.mount_id}
-        # a mount stacked on another one has that one as parent and the same mount point
-        while cur.parent_id in by_id and cur.parent_id not in seen:
-            parent = by_id[cur.parent_id]
-            if parent.mount_point != cur.mount_point:
-                break
-            depth += 1
-            seen.add(parent.mount_id)
-            cur = parent
-        stack[e.mount_id] = depth
-        return depth
+        if e.mount_id not in stack:
+            depth, cur, seen = 0, e, {e.mount_id}
+            # a mount stacked on another one has that one as parent and the same mount point
+            while (parent := parent_of(cur)) is not None and parent.mount_id not in seen:
+                if parent.mount_point != cur.mount_point:
+                    break
+                depth += 1
+                seen.add(parent.mount_id)
+                cur = parent
+            stack[e.mount_id] = depth
+        return stack[e.mount_id]
 
-    keyed = []
-    for e in entries:
-        parent = by_id.get(e.parent_id) if e.parent_id != e.mount_id else None
-        pkey = (parent.mount_point, stack_index(parent)) if parent else None
-        keyed.append(((e.mount_point, stack_index(e), pkey or ("", -1)), e, pkey))
-    keyed.sort(key=lambda item: item[0])
-    return [(k[0], k[1], pkey, e) for k, e, pkey in keyed]
+    def chain(e: MountInfoEntry) -> tuple[tuple[str, int], ...]:
+        if e.mount_id not in chains:
+            links: list[tuple[str, int]] = []
+            cur, seen = parent_of(e), {e.mount_id}
+            while cur is not None and cur.mount_id not in seen:
+                seen.add(cur.mount_id)
+                links.append((cur.mount_point, stack_index(cur)))
+                cur = parent_of(cur)
+            chains[e.mount_id] = tuple(links)
+        return chains[e.mount_id]
+
+    keyed = sorted(((e.mount_point, stack_index(e), chain(e)), e) for e in entries)
+    return [(k[0], k[1], k[2], e) for k, e in keyed]
 
 
 def canonical(namespaces: Mapping[str, str],
@@ -203,8 +216,8 @@ def canonical(namespaces: Mapping[str, str],
     out_ns: dict[str, list[list[object]]] = {}
     for name in sorted(namespaces, key=lambda n: (n != "init", n)):
         rows = []
-        for mp, idx, pkey, e in _canon_namespace(parse(namespaces[name])):
-            rows.append([mp, idx, list(pkey) if pkey else None, e.root, e.fstype, e.source,
+        for mp, idx, ancestry, e in _canon_namespace(parse(namespaces[name])):
+            rows.append([mp, idx, [list(link) for link in ancestry], e.root, e.fstype, e.source,
                          e.unbindable, label(e.shared), label(e.master)])
         out_ns[name] = rows
     errs = sorted([int(line), str(err)] for line, err in (tuple(x) for x in errors))
@@ -250,5 +263,5 @@ def _fmt_row(row: list[object]) -> str:
     if unb:
         prop.append("unbindable")
     where = f"{mp}" + (f" (stack {idx})" if idx else "")
-    parent = f" on {pkey[0]}#{pkey[1]}" if pkey else ""
+    parent = f" on {pkey[0][0]}#{pkey[0][1]}" if pkey else ""
     return f"{where}{parent} root={root} {fstype}:{source} {' '.join(prop) or 'private'}"

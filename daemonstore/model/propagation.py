@@ -34,6 +34,13 @@ class MountTable:
         self.group_ids = IdAllocator(start=1)
         self._seq = count()
         self._minors = count(40)
+        # mounts whose group id attach_recursive_mnt() invented but has not yet marked shared:
+        # IS_MNT_SHARED() is false for them while propagate_mnt() runs (FZ01-FZ03)
+        self._pending: set[Mount] = set()
+
+    def is_shared(self, m: Mount) -> bool:
+        """``IS_MNT_SHARED()``: in a peer group, and not just given an id by this attach."""
+        return m.group is not None and m not in self._pending
 
     # ---- construction --------------------------------------------------------------------------
     def new_fs(self, fstype: str, source: str, data: str = "") -> Filesystem:
@@ -106,7 +113,7 @@ class MountTable:
             m.master = old
             old.slaves.append(m)
         elif not flag & CL_PRIVATE:
-            if old.group is not None and (flag & CL_MAKE_SHARED or old.shared):
+            if old.group is not None and (flag & CL_MAKE_SHARED or self.is_shared(old)):
                 ring = old.group.members
                 ring.insert(ring.index(old) + 1, m)  # a new peer goes right after its original
                 m.group = old.group
@@ -235,7 +242,7 @@ class MountTable:
             if index == 0:
                 copy, flag, targets = source, CL_MAKE_SHARED, members[1:]
             else:
-                flag = CL_SLAVE | (CL_MAKE_SHARED if members[0].shared else 0)
+                flag = CL_SLAVE | (CL_MAKE_SHARED if self.is_shared(members[0]) else 0)
                 targets = members
             for n in targets:
                 # need_secondary(): not a new copy, mountpoint visible, not a detached tree
@@ -272,8 +279,12 @@ class MountTable:
         copies: list[Mount] = []
         if dest.shared:
             tree = list(preorder(source))
+            self._pending = {p for p in tree if p.group is None}
             self.invent_group_ids(tree)
-            copies = self.propagate_mnt(dest, mp, source)
+            try:
+                copies = self.propagate_mnt(dest, mp, source)
+            finally:
+                self._pending = set()
             for p in tree:
                 p.unbindable = False  # set_mnt_shared()
         if moving:

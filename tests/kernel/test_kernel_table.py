@@ -50,7 +50,7 @@ def test_every_ms_name_round_trips() -> None:
 
 def test_signatures_table() -> None:
     assert set(kernel.SIGNATURES) == {"mount", "umount2", "unshare", "setns", "openat2",
-                                      "open_tree", "move_mount", "mount_setattr"}
+                                      "open_tree", "move_mount", "mount_setattr", "prctl"}
     for name, (symbol, _argtypes, _restype) in kernel.SIGNATURES.items():
         if symbol == "syscall":
             for arch in ("x86_64", "aarch64"):
