@@ -1,0 +1,95 @@
+"""Questions startup asks of one mountinfo read (pure: parses text it is given).
+
+"Is this store mounted, by itself, shared?" is answered from ``host.mountinfo()`` read once per
+run, never by probing paths (design guidance; chromeos-facts.md §1: the original never checks).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Sequence
+
+from daemonstore import mountinfo
+from daemonstore.host import Host
+
+__all__ = ["MountView", "describe_mount", "show_path", "visible_stack"]
+
+
+def show_path(path: str) -> str:
+    """A path for a one-line message: as is, or repr() if it holds control characters (a
+    template name may contain a newline)."""
+    return path if path.isprintable() else repr(path)
+
+
+class MountView:
+    """One read of mountinfo, indexed for the questions startup asks (built once per run)."""
+
+    def __init__(self, entries: Sequence[mountinfo.MountInfoEntry]) -> None:
+        self.entries = list(entries)
+        self.by_id = {e.mount_id: e for e in self.entries}
+        # (parent mount id, mount point) -> the child mounted there; in creation order, so at a
+        # (never expected) tie the later mount wins, as it would sit on top
+        self._at = {(e.parent_id, e.mount_point): e for e in self.entries
+                    if e.parent_id != e.mount_id}
+        roots = [e for e in self.entries if e.mount_point == "/" and e.parent_id not in self.by_id]
+        self._root = roots[0] if roots else None
+
+    @classmethod
+    def from_host(cls, host: Host) -> MountView:
+        return cls(mountinfo.parse(host.mountinfo()))
+
+    def stack(self, path: str) -> list[mountinfo.MountInfoEntry]:
+        """The mounts a path lookup of ``path`` crosses *at* ``path``, bottom first ([] if
+        ``path`` is not a mount point in the visible tree).
+
+        Walks from the root mount the way the kernel's path walk does, one component at a time,
+        always onto the top of the stack at each mount point: a mount hidden under an
+        overmounted parent (e.g. an old ``/run/daemon-store/<d>`` below a tmpfs later mounted
+        on ``/run/daemon-store``) has the covered mount as parent and is never reached.
+        """
+        cur = self._root
+        if cur is None:
+            return []
+        stack = [cur] if path == "/" else []
+        parts = [p for p in path.split("/") if p]
+        prefixes = ["/"] + ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
+        for prefix in prefixes:
+            while (nxt := self._at.get((cur.mount_id, prefix))) is not None:
+                cur = nxt
+                if prefix == path:
+                    stack.append(cur)
+        return stack
+
+    def is_self_bind(self, entry: mountinfo.MountInfoEntry) -> bool:
+        """Is ``entry`` the directory at its mount point bound onto itself? Same device as the
+        mount below, and its root is the mount point's path inside that mount's filesystem."""
+        parent = self.by_id.get(entry.parent_id)
+        if parent is None:  # parent outside the sandbox view: compare with the sandbox path
+            return entry.root == entry.mount_point
+        rel = posixpath.relpath(entry.mount_point, parent.mount_point)
+        want = posixpath.normpath(posixpath.join(parent.root, rel))
+        return entry.dev == parent.dev and entry.root == want
+
+    def store_problem(self, path: str) -> str | None:
+        """None if ``path`` is a ready store mount (one shared self-bind), else what is wrong."""
+        stack = self.stack(path)
+        if not stack:
+            return "not a mount point"
+        if len(stack) > 1:
+            shown = "; ".join(describe_mount(e) for e in stack)
+            return f"{len(stack)} mounts are stacked on it ({shown})"
+        if not self.is_self_bind(stack[0]):
+            return f"another mount covers it ({describe_mount(stack[0])})"
+        if stack[0].shared is None:
+            return f"its mount is {stack[0].propagation}, not shared"
+        return None
+
+
+def visible_stack(entries: Sequence[mountinfo.MountInfoEntry],
+                  path: str) -> list[mountinfo.MountInfoEntry]:
+    """:meth:`MountView.stack` for a one-off question."""
+    return MountView(entries).stack(path)
+
+
+def describe_mount(e: mountinfo.MountInfoEntry) -> str:
+    return f"{e.fstype} {show_path(e.source)} root {show_path(e.root)} ({e.propagation})"
