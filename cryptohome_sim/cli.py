@@ -1,0 +1,121 @@
+"""``cryptohome-sim``: serve the simulated cryptohome + session manager on a bus (thin click
+front end; the services are :mod:`cryptohome_sim.service`, the state :mod:`cryptohome_sim.core`).
+
+Exit codes: 0 stopped by SIGTERM/SIGINT, 1 the service failed (bus refused the names, bus went
+away), 2 bad input or an environment it must not run in (no bus address, KernelHost refused).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+import click
+
+from cryptohome_sim import bus as private_bus
+from cryptohome_sim.core import Cryptohome
+from cryptohome_sim.service import Service, ServiceError
+from daemonstore.host import Host
+
+ENV_ADDRESS = "DBUS_SYSTEM_BUS_ADDRESS"
+
+
+class BadInput(click.ClickException):
+    """One-line reason, exit 2."""
+
+    exit_code = 2
+
+
+def _host(root: str | None, model: bool) -> Host:
+    if model == (root is not None):
+        raise BadInput("give exactly one of --model (a fresh model) or --root DIR (the kernel)")
+    if model:
+        from daemonstore.model import ModelHost
+
+        return ModelHost()
+    from daemonstore.kernel import KernelHost, SandboxRefused
+
+    try:
+        return KernelHost(root)  # type: ignore[arg-type]  # root is set: checked above
+    except SandboxRefused as exc:
+        raise BadInput(f"--root {root}: {exc}") from None
+    except OSError as exc:
+        raise BadInput(f"--root {root}: {exc.strerror or exc}") from None
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--root", type=click.Path(file_okay=False), default=None,
+              help="Sandbox root for KernelHost (run inside a private mount namespace).")
+@click.option("--model", is_flag=True, help="Serve a fresh pure-model host instead.")
+@click.option("--address", default=None,
+              help=f"Bus address (default ${ENV_ADDRESS}; never the machine's own bus).")
+@click.option("--spawn-bus", is_flag=True,
+              help="Start a private dbus-daemon and print its address first.")
+@click.option("-v", "--verbose", is_flag=True, help="Log every call to stderr.")
+def main(root: str | None, model: bool, address: str | None, spawn_bus: bool,
+         verbose: bool) -> None:
+    """Serve org.chromium.UserDataAuth and org.chromium.SessionManager on a D-Bus bus."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
+                        format="cryptohome-sim: %(message)s")
+    if spawn_bus and address:
+        raise BadInput("--spawn-bus and --address exclude each other")
+    address = address or (None if spawn_bus else os.environ.get(ENV_ADDRESS))
+    if not address and not spawn_bus:
+        raise BadInput(f"no bus address: pass --address, set ${ENV_ADDRESS} or use --spawn-bus")
+    host = _host(root, model)  # before any bus: a refused KernelHost must not leave a bus behind
+    spawned = None
+    # until the loop installs its own handlers, a SIGTERM must still reach the finally below
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_on_signal)
+    if spawn_bus:
+        user = private_bus.current_user()
+        try:
+            spawned = private_bus.start_private_bus(privileged_user=user)
+        except private_bus.BusError as exc:
+            raise click.ClickException(str(exc)) from None
+        address = spawned.address
+        click.echo(f"{ENV_ADDRESS}={address}")
+        click.echo(f"dbus-daemon pid {spawned.pid}, privileged user {user}")
+    try:
+        code = asyncio.run(_serve(Cryptohome(host), address, host.kind))  # type: ignore[arg-type]
+    finally:
+        # a second signal (Ctrl-C, or `timeout` signalling the whole process group) must not
+        # cut the clean-up short and leave the private bus's directory behind
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
+        if spawned is not None:
+            spawned.stop()
+    sys.exit(code)
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+async def _serve(core: Cryptohome, address: str, kind: str) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        service = await Service.start(core, address)
+    except ServiceError as exc:
+        click.echo(f"cryptohome-sim: {exc}", err=True)
+        return 1
+    click.echo(f"cryptohome-sim: serving org.chromium.UserDataAuth and "
+               f"org.chromium.SessionManager on {address} ({kind} host)")
+    sys.stdout.flush()  # the line tests and scripts wait for
+    closed = asyncio.ensure_future(service.wait_closed())
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([closed, stopped], return_when=asyncio.FIRST_COMPLETED)
+    lost = closed.done()
+    closed.cancel()
+    stopped.cancel()
+    await service.stop()
+    if lost:
+        click.echo("cryptohome-sim: the bus connection was lost", err=True)
+        return 1
+    return 0

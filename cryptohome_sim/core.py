@@ -1,0 +1,363 @@
+"""The simulated cryptohome and session manager as plain Python state (no D-Bus; unit-testable).
+
+:class:`Cryptohome` holds the Host, the salt, known users, who is mounted, the session state, the
+call log and injected failures. ``service.py`` is a thin D-Bus skin over it: each D-Bus method
+validates its arguments, logs the call here and delegates. Mounting itself is
+``daemonstore.session`` (the same sign-in code ``World.login`` runs without a bus).
+
+Errors are :class:`CryptohomeError` with a ``kind`` (``MountFailed``, ``SessionExists``, ...);
+the service turns the kind into a D-Bus error name of the interface that was called.
+
+Not thread-safe (neither is the Host): run every call from one asyncio loop.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Concatenate, ParamSpec, TypeVar
+
+from cryptohome_sim import names
+from daemonstore import paths, session
+from daemonstore.host import Host
+from startup.apply import READY, run_startup
+from startup.plan import PASSWD, read_system_uids
+
+T = TypeVar("T")
+
+#: methods ``InjectFailure`` accepts. For MountEx the step is sign-in's ``fail_at``: an EIO
+#: before plan step N (0-based; past the last step nothing fails), so the rollback runs; for
+#: the others the next call fails before doing anything and the step must be 0.
+INJECTABLE = ("MountEx", "Unmount", "StartSession", "StopSession", "GetSanitizedUsername")
+GUEST_UNSUPPORTED = "guest sessions not supported yet"
+
+
+class CryptohomeError(Exception):
+    """A refused or failed request; ``kind`` becomes the last part of the D-Bus error name."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class Call:
+    """One entry of the call log: a method call (or an emitted signal) and its arguments."""
+
+    method: str
+    args: tuple[str, ...]
+
+
+@dataclass
+class _Mounted:
+    user_hash: str
+    guest: bool
+    mounted: list[str] = field(default_factory=list)
+
+
+def _text(value: object) -> str:
+    """A call-log argument as D-Bus tools print it (booleans as true/false)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _step_line(step: object) -> str:
+    """A startup step as its shell-like line (``TargetResult.applied`` holds Ops)."""
+    to_line = getattr(step, "to_line", None)
+    return to_line() if callable(to_line) else str(step)
+
+
+# ---- salt (chromeos-facts.md §3, "Salt") ---------------------------------------------------------
+
+
+def _valid_salt(host: Host, path: str) -> bytes | None:
+    """The salt at ``path`` if it exists with a usable size (0 < size <= 1 MiB), else None."""
+    try:
+        data = host.read_file(path, safe=True)
+    except OSError:
+        return None
+    return data if 0 < len(data) <= paths.MAX_SALT else None
+
+
+def load_or_create_salt(host: Host, random_bytes: Callable[[int], bytes] = os.urandom) -> bytes:
+    """The system salt, created if missing.
+
+    Read like ``brillo::cryptohome::home::SystemSaltLoader``: ``/home/.shadow/salt`` first,
+    then ``/var/lib/system_salt``. A legacy salt of an invalid size is deleted, as
+    ``GetOrRemoveSalt`` does. When neither is usable a fresh 16-byte salt
+    (``kCryptohomeDefaultSaltLength``) is written, mode 0644, at ``/home/.shadow/salt``: the
+    contract in design.md puts it there (ChromeOS writes new salts to /var/lib/system_salt).
+    The write is not atomic: Host has no rename; nothing reads the salt concurrently here.
+    """
+    for path in (paths.SALT, paths.SALT_FALLBACK):
+        salt = _valid_salt(host, path)
+        if salt is not None:
+            return salt
+    if host.exists(paths.SALT):
+        host.unlink(paths.SALT, safe=True)
+    if not host.exists("/home"):
+        host.mkdir("/home", 0o755, safe=True)
+    if not host.exists(paths.SHADOW):
+        host.mkdir(paths.SHADOW, 0o700, safe=True)  # root-only, like ChromeOS /home/.shadow
+    salt = random_bytes(paths.SALT_LENGTH)
+    host.write_file(paths.SALT, salt, mode=0o644, safe=True)
+    return salt
+
+
+P = ParamSpec("P")
+
+
+def _rooted(fn: Callable[Concatenate[Cryptohome, P], T]) -> Callable[Concatenate[Cryptohome, P], T]:
+    """Run a method that touches the Host in the core's own namespace (see Cryptohome)."""
+
+    @functools.wraps(fn)
+    def wrapper(self: Cryptohome, *args: P.args, **kwargs: P.kwargs) -> T:
+        with self._in_root():
+            return fn(self, *args, **kwargs)
+
+    return wrapper
+
+
+# ---- the core ------------------------------------------------------------------------------------
+
+
+class Cryptohome:
+    """State of the simulated cryptohomed + session_manager pair on one Host.
+
+    Everything runs in the namespace that was current when the core was made (the machine's
+    root namespace, where cryptohomed mounts), whatever namespace a test left current.
+    """
+
+    def __init__(self, host: Host, *, random_bytes: Callable[[int], bytes] = os.urandom) -> None:
+        self.host = host
+        self.namespace = host.current_namespace()
+        self._random_bytes = random_bytes
+        self._salt: bytes | None = None
+        self._users: dict[str, str] = {}          # known accounts: username -> hash
+        self._mounted: dict[str, _Mounted] = {}   # mounted by us: username -> record
+        self._sessions: dict[str, str] = {}       # signed in, in sign-in order: username -> hash
+        self._guests: set[str] = set()
+        self._stopping = False
+        self._calls: list[Call] = []
+        self._failures: dict[str, int] = {}
+
+    @contextmanager
+    def _in_root(self) -> Iterator[None]:
+        previous = self.host.current_namespace()
+        if previous != self.namespace:
+            self.host.use_namespace(self.namespace)
+        try:
+            yield
+        finally:
+            if self.host.current_namespace() != previous:
+                self.host.use_namespace(previous)
+
+    # ---- call log and injected failures (the control interface) -----------------------------
+    def log_call(self, method: str, *args: object) -> None:
+        self._calls.append(Call(method, tuple(_text(a) for a in args)))
+
+    def calls(self) -> list[Call]:
+        return list(self._calls)
+
+    def clear_calls(self) -> None:
+        self._calls.clear()
+
+    def inject_failure(self, method: str, step: int) -> None:
+        """Make the next call of ``method`` fail (see :data:`INJECTABLE`)."""
+        if method not in INJECTABLE:
+            raise CryptohomeError("InvalidArgs", f"cannot inject a failure into {method!r}; "
+                                  f"one of {', '.join(INJECTABLE)}")
+        if step < 0 or (method != "MountEx" and step != 0):
+            raise CryptohomeError("InvalidArgs", f"bad step {step} for {method} (MountEx takes "
+                                  "a sign-in step >= 0, the other methods only 0)")
+        self._failures[method] = step
+
+    def clear_failures(self) -> None:
+        self._failures.clear()
+
+    def _take_failure(self, method: str) -> int | None:
+        return self._failures.pop(method, None)
+
+    def _fail_if_injected(self, method: str) -> None:
+        if self._take_failure(method) is not None:
+            raise CryptohomeError("InjectedFailure", f"injected failure in {method}")
+
+    # ---- cryptohome: names ---------------------------------------------------------------------
+    @property
+    def salt(self) -> bytes:
+        if self._salt is None:
+            with self._in_root():
+                self._salt = load_or_create_salt(self.host, self._random_bytes)
+        return self._salt
+
+    def sanitized_username(self, username: str) -> str:
+        """``GetSanitizedUsername``: hex(SHA1(salt || ascii-lower(username))), 40 characters."""
+        self._fail_if_injected("GetSanitizedUsername")
+        return paths.sanitize_username(self.salt, paths.check_username(username))
+
+    def add_user(self, username: str) -> str:
+        """Control ``AddUser``: register an account (as if it had signed in before)."""
+        user_hash = paths.sanitize_username(self.salt, paths.check_username(username))
+        self._users[username] = user_hash
+        return user_hash
+
+    def known_users(self) -> dict[str, str]:
+        return dict(self._users)
+
+    # ---- cryptohome: mounts --------------------------------------------------------------------
+    @_rooted
+    def mount(self, username: str, guest: bool = False) -> tuple[str, list[str]]:
+        """``MountEx``: mount the user's vault and daemon stores through ``session.sign_in``.
+
+        A new user is created on first mount (Chrome's MountEx with ``create``). Refuses a user
+        who is already mounted. On failure sign_in has rolled back and the reason is kept.
+        """
+        fail_at = self._take_failure("MountEx")
+        if guest:
+            raise CryptohomeError("NotSupported", GUEST_UNSUPPORTED)
+        user_hash = paths.sanitize_username(self.salt, paths.check_username(username))
+        if username in self._mounted or user_hash in session.mounted_users(self.host):
+            raise CryptohomeError("AlreadyMounted", f"{username} is already mounted")
+        try:
+            # first_user=None: sign-in decides from mountinfo (whoever finds
+            # /home/chronos/user free), so users mounted by World.login count too
+            result = session.sign_in(self.host, user_hash, fail_at=fail_at)
+        except session.SignInError as exc:  # rolled back already; the reason names the step
+            raise CryptohomeError("MountFailed", f"{username}: {exc}") from exc
+        self._users.setdefault(username, user_hash)
+        self._mounted[username] = _Mounted(user_hash, guest, list(result.mounted))
+        return user_hash, list(result.mounted)
+
+    @_rooted
+    def unmount(self, username: str) -> list[str]:
+        """``Unmount``: tear down the user's mounts (``session.sign_out``).
+
+        Refused while the user still has a session: ChromeOS unmounts in ui-post-stop, after
+        ``stopped`` (chromeos-facts.md §4), and daemons rely on that order. Returns the mount
+        points removed (busy ones lazily detached included); ``UnmountFailed`` if any is left.
+        """
+        self._fail_if_injected("Unmount")
+        user_hash = paths.sanitize_username(self.salt, paths.check_username(username))
+        if username in self._sessions:
+            raise CryptohomeError("SessionActive", f"{username} still has a session; "
+                                  "StopSession first")
+        if user_hash not in session.mounted_users(self.host):
+            self._mounted.pop(username, None)
+            raise CryptohomeError("NotMounted", f"{username} is not mounted")
+        result = session.sign_out(self.host, user_hash)  # best effort, never raises
+        if result.failed:
+            raise CryptohomeError("UnmountFailed", f"{username}: could not unmount "
+                                  f"{', '.join(result.failed)}: {'; '.join(result.warnings)}")
+        self._mounted.pop(username, None)
+        return list(result.unmounted) + list(result.lazily_detached)
+
+    @_rooted
+    def mounted_hashes(self) -> list[str]:
+        """``ListMounted``: every user hash mounted on the host (whoever mounted it)."""
+        return list(session.mounted_users(self.host))
+
+    # ---- session manager -----------------------------------------------------------------------
+    @_rooted
+    def start_session(self, username: str) -> str:
+        """``StartSession``: the user's cryptohome must be mounted; state becomes ``started``.
+        Returns the hash; the caller emits ``started`` (once per user, chromeos-facts.md §4)."""
+        self._fail_if_injected("StartSession")
+        user_hash = paths.sanitize_username(self.salt, paths.check_username(username))
+        if username in self._sessions:
+            raise CryptohomeError("SessionExists", f"{username} already has a session")
+        if self._stopping:
+            raise CryptohomeError("SessionStopping", "the session is stopping")
+        if user_hash not in session.mounted_users(self.host):
+            raise CryptohomeError("NotMounted", f"{username}'s cryptohome is not mounted; "
+                                  "MountEx first")
+        self._sessions[username] = user_hash
+        mounted = self._mounted.get(username)
+        if mounted is not None and mounted.guest:
+            self._guests.add(username)
+        return user_hash
+
+    def begin_stop(self, username: str = "") -> list[str]:
+        """First half of ``StopSession``: state ``stopping``; returns the users being stopped.
+
+        ``""`` stops every user, as ChromeOS does (its argument is ignored there); a username
+        stops only that user (our extension, so one of several signed-in users can leave).
+        """
+        self._fail_if_injected("StopSession")
+        if username:
+            paths.check_username(username)
+            if username not in self._sessions:
+                raise CryptohomeError("SessionDoesNotExist", f"{username} has no session")
+            users = [username]
+        else:
+            if not self._sessions:
+                raise CryptohomeError("SessionDoesNotExist", "no session is started")
+            users = list(self._sessions)
+        self._stopping = True
+        return users
+
+    def finish_stop(self, users: list[str]) -> None:
+        """Second half: the users are gone; ``stopped`` follows (still ``started`` for others)."""
+        for username in users:
+            self._sessions.pop(username, None)
+            self._guests.discard(username)
+        self._stopping = False
+
+    def session_state(self) -> str:
+        """``RetrieveSessionState``: stopping while stopping, started with any session, else
+        stopped."""
+        if self._stopping:
+            return names.STOPPING
+        return names.STARTED if self._sessions else names.STOPPED
+
+    def primary_session(self) -> tuple[str, str]:
+        """``RetrievePrimarySession``: the first non-guest user to sign in, or two empty
+        strings."""
+        for username, user_hash in self._sessions.items():
+            if username not in self._guests:
+                return username, user_hash
+        return "", ""
+
+    def active_sessions(self) -> dict[str, str]:
+        return dict(self._sessions)
+
+    def is_guest_session_active(self) -> bool:
+        return bool(self._guests)
+
+    # ---- setting up a model host (control ``InstallDaemon``) ------------------------------------
+    @_rooted
+    def install_daemon(self, name: str, uid: int, gid: int, mode: int) -> list[str]:
+        """Install a daemon's template ``/etc/daemon-store/<name>`` (owner ``uid:gid``, ``mode``)
+        and run the boot step (``startup.run_startup``) so its stores are shared self-binds.
+
+        What the ebuild plus chromeos_startup do on a device (chromeos-facts.md §1). A non-root
+        ``uid`` missing from ``<root>/etc/passwd`` gets a line there, as the ebuild's user would
+        exist, since startup only trusts templates owned by root or a system user. Returns the
+        steps startup applied; raises ``StartupFailed`` with startup's reasons if either store
+        of this daemon is not ready afterwards.
+        """
+        template = paths.template(name)
+        if mode & ~0o7777:
+            raise CryptohomeError("InvalidArgs", f"mode {mode:o} has bits outside 07777")
+        if self.host.exists(template):
+            raise CryptohomeError("Exists", f"{template} already exists")
+        for directory in ("/etc", paths.ETC_DAEMON_STORE):
+            if not self.host.exists(directory):
+                self.host.mkdir(directory, 0o755, safe=True)
+        if uid != 0 and uid not in read_system_uids(self.host):
+            self.host.write_file(PASSWD, f"{name}:x:{uid}:{gid}::/dev/null:/bin/false\n".encode(),
+                                 append=True, safe=True)
+        self.host.mkdir(template, mode, safe=True)
+        self.host.chown(template, uid, gid, follow_symlinks=False, safe=True)
+        self.host.chmod(template, mode, follow_symlinks=False, safe=True)  # after chown: setuid
+        _plan, report = run_startup(self.host)
+        mine = [r for r in report.results if r.target.daemon == name]
+        problems = [r.line() for r in mine if r.outcome != READY]
+        problems += [s.line() for s in report.skipped if s.path == template]
+        if problems or not mine:
+            raise CryptohomeError("StartupFailed", "; ".join(problems) or
+                                  f"startup planned no store for {name}")
+        return [_step_line(step) for r in mine for step in r.applied]

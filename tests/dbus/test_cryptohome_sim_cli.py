@@ -1,0 +1,167 @@
+"""The ``cryptohome-sim`` command as a separate process: ``--model``, ``--spawn-bus``, and
+``--root`` (refused in the machine's initial namespace; served inside a sandbox namespace)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from cryptohome_sim import names
+from cryptohome_sim.bus import PrivateBus
+from cryptohome_sim.client import Client
+from daemonstore import paths
+from daemonstore.cli import main as daemonstore_main
+from daemonstore.testing_bus import spawn_cryptohome_sim
+
+pytestmark = pytest.mark.dbus
+
+
+def _stop(proc: subprocess.Popen[str]) -> tuple[int, str]:
+    """SIGTERM the process this test started; its exit code and stderr."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    return proc.returncode, err
+
+
+def _cryptohome_sim(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cryptohome_sim", *args], capture_output=True,
+                          text=True, timeout=30, env=env)
+
+
+def test_model_service_with_daemonstore_login(private_bus: PrivateBus) -> None:
+    proc, banner = spawn_cryptohome_sim("--model", "--address", private_bus.address)
+    try:
+        assert f"on {private_bus.address} (model host)" in banner
+        runner = CliRunner()
+        login = runner.invoke(daemonstore_main, ["login", "alice"])
+        assert login.exit_code == 0, login.output
+        logout = runner.invoke(daemonstore_main, ["logout", "alice"])
+        assert logout.exit_code == 0, logout.output
+        assert "session stopped" in logout.output
+    finally:
+        code, err = _stop(proc)
+    assert code == 0, err
+
+
+def test_address_comes_from_the_environment(private_bus: PrivateBus) -> None:
+    proc, banner = spawn_cryptohome_sim("--model", env=dict(os.environ))
+    try:
+        assert f"on {private_bus.address} " in banner
+    finally:
+        code, err = _stop(proc)
+    assert code == 0, err
+
+
+def test_second_instance_cannot_take_the_names(private_bus: PrivateBus) -> None:
+    proc, _ = spawn_cryptohome_sim("--model")
+    try:
+        second = _cryptohome_sim("--model")
+        assert second.returncode == 1
+        assert "org.chromium.UserDataAuth is already owned" in second.stderr
+    finally:
+        _stop(proc)
+
+
+def test_spawn_bus_serves_and_cleans_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DBUS_SYSTEM_BUS_ADDRESS", raising=False)
+    proc, banner = spawn_cryptohome_sim("--model", "--spawn-bus")
+    try:
+        first = banner.splitlines()[0]
+        assert first.startswith("DBUS_SYSTEM_BUS_ADDRESS=unix:path=")
+        address = first.split("=", 1)[1]
+        bus_pid = int(banner.splitlines()[1].split()[2].rstrip(","))
+
+        async def use() -> str:
+            async with await Client.connect(address) as client:
+                await client.login("alice")
+                return await client.session_state()
+
+        assert asyncio.run(use()) == names.STARTED
+    finally:
+        code, err = _stop(proc)
+    assert code == 0, err
+    with pytest.raises(ProcessLookupError):
+        os.kill(bus_pid, 0)  # the private dbus-daemon went with it
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ([], "give exactly one of --model"),
+    (["--model", "--root", "/tmp"], "give exactly one of --model"),
+    (["--model", "--spawn-bus", "--address", "unix:path=/x"], "exclude each other"),
+])
+def test_bad_input_exits_2(args: list[str], message: str, private_bus: PrivateBus) -> None:
+    result = _cryptohome_sim(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_no_address_exits_2() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "DBUS_SYSTEM_BUS_ADDRESS"}
+    result = _cryptohome_sim("--model", env=env)
+    assert result.returncode == 2
+    assert "no bus address" in result.stderr
+
+
+def test_root_refused_outside_a_private_namespace(private_bus: PrivateBus,
+                                                  tmp_path: Any) -> None:
+    """KernelHost refuses the machine's initial mount namespace (or a root that is not a tmpfs
+    mount point); the command says so and exits 2 without touching the bus."""
+    result = _cryptohome_sim("--root", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"Error: --root {tmp_path}: ")
+    assert "refus" in result.stderr or "not a tmpfs" in result.stderr
+
+
+# ---- the kernel: --root inside a sandbox namespace -----------------------------------------------
+
+
+def _serve_kernel_and_login(host: Any, address: str) -> dict[str, Any]:
+    """In run_in_sandbox's child (private namespace, tmpfs at host.root): run the real command
+    on that root, sign alice in and out over the bus, and report what the kernel showed."""
+    proc, banner = spawn_cryptohome_sim("--root", host.root, "--address", address)
+    try:
+        async def drive() -> dict[str, Any]:
+            async with await Client.connect(address) as client:
+                await client.install_daemon("biod", 0, 0, 0o755)
+                async with client.session_states() as states:
+                    login = await client.login("alice")
+                    started = await asyncio.wait_for(states.get(), 5)
+                    during = host.mountinfo()
+                    await client.logout("alice")
+                    stopped = [await asyncio.wait_for(states.get(), 5) for _ in range(2)]
+                return {"hash": login.user_hash, "started": started, "stopped": stopped,
+                        "during": during, "after": host.mountinfo()}
+
+        result = asyncio.run(drive())
+    finally:
+        code, err = _stop(proc)
+    result.update(banner=banner, code=code, err=err)
+    return result
+
+
+@pytest.mark.kernel
+def test_root_serves_a_kernel_host_in_a_sandbox(private_bus: PrivateBus) -> None:
+    from daemonstore.sandbox import run_in_sandbox
+
+    out = run_in_sandbox(_serve_kernel_and_login, private_bus.address)
+    assert "(kernel host)" in out["banner"]
+    assert out["code"] == 0, out["err"]
+    assert out["started"] == names.STARTED
+    assert out["stopped"] == [names.STOPPING, names.STOPPED]
+    store = paths.user_store("biod", out["hash"])
+    assert f" {paths.vault_mount(out['hash'])} " in out["during"]
+    assert f" {store} " in out["during"]
+    assert f" {store} " not in out["after"]
+    assert paths.vault_mount(out["hash"]) not in out["after"]
