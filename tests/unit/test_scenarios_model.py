@@ -1,0 +1,65 @@
+"""The conformance suite, model half: every shipped scenario on the pure model must equal what
+Linux 6.18 recorded (tests/scenarios/expected), compared canonically (design.md: "Two results
+are equal when their canonical forms are equal"). The live-kernel half is tests/kernel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from daemonstore import mountinfo
+from daemonstore.scenario import canonical_result, run_on_model
+from tests.scenario_files import (
+    CONFORMANCE_FILES,
+    REGRESSION_FILES,
+    SCENARIO_DIR,
+    SCENARIO_FILES,
+    SHARED_DIR,
+    expected,
+    scenario_id,
+)
+
+
+def test_corpus_is_complete() -> None:
+    assert len(SCENARIO_FILES) >= 46
+    assert REGRESSION_FILES
+    for path in SCENARIO_FILES + REGRESSION_FILES:
+        assert (path.parent / "expected" / f"{path.stem}.json").is_file(), path.name
+
+
+@pytest.mark.skipif(not SHARED_DIR.is_dir(), reason="no shared scenario corpus next to the repo")
+def test_scenario_copy_in_sync() -> None:
+    """tests/scenarios is a copy of ../shared/scenarios: fail loudly when the two drift apart."""
+    for pattern in ("*.txt", "expected/*.json"):
+        ours = {p.relative_to(SCENARIO_DIR): p.read_bytes() for p in SCENARIO_DIR.glob(pattern)}
+        theirs = {p.relative_to(SHARED_DIR): p.read_bytes() for p in SHARED_DIR.glob(pattern)}
+        assert sorted(map(str, ours)) == sorted(map(str, theirs)), "copy the new scenario files"
+        changed = [str(k) for k in ours if ours[k] != theirs[k]]
+        assert not changed, f"shared scenarios changed: {changed}"
+
+
+@pytest.mark.parametrize("path", CONFORMANCE_FILES, ids=scenario_id)
+def test_model_matches_recorded_kernel(path: Path) -> None:
+    got = canonical_result(run_on_model(path.read_text()))
+    want = canonical_result(expected(path))
+    diffs = mountinfo.canonical_diff(got, want, "model", "linux-6.18")
+    assert not diffs, f"{path.name}:\n" + "\n".join(diffs)
+
+
+def test_result_shape_is_the_sim_run_json_format() -> None:
+    path = next(p for p in SCENARIO_FILES if p.name.startswith("sc34-"))
+    result = run_on_model(path.read_text())
+    assert set(result) == {"errors", "namespaces"}
+    assert list(result["namespaces"])[0] == "init"
+    assert set(result["namespaces"]) == {"init", "child"}
+    for text in result["namespaces"].values():
+        entries = mountinfo.parse(text)
+        assert entries[0].mount_point == "/" and entries[0].source == "sandbox"
+        assert not text.endswith("\n")
+
+
+def test_errors_carry_physical_line_numbers() -> None:
+    path = next(p for p in SCENARIO_FILES if p.name.startswith("sc46-"))
+    assert run_on_model(path.read_text())["errors"] == [
+        [4, "EINVAL"], [5, "EINVAL"], [6, "EINVAL"], [9, "EINVAL"], [10, "EINVAL"]]
