@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from daemonstore import __version__, fuzz, sim
+from daemonstore.jail_cli import jail_command
 from daemonstore.login_cli import login, logout
 from startup.cli import startup_command
 
@@ -62,6 +63,8 @@ def sim_run(kernel: bool, as_json: bool, scenario: str) -> None:
         result = sim.run(loaded.ops, kernel=kernel)
     except OSError as exc:  # the sandbox itself could not be set up
         raise click.ClickException(f"{scenario}: sandbox failed: {exc}") from None
+    except NotImplementedError as exc:  # style.md: the model says so instead of approximating
+        raise click.ClickException(f"{scenario}: not implemented by the model: {exc}") from None
     if as_json:
         click.echo(json.dumps(result))
     else:
@@ -135,3 +138,4 @@ def sim_fuzz(seed: int, count: int, ops_min: int, ops_max: int, out: str | None,
 main.add_command(startup_command, "startup")  # design.md CLI: `daemonstore startup`
 main.add_command(login)  # design.md CLI: `daemonstore login USER [--guest]` (via the bus)
 main.add_command(logout)  # design.md CLI: `daemonstore logout USER` (via the bus)
+main.add_command(jail_command)  # design.md CLI: `daemonstore jail [-v] [-K[MODE]] [-k SPEC]...`

@@ -278,7 +278,7 @@ def _finish(argv: list[str], state: dict[str, object]) -> JailSpec:
                         "private and store binds will never see sign-ins (chromeos-facts.md "
                         "§5); add -v -Kslave")
     stores = [m for m in mounts if m.is_bind and is_store_path(m.src)]
-    if stores and remount in ("private", "unbindable"):
+    if stores and k in ("private", "unbindable"):
         warnings.append(f"-K{remount} cuts the store binds off: sign-ins will never arrive; "
                         "use -Kslave")
     for m in stores:
