@@ -1,0 +1,65 @@
+"""The daemon-side client over a private bus: the store path is handed out only once the bind is
+really there (the race the docs warn about: directory present, mount not yet made)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from daemonstore import paths
+from daemonstore.client import DaemonStoreClient, NoPrimaryUser
+from daemonstore.host_view import NamespaceView
+from daemonstore.store_check import StoreNotMounted
+from daemonstore.testing import World
+from daemonstore.testing_bus import RunningCryptohome
+
+pytestmark = [pytest.mark.dbus, pytest.mark.asyncio]
+
+
+async def _client(world: World, svc: RunningCryptohome) -> tuple[DaemonStoreClient, str]:
+    world.install_daemon("foo", 20100, 20100, 0o700)
+    view = world.daemon("foo")
+    client = DaemonStoreClient("foo", NamespaceView(world.host, view.namespace),
+                               await svc.client())
+    return client, view.namespace
+
+
+async def test_no_user_then_sign_in_then_sign_out(bus_world: World,
+                                                  cryptohome_service: RunningCryptohome) -> None:
+    client, _ = await _client(bus_world, cryptohome_service)
+    with pytest.raises(NoPrimaryUser):
+        await client.store()
+    waiter = asyncio.create_task(client.wait_for_store(timeout=5))
+    await asyncio.sleep(0.1)
+    assert not waiter.done()
+    await cryptohome_service.login("alice@example.com")
+    store = await waiter
+    user_hash = await (await cryptohome_service.client()).sanitized_username("alice@example.com")
+    assert store.user_hash == user_hash
+    assert store.path == paths.user_store("foo", user_hash)
+    client.host.write_file(store.path + "/state", b"daemon data")  # through the daemon's view
+    vault = f"{paths.vault(user_hash)}/root/foo/state"
+    assert bus_world.host.read_file(vault) == b"daemon data"
+    await cryptohome_service.logout("alice@example.com")
+    await client.wait_for_sign_out(user_hash, timeout=5)
+    with pytest.raises((NoPrimaryUser, StoreNotMounted)):
+        await client.store()
+
+
+async def test_directory_without_bind_is_never_reported_ready(
+        bus_world: World, cryptohome_service: RunningCryptohome) -> None:
+    client, _ = await _client(bus_world, cryptohome_service)
+    await cryptohome_service.login("alice@example.com")
+    user_hash = (await client.store()).user_hash
+    target = paths.user_store("foo", user_hash)
+    # the daemon's own view loses the bind (a local umount in its namespace) while the target
+    # directory stays: the state of a daemon whose bind has not arrived yet
+    client.host.umount(target)
+    assert client.host.exists(target)
+    with pytest.raises(StoreNotMounted) as info:
+        await client.store()
+    assert "nothing is mounted" in str(info.value)
+    with pytest.raises(TimeoutError):
+        await client.wait_for_store(timeout=0.3)
+    await client.close()
