@@ -13,7 +13,10 @@ Grammar (design.md, "The scenario language", contract)::
 
 One operation a line, ``#`` starts a comment, paths are absolute inside the sandbox root. Words are
 split like a POSIX shell (``shlex``) so that :meth:`Op.to_line` can quote odd names and the line
-still parses back to the same op.
+still parses back to the same op; ``#`` outside quotes starts a comment anywhere on the line
+(``/a#b`` is ``/a``; ``'/a#b'`` is a path, and ``to_line`` quotes it so). Line numbers are
+physical and 1-based, comments and blank lines included, because errors are reported as
+``[line, "ERRNO"]``.
 
 The ops are the plan steps of later components too (style.md habit 1: build the plan as data, then
 carry it out), so each one knows how to ``apply`` itself to a Host and how to render itself back

@@ -16,8 +16,14 @@ SHARED_DIR = REPO.parent / "shared" / "scenarios"
 
 SCENARIO_FILES: list[Path] = sorted(SCENARIO_DIR.glob("*.txt"))
 REGRESSION_FILES: list[Path] = sorted((SCENARIO_DIR / "regressions").glob("*.txt"))
+#: scenarios the shared corpus holds beyond our copy (e.g. SC47-SC60 once they are published):
+#: run them too, straight from ../shared/scenarios, wherever a recorded result comes with them
+SHARED_EXTRA: list[Path] = sorted(
+    p for p in (SHARED_DIR.glob("*.txt") if SHARED_DIR.is_dir() else [])
+    if not (SCENARIO_DIR / p.name).exists()
+    and (p.parent / "expected" / f"{p.stem}.json").is_file())
 #: everything the model must reproduce
-CONFORMANCE_FILES: list[Path] = SCENARIO_FILES + REGRESSION_FILES
+CONFORMANCE_FILES: list[Path] = SCENARIO_FILES + REGRESSION_FILES + SHARED_EXTRA
 
 
 def expected(path: Path) -> dict[str, Any]:

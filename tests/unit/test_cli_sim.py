@@ -186,3 +186,14 @@ def test_help_lists_the_contract_commands() -> None:
     out = invoke("sim", "--help").output
     for name in ("run", "diff", "fuzz"):
         assert f"  {name} " in out
+
+
+def test_run_model_not_implemented_is_exit_1_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    def unsupported(ops: Any) -> dict[str, Any]:
+        raise NotImplementedError("remount")
+
+    monkeypatch.setattr(sim, "run_on_model", unsupported)
+    res = invoke("sim", "run", str(_file("sc01-")))
+    assert res.exit_code == 1
+    assert res.output.strip().endswith("not implemented by the model: remount")
+    assert res.output.strip().count("\n") == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import pickle
 
 import pytest
@@ -54,6 +55,8 @@ VALID: list[tuple[str, Op]] = [
     ("use init", UseNamespace("init")),
     ("  mount   --bind\t/a /b   # trailing comment", Bind("/a", "/b")),
     ("mount -t tmpfs 'my disk' '/with space'", MountTmpfs("my disk", "/with space")),
+    ("mkdir /a#b", Mkdir(("/a",))),  # "#" starts a comment anywhere outside quotes
+    ("mkdir '/a#b'", Mkdir(("/a#b",))),
 ]
 
 
@@ -158,3 +161,24 @@ def test_every_shipped_scenario_round_trips(path) -> None:  # type: ignore[no-un
     ops = parse(path.read_text())
     assert ops
     assert parse(to_text(ops)) == ops
+
+
+class _RecordingHost:
+    """Just enough Host for Mkdir.apply: records calls, fails on /bad."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int, bool]] = []
+
+    def mkdir(self, path: str, mode: int = 0o755, *, parents: bool = False,
+              safe: bool = False) -> None:
+        self.calls.append((path, mode, parents))
+        if path.startswith("/bad"):
+            raise OSError(errno.ENOTDIR, "Not a directory", path)
+
+
+def test_mkdir_is_mkdir_p_0755_and_tries_every_operand() -> None:
+    host = _RecordingHost()
+    with pytest.raises(OSError) as info:
+        Mkdir(("/a", "/bad1", "/bad2", "/b")).apply(host)  # type: ignore[arg-type]
+    assert info.value.filename == "/bad1"  # the first failure is the one reported
+    assert host.calls == [(p, 0o755, True) for p in ("/a", "/bad1", "/bad2", "/b")]
