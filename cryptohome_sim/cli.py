@@ -54,8 +54,10 @@ def _host(root: str | None, model: bool) -> Host:
               help=f"Bus address (default ${ENV_ADDRESS}; never the machine's own bus).")
 @click.option("--spawn-bus", is_flag=True,
               help="Start a private dbus-daemon and print its address first.")
+@click.option("--vault", type=click.Choice(["dir", "loop"]), default="dir", show_default=True,
+              help="Users' vault: a directory, or (kernel only) an ext4 image on a loop device.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every call to stderr.")
-def main(root: str | None, model: bool, address: str | None, spawn_bus: bool,
+def main(root: str | None, model: bool, address: str | None, spawn_bus: bool, vault: str,
          verbose: bool) -> None:
     """Serve org.chromium.UserDataAuth and org.chromium.SessionManager on a D-Bus bus."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
@@ -66,6 +68,8 @@ def main(root: str | None, model: bool, address: str | None, spawn_bus: bool,
     if not address and not spawn_bus:
         raise BadInput(f"no bus address: pass --address, set ${ENV_ADDRESS} or use --spawn-bus")
     host = _host(root, model)  # before any bus: a refused KernelHost must not leave a bus behind
+    if vault == "loop":
+        _check_loop_vault(host)
     spawned = None
     # until the loop installs its own handlers, a SIGTERM must still reach the finally below
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -80,7 +84,8 @@ def main(root: str | None, model: bool, address: str | None, spawn_bus: bool,
         click.echo(f"{ENV_ADDRESS}={address}")
         click.echo(f"dbus-daemon pid {spawned.pid}, privileged user {user}")
     try:
-        code = asyncio.run(_serve(Cryptohome(host), address, host.kind))  # type: ignore[arg-type]
+        code = asyncio.run(_serve(Cryptohome(host, vault=vault), address,  # type: ignore[arg-type]
+                                  host.kind))
     finally:
         # a second signal (Ctrl-C, or `timeout` signalling the whole process group) must not
         # cut the clean-up short and leave the private bus's directory behind
@@ -89,6 +94,17 @@ def main(root: str | None, model: bool, address: str | None, spawn_bus: bool,
         if spawned is not None:
             spawned.stop()
     sys.exit(code)
+
+
+def _check_loop_vault(host: Host) -> None:
+    """``--vault loop`` needs the kernel host, the loop driver and mkfs.ext4 (e2fsprogs)."""
+    from daemonstore import loopvault
+
+    reason = loopvault.unavailable_reason(host)
+    if reason is None and loopvault.mkfs_command() is None:
+        reason = "mkfs.ext4 not found (install e2fsprogs)"
+    if reason is not None:
+        raise BadInput(f"--vault loop: {reason}")
 
 
 def _exit_on_signal(signum: int, _frame: object) -> None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Concatenate, ParamSpec, TypeVar
 
 from cryptohome_sim import names
+from daemonstore import guest as guest_session
 from daemonstore import paths, session
 from daemonstore.host import Host
 from startup.apply import READY, run_startup
@@ -32,7 +33,6 @@ T = TypeVar("T")
 #: before plan step N (0-based; past the last step nothing fails), so the rollback runs; for
 #: the others the next call fails before doing anything and the step must be 0.
 INJECTABLE = ("MountEx", "Unmount", "StartSession", "StopSession", "GetSanitizedUsername")
-GUEST_UNSUPPORTED = "guest sessions not supported yet"
 
 
 class CryptohomeError(Exception):
@@ -129,11 +129,19 @@ class Cryptohome:
     """State of the simulated cryptohomed + session_manager pair on one Host.
 
     Everything runs in the namespace that was current when the core was made (the machine's
-    root namespace, where cryptohomed mounts), whatever namespace a test left current.
+    root namespace, where cryptohomed mounts), whatever namespace a test left current; a guest
+    is mounted inside ``mnt_chrome`` (daemonstore.guest), entered from there.
+
+    ``vault`` is the regular users' vault backend (``"dir"``, or ``"loop"`` on the kernel: an
+    ext4 image on a loop device, daemonstore.loopvault); the guest's vault is always a tmpfs.
     """
 
-    def __init__(self, host: Host, *, random_bytes: Callable[[int], bytes] = os.urandom) -> None:
+    def __init__(self, host: Host, *, random_bytes: Callable[[int], bytes] = os.urandom,
+                 vault: str = "dir") -> None:
+        if vault not in session.VAULTS:
+            raise ValueError(f"vault must be one of {', '.join(session.VAULTS)}, not {vault!r}")
         self.host = host
+        self.vault = vault
         self.namespace = host.current_namespace()
         self._random_bytes = random_bytes
         self._salt: bytes | None = None
@@ -215,22 +223,52 @@ class Cryptohome:
 
         A new user is created on first mount (Chrome's MountEx with ``create``). Refuses a user
         who is already mounted. On failure sign_in has rolled back and the reason is kept.
+
+        ``guest=True`` mounts the guest session (ChromeOS's ``MountGuestEx``): an ephemeral
+        vault inside ``mnt_chrome`` (``guest.sign_in_guest``). The user name must then be
+        ``"$guest"`` (``paths.GUEST_USER``), the only guest there is; any other name, or
+        ``"$guest"`` without ``guest=True``, is ``InvalidArgs`` -- a regular account never
+        silently becomes an ephemeral one, nor the reverse.
         """
         fail_at = self._take_failure("MountEx")
-        if guest:
-            raise CryptohomeError("NotSupported", GUEST_UNSUPPORTED)
-        user_hash = paths.sanitize_username(self.salt, paths.check_username(username))
+        paths.check_username(username)
+        if guest or username == paths.GUEST_USER:
+            return self._mount_guest(username, guest, fail_at)
+        user_hash = paths.sanitize_username(self.salt, username)
         if username in self._mounted or user_hash in session.mounted_users(self.host):
             raise CryptohomeError("AlreadyMounted", f"{username} is already mounted")
         try:
             # first_user=None: sign-in decides from mountinfo (whoever finds
             # /home/chronos/user free), so users mounted by World.login count too
-            result = session.sign_in(self.host, user_hash, fail_at=fail_at)
+            result = session.sign_in(self.host, user_hash, fail_at=fail_at, vault=self.vault)
         except session.SignInError as exc:  # rolled back already; the reason names the step
             raise CryptohomeError("MountFailed", f"{username}: {exc}") from exc
         self._users.setdefault(username, user_hash)
         self._mounted[username] = _Mounted(user_hash, guest, list(result.mounted))
         return user_hash, list(result.mounted)
+
+    def _mount_guest(self, username: str, guest_flag: bool,
+                     fail_at: int | None) -> tuple[str, list[str]]:
+        if username != paths.GUEST_USER:
+            raise CryptohomeError("InvalidArgs", f"a guest mount is for the user "
+                                  f"{paths.GUEST_USER!r}, not {username!r}")
+        if not guest_flag:
+            raise CryptohomeError("InvalidArgs", f"{paths.GUEST_USER} is the guest user: mount "
+                                  "it with guest=true")
+        user_hash = paths.sanitize_username(self.salt, username)
+        if username in self._mounted or user_hash in guest_session.mounted_guests(self.host):
+            raise CryptohomeError("AlreadyMounted", f"{username} is already mounted")
+        try:
+            result = guest_session.sign_in_guest(self.host, user_hash, fail_at=fail_at)
+        except session.SignInError as exc:  # rolled back inside mnt_chrome already
+            raise CryptohomeError("MountFailed", f"{username}: {exc}") from exc
+        self._mounted[username] = _Mounted(user_hash, True, list(result.mounted))
+        return user_hash, list(result.mounted)
+
+    def _is_mounted(self, username: str, user_hash: str) -> bool:
+        if username == paths.GUEST_USER:
+            return user_hash in guest_session.mounted_guests(self.host)
+        return user_hash in session.mounted_users(self.host)
 
     @_rooted
     def unmount(self, username: str) -> list[str]:
@@ -245,10 +283,13 @@ class Cryptohome:
         if username in self._sessions:
             raise CryptohomeError("SessionActive", f"{username} still has a session; "
                                   "StopSession first")
-        if user_hash not in session.mounted_users(self.host):
+        if not self._is_mounted(username, user_hash):
             self._mounted.pop(username, None)
             raise CryptohomeError("NotMounted", f"{username} is not mounted")
-        result = session.sign_out(self.host, user_hash)  # best effort, never raises
+        if username == paths.GUEST_USER:  # the ephemeral vault and its data go (guest.py)
+            result = guest_session.sign_out_guest(self.host, user_hash)
+        else:
+            result = session.sign_out(self.host, user_hash)  # best effort, never raises
         if result.failed:
             raise CryptohomeError("UnmountFailed", f"{username}: could not unmount "
                                   f"{', '.join(result.failed)}: {'; '.join(result.warnings)}")
@@ -257,8 +298,9 @@ class Cryptohome:
 
     @_rooted
     def mounted_hashes(self) -> list[str]:
-        """``ListMounted``: every user hash mounted on the host (whoever mounted it)."""
-        return list(session.mounted_users(self.host))
+        """``ListMounted``: every user hash mounted on the host (whoever mounted it), the guest's
+        (mounted in mnt_chrome) last."""
+        return list(session.mounted_users(self.host)) + guest_session.mounted_guests(self.host)
 
     # ---- session manager -----------------------------------------------------------------------
     @_rooted
@@ -271,12 +313,12 @@ class Cryptohome:
             raise CryptohomeError("SessionExists", f"{username} already has a session")
         if self._stopping:
             raise CryptohomeError("SessionStopping", "the session is stopping")
-        if user_hash not in session.mounted_users(self.host):
+        if not self._is_mounted(username, user_hash):
             raise CryptohomeError("NotMounted", f"{username}'s cryptohome is not mounted; "
                                   "MountEx first")
         self._sessions[username] = user_hash
         mounted = self._mounted.get(username)
-        if mounted is not None and mounted.guest:
+        if username == paths.GUEST_USER or (mounted is not None and mounted.guest):
             self._guests.add(username)
         return user_hash
 

@@ -8,7 +8,8 @@ Names (design.md "D-Bus", chromeos-facts.md §3, §4; constants in :mod:`cryptoh
     ``GetSanitizedUsername(s username) -> s``   anyone
     ``GetSystemSalt() -> ay``                    root (the salt links hashes to user names)
   ``org.chromium.CryptohomeMountInterface``      root
-    ``MountEx(s username, b guest) -> (s hash, as mounted)``
+    ``MountEx(s username, b guest) -> (s hash, as mounted)``   guest: username ``$guest``,
+                                                 an ephemeral vault inside mnt_chrome
     ``Unmount(s username) -> as unmounted``
     ``ListMounted() -> as hashes``
   ``org.daemonstore.Control`` (tests; python-dbusmock's Mock interface, style.md §0 item 8) root

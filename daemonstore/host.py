@@ -19,7 +19,12 @@ errnos, never messages.
 
 ``safe=True`` on an operation means: no symlink may appear in *any* component of the path
 (``RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS``); meeting one is ``ELOOP``. Components use it
-for everything inside a user's home, which is attacker-controlled.
+for everything inside a user's home, which is attacker-controlled. Two more rules come with it
+(SECURITY.md, "What each check prevents"), checked on the very fd that is acted on:
+
+* ``chown``/``chmod`` change only a directory, a symlink (``follow_symlinks=False``) or a regular
+  file with one link: a hard link (``nlink > 1``), device node, fifo or socket is ``EPERM``;
+* ``read_file``/``write_file`` never open a device node: ``EACCES``, as on a ``nodev`` mount.
 """
 
 from __future__ import annotations
@@ -208,4 +213,12 @@ class Host(Protocol):
 
     def exists(self, path: str) -> bool:
         """``lstat`` succeeds (a dangling symlink exists)."""
+        ...
+
+    # ---- space (the low-disk cleanup, chromeos-facts.md §6) -----------------------------------
+    def statvfs(self, path: str, *, safe: bool = False) -> tuple[int, int]:
+        """``statvfs(2)`` of the filesystem PATH resolves onto: ``(total, free)`` in bytes, i.e.
+        ``(f_blocks * f_frsize, f_bavail * f_frsize)`` -- free as cryptohome measures it
+        (``AmountOfFreeDiskSpace``). A tmpfs without a size limit (``size=0``) reports
+        ``(0, 0)``, as the kernel does."""
         ...

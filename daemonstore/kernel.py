@@ -5,7 +5,9 @@ Three parts:
 
 * a ctypes table after pyudev's ``_ctypeslib`` (style.md §2.4): :data:`SIGNATURES`, one loader
   with ``use_errno=True``, and one function (:func:`_call`) where a ``-1`` return becomes
-  ``OSError(errno, strerror, filename)``;
+  ``OSError(errno, strerror, filename)``; KernelHost's per-call hot path (:class:`_Hot`) calls
+  the same table's functions directly, bound once, and raises the same OSError
+  (bench/startup.py and bench/signin.py measure it against the bare syscalls);
 * the ``MS_*`` constants and their names (:func:`mount_flags_to_string`,
   :func:`parse_mount_flags`), re-exported from the pure :mod:`daemonstore.mountflags` table;
 * :class:`KernelHost`: every path is resolved with ``openat2(RESOLVE_IN_ROOT)`` below the sandbox
@@ -27,8 +29,9 @@ import itertools
 import os
 import platform
 import stat as stat_mod
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+import struct
+import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,6 +95,7 @@ RESOLVE_NO_SYMLINKS = 0x04
 RESOLVE_BENEATH = 0x08
 RESOLVE_IN_ROOT = 0x10
 RESOLVE_CACHED = 0x20
+_RESOLVE_SAFE = RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS  # safe=True
 
 # the O_* values differ between architectures (O_DIRECTORY is 0o200000 on x86_64, 0o40000 on
 # aarch64), so take them from Python's own build rather than hard-coding one arch
@@ -140,8 +144,10 @@ class MountAttr(ctypes.Structure):
 #: are unified across architectures (arch/x86/entry/syscalls/syscall_64.tbl and
 #: include/uapi/asm-generic/unistd.h agree), so x86_64 and aarch64 share them.
 SYSCALL_NUMBERS: dict[str, dict[str, int]] = {
-    "x86_64": {"open_tree": 428, "move_mount": 429, "openat2": 437, "mount_setattr": 442},
-    "aarch64": {"open_tree": 428, "move_mount": 429, "openat2": 437, "mount_setattr": 442},
+    "x86_64": {"open_tree": 428, "move_mount": 429, "openat2": 437, "mount_setattr": 442,
+               "fchmodat2": 452, "statx": 332},
+    "aarch64": {"open_tree": 428, "move_mount": 429, "openat2": 437, "mount_setattr": 442,
+                "fchmodat2": 452, "statx": 291},  # statx (4.11) predates the unification
 }
 
 _c = ctypes
@@ -162,6 +168,17 @@ SIGNATURES: dict[str, tuple[str, list[Any], Any]] = {
     "mount_setattr": ("syscall", [_c.c_long, _c.c_int, _c.c_char_p, _c.c_uint,
                                   _c.POINTER(MountAttr), _c.c_size_t], _c.c_long),
     "prctl": ("prctl", [_c.c_int, _c.c_ulong, _c.c_ulong, _c.c_ulong, _c.c_ulong], _c.c_int),
+    # KernelHost's per-call hot path (below): statx(AT_EMPTY_PATH) gives Stat and the mount id
+    # in one call; fchownat / fchmodat2 (6.6+) with AT_EMPTY_PATH act on an O_PATH fd without
+    # a walk through /proc/self/fd/N
+    "statx": ("syscall", [_c.c_long, _c.c_int, _c.c_char_p, _c.c_int, _c.c_uint, _c.c_void_p],
+              _c.c_long),
+    "fchownat": ("fchownat", [_c.c_int, _c.c_char_p, _c.c_uint, _c.c_uint, _c.c_int], _c.c_int),
+    "fchmodat2": ("syscall", [_c.c_long, _c.c_int, _c.c_char_p, _c.c_uint, _c.c_uint],
+                  _c.c_long),
+    # ioctl(2) is variadic too; every request used here takes an int or a pointer, which
+    # c_void_p carries in the same register (loop ioctls, below)
+    "ioctl": ("ioctl", [_c.c_int, _c.c_ulong, _c.c_void_p], _c.c_int),
 }
 
 PR_SET_NO_NEW_PRIVS = 38
@@ -200,6 +217,59 @@ def _syscall_number(name: str) -> int:
         return SYSCALL_NUMBERS[machine][name]
     except KeyError:
         raise OSError(errno.ENOSYS, f"{name}: no syscall number known for {machine}") from None
+
+
+# ---- KernelHost's hot path ---------------------------------------------------------------------
+
+STATX_MNT_ID = 0x1000
+#: what Stat holds: STATX_TYPE|MODE|NLINK|UID|GID|INO|SIZE, plus the mount id (Linux 5.8+)
+STATX_WANTED = 0x01 | 0x02 | 0x04 | 0x08 | 0x10 | 0x100 | 0x200 | STATX_MNT_ID
+#: struct statx (include/uapi/linux/stat.h), as far as Stat needs it: mask, blksize, attributes,
+#: nlink, uid, gid, mode, (pad), ino, size, then dev_major, dev_minor, mnt_id at offset 136
+_STATX = struct.Struct("=IIQIIIH2xQQ88xIIQ")
+_STATX_SIZE = 256
+_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+
+
+def _errno_error(path: str | None) -> OSError:
+    err = ctypes.get_errno()
+    return OSError(err, os.strerror(err), path)
+
+
+class _Hot:
+    """The SIGNATURES functions KernelHost calls on every operation, bound once together with
+    their syscall numbers, and the ``open_how`` structs it passes (one per flags/mode/resolve).
+
+    :func:`_call` looks the table up, asks platform.machine() and builds a fresh struct each
+    time, which costs more than the openat2 itself (bench/startup.py, bench/signin.py); the hot
+    path skips that. Errors are still ``OSError(errno, strerror, sandbox path)``. statx and
+    fchmodat2 fall back to the older calls where the kernel lacks them (ENOSYS) or a seccomp
+    filter refuses them (EPERM while the old call works)."""
+
+    def __init__(self) -> None:
+        funcs = _functions()
+        self.openat2, self.mount, self.umount2 = funcs["openat2"], funcs["mount"], funcs["umount2"]
+        self.statx, self.fchownat = funcs["statx"], funcs["fchownat"]
+        self.fchmodat2 = funcs["fchmodat2"]
+        # an unknown architecture gets -1: syscall(-1) fails with ENOSYS, like _call's lookup
+        nr = SYSCALL_NUMBERS.get(platform.machine(), {})
+        self.nr_openat2 = nr.get("openat2", -1)
+        self.nr_statx = nr.get("statx", -1)
+        self.nr_fchmodat2 = nr.get("fchmodat2", -1)
+        self.have_statx = self.have_fchmodat2 = True
+        self.hows: dict[tuple[int, int, int], OpenHow] = {}
+
+    def how(self, flags: int, mode: int, resolve: int) -> OpenHow:
+        key = (flags, mode, resolve)
+        how = self.hows.get(key)
+        if how is None:
+            how = self.hows[key] = OpenHow(flags, mode, resolve)
+        return how
+
+
+@functools.cache
+def _hot() -> _Hot:
+    return _Hot()
 
 
 def _b(path: str | None) -> bytes | None:
@@ -261,6 +331,95 @@ def mount_setattr(dirfd: int, path: str, flags: int, *, attr_set: int = 0, attr_
           filename=path if filename is None else filename)
 
 
+# ---- loop devices (include/uapi/linux/loop.h; drivers/block/loop.c) ------------------------------
+
+LOOP_SET_FD = 0x4C00
+LOOP_CLR_FD = 0x4C01
+LOOP_SET_STATUS64 = 0x4C04
+LOOP_GET_STATUS64 = 0x4C05
+LOOP_CONFIGURE = 0x4C0A  # Linux 5.8+: LOOP_SET_FD + LOOP_SET_STATUS64 in one call, no race
+LOOP_CTL_GET_FREE = 0x4C82
+LO_FLAGS_READ_ONLY = 1
+LO_FLAGS_AUTOCLEAR = 4  # detach when the last opener (e.g. the mounted filesystem) goes
+LO_FLAGS_PARTSCAN = 8
+LO_FLAGS_DIRECT_IO = 16
+LO_NAME_SIZE = 64
+LO_KEY_SIZE = 32
+LOOP_MAJOR = 7
+
+
+class LoopInfo64(ctypes.Structure):
+    """``struct loop_info64`` (include/uapi/linux/loop.h)."""
+
+    _fields_ = [("lo_device", ctypes.c_uint64), ("lo_inode", ctypes.c_uint64),
+                ("lo_rdevice", ctypes.c_uint64), ("lo_offset", ctypes.c_uint64),
+                ("lo_sizelimit", ctypes.c_uint64), ("lo_number", ctypes.c_uint32),
+                ("lo_encrypt_type", ctypes.c_uint32), ("lo_encrypt_key_size", ctypes.c_uint32),
+                ("lo_flags", ctypes.c_uint32), ("lo_file_name", ctypes.c_uint8 * LO_NAME_SIZE),
+                ("lo_crypt_name", ctypes.c_uint8 * LO_NAME_SIZE),
+                ("lo_encrypt_key", ctypes.c_uint8 * LO_KEY_SIZE),
+                ("lo_init", ctypes.c_uint64 * 2)]
+
+
+class LoopConfig(ctypes.Structure):
+    """``struct loop_config`` (LOOP_CONFIGURE): backing fd, block size, info, reserved."""
+
+    _fields_ = [("fd", ctypes.c_uint32), ("block_size", ctypes.c_uint32),
+                ("info", LoopInfo64), ("reserved", ctypes.c_uint64 * 8)]
+
+
+def ioctl(fd: int, request: int, arg: Any = None, *, filename: str | None = None) -> int:
+    """ioctl(2) through the table; ``arg`` is an int, None or a ``ctypes.byref``."""
+    return _call("ioctl", fd, request, arg, filename=filename)
+
+
+def loop_ctl_get_free(ctl_fd: int) -> int:
+    """``LOOP_CTL_GET_FREE`` on /dev/loop-control: the number of a free loop device (created if
+    none is free). Only a hint: another process may bind it first (then LOOP_CONFIGURE is
+    EBUSY and the caller asks again, as losetup does)."""
+    return ioctl(ctl_fd, LOOP_CTL_GET_FREE, None, filename="/dev/loop-control")
+
+
+def loop_configure(loop_fd: int, backing_fd: int, *, flags: int = 0, file_name: str = "",
+                   filename: str | None = None) -> None:
+    """Bind ``backing_fd`` to the loop device ``loop_fd`` with ``flags`` (``LO_FLAGS_*``).
+
+    ``LOOP_CONFIGURE`` (5.8+) sets the fd and the flags atomically; on an older kernel (EINVAL
+    or ENOTTY for the unknown request) it falls back to ``LOOP_SET_FD`` then
+    ``LOOP_SET_STATUS64`` and clears the device again if the second call fails."""
+    info = LoopInfo64(lo_flags=flags)
+    name = os.fsencode(file_name)[:LO_NAME_SIZE - 1]
+    ctypes.memmove(info.lo_file_name, name, len(name))
+    config = LoopConfig(fd=backing_fd, info=info)
+    try:
+        ioctl(loop_fd, LOOP_CONFIGURE, ctypes.byref(config), filename=filename)
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTTY):
+            raise
+    ioctl(loop_fd, LOOP_SET_FD, backing_fd, filename=filename)
+    try:
+        ioctl(loop_fd, LOOP_SET_STATUS64, ctypes.byref(info), filename=filename)
+    except BaseException:
+        loop_clr_fd(loop_fd)
+        raise
+
+
+def loop_clr_fd(loop_fd: int, *, filename: str | None = None) -> None:
+    """``LOOP_CLR_FD``: detach now, or (while the device is still open elsewhere, e.g. by a
+    lazily detached mount) mark it autoclear so it detaches with its last opener. ENXIO when
+    it is not bound (already detached)."""
+    ioctl(loop_fd, LOOP_CLR_FD, 0, filename=filename)
+
+
+def loop_get_status(loop_fd: int, *, filename: str | None = None) -> LoopInfo64:
+    """``LOOP_GET_STATUS64``: ``lo_device``/``lo_inode`` identify the backing file; ENXIO when
+    the device is not bound."""
+    info = LoopInfo64()
+    ioctl(loop_fd, LOOP_GET_STATUS64, ctypes.byref(info), filename=filename)
+    return info
+
+
 # ---- MS_* names (re-exported for the jail CLI) -------------------------------------------------
 
 #: ``MS_BIND|MS_REC`` for 0x5000 (systemd's ``mount_flags_to_string``); unknown bits in hex
@@ -303,15 +462,47 @@ def _fd_path(fd: int) -> str:
     return f"/proc/self/fd/{fd}"
 
 
-@contextmanager
-def _errors_as(path: str) -> Iterator[None]:
-    """Errors name the sandbox path, never /proc/self/fd/N or the host path (host.py)."""
-    try:
-        yield
-    except OSError as exc:
-        if exc.errno is None:
-            raise
-        raise OSError(exc.errno, os.strerror(exc.errno), path) from None
+class _errors_as:  # noqa: N801 - used like the contextmanager it replaces
+    """``with _errors_as(path):`` errors name the sandbox path, never /proc/self/fd/N or the host
+    path (host.py). A class rather than @contextmanager, like :class:`_Closing`."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, tp: object, exc: BaseException | None, tb: object) -> None:
+        # an error that already names the sandbox path passes as it is: it may explain more
+        # than strerror (a refused hard link or device node, SECURITY.md "Ownership")
+        if isinstance(exc, OSError) and exc.errno is not None and exc.filename != self.path:
+            raise OSError(exc.errno, os.strerror(exc.errno), self.path) from None
+
+
+def _renamed(exc: OSError, path: str) -> OSError:
+    """What ``_errors_as(path)`` raises for ``exc`` (for the hot paths, as try/except)."""
+    if exc.errno is None:
+        return exc
+    return OSError(exc.errno, os.strerror(exc.errno), path)
+
+
+class _Closing:
+    """``with`` block that hands out ``value`` and closes ``fd`` at its end. KernelHost opens one
+    to three fds per call; a generator-based context manager costs more than the syscalls it
+    wraps (bench/startup.py), this one a fraction of it."""
+
+    __slots__ = ("fd", "value")
+
+    def __init__(self, fd: int, value: Any) -> None:
+        self.fd, self.value = fd, value
+
+    def __enter__(self) -> Any:
+        return self.value
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
 
 
 def _check_absolute(path: str) -> None:
@@ -382,6 +573,9 @@ class KernelHost:
         self._current = "init"
         self._detached: dict[str, int] = {}  # handle -> open_tree fd
         self._handles = itertools.count(1)
+        self._hot = _hot()
+        self._statx_buf = ctypes.create_string_buffer(_STATX_SIZE)
+        self._statx_addr = ctypes.addressof(self._statx_buf)
 
     @property
     def root(self) -> str:
@@ -418,41 +612,49 @@ class KernelHost:
         """openat2(root_fd, path) confined to the sandbox: RESOLVE_IN_ROOT makes ``..`` and
         absolute symlinks stop at the sandbox root; ``safe`` adds RESOLVE_NO_SYMLINKS |
         RESOLVE_NO_MAGICLINKS (ELOOP on any symlink, host.py)."""
-        _check_absolute(path)
-        rel = path.lstrip("/") or "."  # "." from root_fd is root_fd's own dentry
-        resolve = RESOLVE_IN_ROOT
-        if safe:
-            resolve |= RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS
+        if path[:1] != "/":
+            _check_absolute(path)  # raises
+        # "." from root_fd is root_fd's own dentry
+        rel = (path.lstrip("/") or ".").encode(_FS_ENCODING, _FS_ERRORS)
+        hot = self._hot
+        key = (flags | O_CLOEXEC, mode, _RESOLVE_SAFE if safe else RESOLVE_IN_ROOT)
+        how = hot.hows.get(key) or hot.how(*key)
+        root_fd = self._ns[self._current].root_fd
+        fd = hot.openat2(hot.nr_openat2, root_fd, rel, how, 24)  # OPEN_HOW_SIZE_VER0
+        if fd >= 0:
+            return fd
         for _ in range(self._EAGAIN_RETRIES - 1):
-            try:
-                return openat2(self._root_fd, rel, flags | O_CLOEXEC, mode, resolve,
-                               filename=path)
-            except BlockingIOError:
-                continue
-        return openat2(self._root_fd, rel, flags | O_CLOEXEC, mode, resolve, filename=path)
+            err = ctypes.get_errno()
+            if err != errno.EAGAIN:
+                break
+            fd = hot.openat2(hot.nr_openat2, root_fd, rel, how, 24)
+            if fd >= 0:
+                return fd
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), path)
 
-    @contextmanager
-    def _opened(self, path: str, flags: int, *, safe: bool) -> Iterator[int]:
+    def _opened(self, path: str, flags: int, *, safe: bool) -> _Closing:
+        """``with self._opened(...) as fd``: :meth:`_open`, closed at the end of the block."""
         fd = self._open(path, flags, safe=safe)
-        try:
-            yield fd
-        finally:
-            os.close(fd)
+        return _Closing(fd, fd)
 
-    @contextmanager
-    def _parent(self, path: str, *, safe: bool) -> Iterator[tuple[int, str]]:
-        """(O_PATH fd of the directory holding the last component, that component) for the
-        *at() calls that must not follow the last component.
+    def _parent(self, path: str, *, safe: bool) -> _Closing:
+        """``with`` (O_PATH fd of the directory holding the last component, that component) for
+        the *at() calls that must not follow the last component.
 
         A last component of ``.``/``..`` (or ``/`` itself) is resolved in full and acted on as
         ``.`` of that directory: ``..`` relative to the root fd would leave the sandbox, which
         RESOLVE_IN_ROOT only prevents inside openat2."""
+        dirfd, name = self._parent_of(path, safe)
+        return _Closing(dirfd, (dirfd, name))
+
+    def _parent_of(self, path: str, safe: bool) -> tuple[int, str]:
+        """What ``_parent`` hands out; the caller closes the fd."""
         _check_absolute(path)
         head, _, name = path.rstrip("/").rpartition("/")
         if name in ("", ".", ".."):
             head, name = path, "."
-        with self._opened(head or "/", O_PATH | O_DIRECTORY, safe=safe) as dirfd:
-            yield dirfd, name
+        return self._open(head or "/", O_PATH | O_DIRECTORY, safe=safe), name
 
     def _set_mode_exact(self, dirfd: int, name: str, mode: int, extra: int = 0) -> None:
         """chmod what mkdir/mkfifo just created: they apply the umask, host.py wants the exact
@@ -460,9 +662,65 @@ class KernelHost:
         target."""
         fd = os.open(name, O_PATH | O_NOFOLLOW | O_CLOEXEC | extra, dir_fd=dirfd)
         try:
-            os.chmod(_fd_path(fd), mode)
+            self._chmod_fd(fd, mode, name)
         finally:
             os.close(fd)
+
+    def _stat_fd(self, fd: int, path: str) -> Stat:
+        """Stat of exactly what ``fd`` refers to, with its mount id: one statx(AT_EMPTY_PATH);
+        fstat plus /proc/self/fdinfo (:func:`_mnt_id`) where statx or a field is missing."""
+        hot = self._hot
+        if hot.have_statx:
+            if not hot.statx(hot.nr_statx, fd, b"", AT_EMPTY_PATH, STATX_WANTED,
+                             self._statx_addr):
+                (mask, _, _, nlink, uid, gid, mode, ino, size, major, minor,
+                 mnt_id) = _STATX.unpack_from(self._statx_buf)
+                if mask & STATX_WANTED == STATX_WANTED:
+                    return Stat(mode, uid, gid, size, ino, os.makedev(major, minor), nlink,
+                                mnt_id)
+            elif ctypes.get_errno() not in (errno.ENOSYS, errno.EPERM):
+                raise _errno_error(path)
+            else:
+                hot.have_statx = False  # kernel < 4.11, or a seccomp filter: fstat from now on
+        with _errors_as(path):
+            return _to_stat(os.fstat(fd), _mnt_id(fd))
+
+    def _chmod_fd(self, fd: int, mode: int, path: str) -> None:
+        """chmod exactly what the O_PATH ``fd`` refers to: fchmodat2(fd, "", AT_EMPTY_PATH)
+        (Linux 6.6+), else chmod of its /proc/self/fd magic link (which costs a path walk)."""
+        hot = self._hot
+        if hot.have_fchmodat2:
+            if not hot.fchmodat2(hot.nr_fchmodat2, fd, b"", mode, AT_EMPTY_PATH):
+                return
+            if ctypes.get_errno() not in (errno.ENOSYS, errno.EPERM):
+                raise _errno_error(path)
+        with _errors_as(path):
+            os.chmod(_fd_path(fd), mode)
+        hot.have_fchmodat2 = False  # the old way works where fchmodat2 does not
+
+    def _mount_at(self, source: bytes | None, fd: int, fstype: bytes | None, flags: int,
+                  data: bytes | None, path: str) -> None:
+        """mount(2) onto exactly the dentry ``fd`` refers to (its /proc/self/fd magic link);
+        errors name ``path``."""
+        if self._hot.mount(source, b"/proc/self/fd/%d" % fd, fstype, flags, data):
+            raise _errno_error(path)
+
+    def _open_no_device(self, path: str, flags: int) -> int:
+        """Open an existing file for ``safe`` reading or writing, never a device node.
+
+        Opening a device node can act (rewind a tape, block on a tty) and reading one can be
+        endless (``/dev/zero``), so with ``safe`` every mount is treated as if it were ``nodev``:
+        EACCES, what the kernel itself answers there. The type is checked on an O_PATH fd (which
+        opens nothing), then exactly that inode is reopened through ``/proc/self/fd/N`` (proc(5)):
+        no window in which another file could be swapped in. A final symlink is ELOOP."""
+        with self._opened(path, O_PATH | O_NOFOLLOW, safe=True) as pfd, _errors_as(path):
+            mode = os.fstat(pfd).st_mode
+            if stat_mod.S_ISLNK(mode):
+                raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
+            if stat_mod.S_ISCHR(mode) or stat_mod.S_ISBLK(mode):
+                raise OSError(errno.EACCES, "a device node: not opened (safe access treats "
+                              "every mount as nodev)", path)
+            return os.open(_fd_path(pfd), flags | O_CLOEXEC)
 
     # ---- namespaces ---------------------------------------------------------------------------
 
@@ -532,25 +790,34 @@ class KernelHost:
                     data: str = "", safe: bool = False) -> None:
         ms = _ms_flags(flags)
         with self._opened(target, O_PATH, safe=safe) as fd:
-            mount(source, _fd_path(fd), "tmpfs", ms, data or None, filename=target)
+            self._mount_at(_b(source), fd, b"tmpfs", ms, _b(data or None), target)
 
     def bind(self, source: str, target: str, *, recursive: bool = False,
              safe: bool = False) -> None:
         flags = MS_BIND | (MS_REC if recursive else 0)
-        with self._opened(source, O_PATH, safe=safe) as sfd, \
-                self._opened(target, O_PATH, safe=safe) as tfd:
-            mount(_fd_path(sfd), _fd_path(tfd), None, flags, filename=target)
+        sfd = self._open(source, O_PATH, safe=safe)
+        try:
+            tfd = self._open(target, O_PATH, safe=safe)
+            try:
+                self._mount_at(b"/proc/self/fd/%d" % sfd, tfd, None, flags, None, target)
+            finally:
+                os.close(tfd)
+        finally:
+            os.close(sfd)
 
     def move(self, source: str, target: str, *, safe: bool = False) -> None:
         with self._opened(source, O_PATH, safe=safe) as sfd, \
                 self._opened(target, O_PATH, safe=safe) as tfd:
-            mount(_fd_path(sfd), _fd_path(tfd), None, MS_MOVE, filename=target)
+            self._mount_at(b"/proc/self/fd/%d" % sfd, tfd, None, MS_MOVE, None, target)
 
     def make(self, target: str, propagation: Propagation | str, *, recursive: bool = False,
              safe: bool = False) -> None:
         flags = _propagation_flag(propagation) | (MS_REC if recursive else 0)
-        with self._opened(target, O_PATH, safe=safe) as fd:
-            mount(None, _fd_path(fd), None, flags, filename=target)
+        fd = self._open(target, O_PATH, safe=safe)
+        try:
+            self._mount_at(None, fd, None, flags, None, target)
+        finally:
+            os.close(fd)
 
     def umount(self, target: str, *, detach: bool = False, safe: bool = False) -> None:
         # Not umount2("/proc/self/fd/N"): an open fd pins the mount (EBUSY,
@@ -558,19 +825,19 @@ class KernelHost:
         # enters a mount stacked on the sandbox root (a propagated copy can land there, §6.12),
         # which paths resolved from root_fd never do. So: canonicalize through openat2 (symlinks
         # followed inside the sandbox), then umount2 the last component relative to its parent
-        # directory as cwd -- the cwd pins only the parent mount. UMOUNT_NOFOLLOW: the canonical
-        # name is no symlink we meant to follow.
+        # directory -- which pins only the parent mount. UMOUNT_NOFOLLOW: the canonical name is
+        # no symlink we meant to follow.
         path = self._canonical(target, safe=safe)
         head, _, name = path.rpartition("/")
-        cwd = _getcwd()
+        flags = UMOUNT_NOFOLLOW | (MNT_DETACH if detach else 0)
         with self._opened(head or "/", O_PATH | O_DIRECTORY, safe=safe) as dirfd:
-            os.fchdir(dirfd)
-        try:
-            # "/" itself: "." from the root dir, which LOOKUP_MOUNTPOINT takes to its stack top
-            umount2(name or ".", UMOUNT_NOFOLLOW | (MNT_DETACH if detach else 0),
-                    filename=target)
-        finally:
-            _restore_cwd(cwd)
+            # the name looked up from the parent directory's fd through its magic link: the
+            # same lookup as from a cwd there (and the open fd, like a cwd, pins only the
+            # parent mount), without changing and restoring the cwd. "/" itself: "." from
+            # the root dir, which LOOKUP_MOUNTPOINT takes to its stack top
+            rel = (name or ".").encode(_FS_ENCODING, _FS_ERRORS)
+            if self._hot.umount2(b"/proc/self/fd/%d/%s" % (dirfd, rel), flags):
+                raise _errno_error(target)
 
     def _canonical(self, path: str, *, safe: bool) -> str:
         """The symlink-free sandbox path of what ``path`` resolves to (d_path via the fd's magic
@@ -587,8 +854,36 @@ class KernelHost:
         # MS_REMOUNT|MS_BIND replaces the per-mount flags; path_mount() adds MNT_RELATIME when
         # no atime flag is given, which is the "relatime kept" of host.py
         ms = MS_REMOUNT | MS_BIND | _ms_flags(flags)
+        fd = self._open(target, O_PATH, safe=safe)
+        try:
+            self._mount_at(None, fd, None, ms, None, target)
+        finally:
+            os.close(fd)
+
+    # ---- kernel only: block devices (the loop vault, daemonstore.loopvault) -------------------
+    # Not part of the Host interface: the model has no block devices, so these stay here.
+
+    def open_fd(self, path: str, flags: int, *, mode: int = 0o600, safe: bool = False) -> int:
+        """An fd of a sandbox path (openat2 confined like every path here) for kernel-only code
+        that needs the open file itself, e.g. a loop device's backing file. The caller owns
+        (and closes) it; O_CLOEXEC is always added. ``mode`` only counts with O_CREAT (openat2
+        refuses a mode without it: EINVAL)."""
+        creating = flags & (os.O_CREAT | os.O_TMPFILE)
+        return self._open(path, flags, safe=safe, mode=mode if creating else 0)
+
+    def mount_block(self, device: str, target: str, fstype: str, *,
+                    flags: frozenset[str] = frozenset(), data: str = "",
+                    safe: bool = False) -> None:
+        """``mount -t FSTYPE DEVICE TARGET`` of a block device. ``device`` is a *host* path
+        (``/dev/loopN``: devices live outside the sandbox) and must be a block device; it is
+        passed to mount(2) as given, so mountinfo shows it as the source (sign-out finds the
+        loop device there). ``target`` is a sandbox path, resolved like every other."""
+        st = os.stat(device)
+        if not stat_mod.S_ISBLK(st.st_mode):
+            raise OSError(errno.ENOTBLK, os.strerror(errno.ENOTBLK), device)
         with self._opened(target, O_PATH, safe=safe) as fd:
-            mount(None, _fd_path(fd), None, ms, filename=target)
+            mount(device, _fd_path(fd), fstype, _ms_flags(flags), data or None,
+                  filename=target)
 
     # ---- detached trees and pinned namespaces (propagation-rules.md §2.9) ---------------------
 
@@ -684,46 +979,83 @@ class KernelHost:
                     raise
 
     def _mkdir_one(self, path: str, mode: int, safe: bool) -> None:
-        with self._parent(path, safe=safe) as (dirfd, name), _errors_as(path):
+        dirfd, name = self._parent_of(path, safe)  # try/finally: the hot path (see _Closing)
+        try:
             os.mkdir(name, mode, dir_fd=dirfd)
             self._set_mode_exact(dirfd, name, mode, O_DIRECTORY)
+        except OSError as exc:
+            raise _renamed(exc, path) from None
+        finally:
+            os.close(dirfd)
 
     def stat(self, path: str, *, safe: bool = False) -> Stat:
-        with self._opened(path, O_PATH, safe=safe) as fd, _errors_as(path):
-            return _to_stat(os.fstat(fd), _mnt_id(fd))
+        fd = self._open(path, O_PATH, safe=safe)
+        try:
+            return self._stat_fd(fd, path)
+        finally:
+            os.close(fd)
 
     def lstat(self, path: str, *, safe: bool = False) -> Stat:
         # O_PATH|O_NOFOLLOW opens a final symlink itself, even with RESOLVE_NO_SYMLINKS
         # (openat2(2)): safe forbids *following* symlinks, and lstat follows none at the end
-        with self._opened(path, O_PATH | O_NOFOLLOW, safe=safe) as fd, _errors_as(path):
-            return _to_stat(os.fstat(fd), _mnt_id(fd))
+        fd = self._open(path, O_PATH | O_NOFOLLOW, safe=safe)
+        try:
+            return self._stat_fd(fd, path)
+        finally:
+            os.close(fd)
 
     def chown(self, path: str, uid: int, gid: int, *, follow_symlinks: bool = True,
               safe: bool = False) -> None:
         if follow_symlinks:
-            with self._opened(path, O_PATH, safe=safe) as fd, _errors_as(path):
-                os.chown(_fd_path(fd), uid, gid)
+            fd = self._open(path, O_PATH, safe=safe)
+            try:
+                if safe:
+                    _refuse_aliases(os.fstat(fd), path)  # checked on the fd we act on
+                # fchownat(fd, "", AT_EMPTY_PATH): the inode the O_PATH fd refers to, as chown
+                # of its /proc/self/fd magic link would, without the walk through /proc
+                if self._hot.fchownat(fd, b"", uid, gid, AT_EMPTY_PATH):
+                    raise _errno_error(path)
+            except OSError as exc:
+                raise _renamed(exc, path) from None
+            finally:
+                os.close(fd)
             return
         with self._parent(path, safe=safe) as (dirfd, name), _errors_as(path):
+            if safe:
+                # fchownat(AT_SYMLINK_NOFOLLOW) has no fd of the entry itself: the check is on
+                # the name in the pinned parent (callers use this only on root-owned /etc)
+                _refuse_aliases(os.stat(name, dir_fd=dirfd, follow_symlinks=False), path)
             os.chown(name, uid, gid, dir_fd=dirfd, follow_symlinks=False)
 
     def chmod(self, path: str, mode: int, *, follow_symlinks: bool = True,
               safe: bool = False) -> None:
         flags = O_PATH | (0 if follow_symlinks else O_NOFOLLOW)
-        with self._opened(path, flags, safe=safe) as fd, _errors_as(path):
-            if stat_mod.S_ISLNK(os.fstat(fd).st_mode):
+        fd = self._open(path, flags, safe=safe)
+        try:
+            st = os.fstat(fd)
+            if stat_mod.S_ISLNK(st.st_mode):
                 # Linux has no lchmod: fchmodat(AT_SYMLINK_NOFOLLOW) on a symlink is EOPNOTSUPP
                 raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP), path)
-            os.chmod(_fd_path(fd), mode)
+            if safe:
+                _refuse_aliases(st, path)  # on the fd we act on: no window for a swap
+            self._chmod_fd(fd, mode, path)
+        except OSError as exc:
+            raise _renamed(exc, path) from None
+        finally:
+            os.close(fd)
 
     def read_file(self, path: str, *, safe: bool = False) -> bytes:
         # O_NONBLOCK so a fifo without a writer reads as empty instead of hanging
-        with self._opened(path, os.O_RDONLY | os.O_NONBLOCK, safe=safe) as fd, \
-                _errors_as(path):
-            chunks = []
-            while chunk := os.read(fd, 1 << 16):
-                chunks.append(chunk)
-            return b"".join(chunks)
+        flags = os.O_RDONLY | os.O_NONBLOCK
+        fd = self._open_no_device(path, flags) if safe else self._open(path, flags, safe=False)
+        try:
+            with _errors_as(path):
+                chunks = []
+                while chunk := os.read(fd, 1 << 16):
+                    chunks.append(chunk)
+                return b"".join(chunks)
+        finally:
+            os.close(fd)
 
     def write_file(self, path: str, data: bytes, *, mode: int = 0o644, append: bool = False,
                    safe: bool = False) -> None:
@@ -751,6 +1083,8 @@ class KernelHost:
             fd = self._open(path, base | os.O_CREAT | os.O_EXCL, safe=safe, mode=mode)
         except FileExistsError:
             try:
+                if safe:
+                    return self._open_no_device(path, base & ~O_NOFOLLOW)
                 return self._open(path, base, safe=safe)
             except FileNotFoundError:
                 if safe:
@@ -777,8 +1111,13 @@ class KernelHost:
             os.unlink(name, dir_fd=dirfd)
 
     def rmdir(self, path: str, *, safe: bool = False) -> None:
-        with self._parent(path, safe=safe) as (dirfd, name), _errors_as(path):
+        dirfd, name = self._parent_of(path, safe)
+        try:
             os.rmdir(name, dir_fd=dirfd)
+        except OSError as exc:
+            raise _renamed(exc, path) from None
+        finally:
+            os.close(dirfd)
 
     def mkfifo(self, path: str, mode: int = 0o644) -> None:
         with self._parent(path, safe=False) as (dirfd, name), _errors_as(path):
@@ -792,13 +1131,51 @@ class KernelHost:
             return False
         return True
 
+    def statvfs(self, path: str, *, safe: bool = False) -> tuple[int, int]:
+        # fstatvfs on the O_PATH fd openat2 found (fstatfs accepts O_PATH fds since Linux 3.12,
+        # open(2)): the filesystem of exactly the dentry resolution reached, mounts crossed
+        with self._opened(path, O_PATH, safe=safe) as fd, _errors_as(path):
+            st = os.fstatvfs(fd)
+        return st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
+
+
+def _refuse_aliases(st: os.stat_result, path: str) -> None:
+    """``safe`` chown/chmod change only what cannot be another file's name (the rule of
+    SECURITY.md "Ownership"): a directory, a symlink (lchown), or a regular file with one link.
+
+    * a regular file with ``st_nlink > 1`` is a hard link: its other name may be a file the
+      caller must never give away (a planted link to /etc/shadow in a vault; Linux's
+      ``protected_hardlinks`` only stops *creating* such links, and not for root): EPERM;
+    * a device node, fifo or socket is never a store directory, and chmod of a device node
+      would open a device to the world: EPERM.
+    """
+    mode = st.st_mode
+    if stat_mod.S_ISDIR(mode) or stat_mod.S_ISLNK(mode):
+        return
+    if stat_mod.S_ISREG(mode):
+        if st.st_nlink == 1:
+            return
+        raise OSError(errno.EPERM, f"a hard link (link count {st.st_nlink}): not trusted for "
+                      "ownership or mode changes", path)
+    raise OSError(errno.EPERM, "a device node, fifo or socket: ownership and mode are never "
+                  "changed through safe access", path)
+
 
 def _read_mountinfo() -> str:
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-        return f.read()
+    # plain open/read/close: a text-mode file object adds an fstat, an ioctl and an lseek
+    fd = os.open("/proc/self/mountinfo", os.O_RDONLY | O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 17):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode("utf-8", "surrogateescape")
 
 __all__ = ["set_no_new_privs", "get_no_new_privs", "KernelHost", "SandboxRefused",
            "check_private_namespace", "mount", "umount2",
            "unshare", "setns", "openat2", "open_tree", "move_mount", "mount_setattr",
            "mount_flags_to_string", "parse_mount_flags", "SIGNATURES", "SYSCALL_NUMBERS",
-           "run_in_sandbox", "kernel_available", "kernel_unavailable_reason", "require_root"]
+           "run_in_sandbox", "kernel_available", "kernel_unavailable_reason", "require_root",
+           "ioctl", "loop_ctl_get_free", "loop_configure", "loop_clr_fd", "loop_get_status",
+           "LoopInfo64", "LoopConfig"]

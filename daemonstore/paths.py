@@ -20,6 +20,8 @@ SALT_FALLBACK = "/var/lib/system_salt"
 SALT_LENGTH = 16  # kCryptohomeDefaultSaltLength
 MAX_SALT = 1 << 20  # a legacy salt is kept if 0 < size <= 1 MiB (chromeos-facts.md §3)
 MNT_CHROME = "/run/namespaces/mnt_chrome"
+#: where an ephemeral (guest) vault is mounted (chromeos-facts.md §2, PerformEphemeralMount)
+EPHEMERAL_MOUNT = "/run/cryptohome/ephemeral_mount"
 CACHE_DIR = ".cache"
 GUEST_USER = "$guest"
 
@@ -36,7 +38,9 @@ def check_daemon_name(name: str) -> str:
     """Return ``name`` if it is a valid daemon name, else raise BadName saying why."""
     if not name:
         raise BadName("daemon name is empty")
-    if len(name.encode()) > NAME_MAX:
+    # surrogateescape: os.listdir hands a non-UTF-8 byte over as a lone surrogate; encoding it
+    # strictly raised UnicodeEncodeError, and one such template name stopped the whole startup
+    if len(name.encode("utf-8", "surrogateescape")) > NAME_MAX:
         raise BadName(f"daemon name {name!r} is longer than {NAME_MAX} bytes")
     if ".." in name:
         raise BadName(f"daemon name {name!r} contains '..'")
@@ -56,6 +60,10 @@ def check_username(name: str) -> str:
     """A user name is hashed, never used as a path; still refuse the empty and absurd ones."""
     if not name or len(name) > 256 or any(ord(c) < 0x20 for c in name) or "\x7f" in name:
         raise BadName(f"user name {name!r} is empty, too long or has control characters")
+    try:
+        name.encode("utf-8")  # it is hashed as UTF-8 (a non-UTF-8 argv byte is a lone surrogate)
+    except UnicodeEncodeError:
+        raise BadName(f"user name {name!r} is not valid UTF-8") from None
     return name
 
 
@@ -94,6 +102,16 @@ def vault(user_hash: str) -> str:
 
 def vault_mount(user_hash: str) -> str:
     return f"{shadow(user_hash)}/mount"
+
+
+def vault_image(user_hash: str) -> str:
+    """The ext4 image of the loop vault (``--vault loop``, daemonstore.loopvault)."""
+    return f"{shadow(user_hash)}/vault.img"
+
+
+def ephemeral_mount(user_hash: str) -> str:
+    """``/run/cryptohome/ephemeral_mount/<hash>``: a guest's vault (a tmpfs, in mnt_chrome)."""
+    return f"{EPHEMERAL_MOUNT}/{check_hash(user_hash)}"
 
 
 def vault_store(user_hash: str, daemon: str, cache: bool = False) -> str:

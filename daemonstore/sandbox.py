@@ -215,6 +215,12 @@ def _enter_sandbox(sandbox_dir: str) -> KernelHost:
     """In the child: new mount namespace, "/" rprivate, tmpfs ``sandbox`` on ``sandbox_dir``."""
     from daemonstore import kernel
 
+    # One CPU for the child (and what it spawns): Linux 6.18 hands out namespace ids in per-CPU
+    # batches, so a namespace made later on another CPU can get a *smaller* id, and binding a
+    # namespace file (pin_namespace, how session_manager keeps mnt_chrome) is EINVAL when the
+    # pinned namespace's id is not larger than the caller's (fs/namespace.c mnt_ns_loop()). On
+    # one CPU the ids of every namespace this child makes increase, as creation order does.
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     before = os.stat("/proc/self/ns/mnt").st_ino
     kernel.unshare(kernel.CLONE_NEWNS)
     # belt and braces before the first mount: we really are in a new, non-initial namespace

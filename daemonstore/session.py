@@ -6,8 +6,8 @@ Written once against :class:`~daemonstore.host.Host`: it runs on the pure model 
 
 Public API (cryptohome_sim and ``daemonstore.testing`` call it; keep the names)::
 
-    plan_sign_in(host, user_hash, *, first_user=None) -> SignInPlan      pure, no changes
-    sign_in(host, user_hash, *, first_user=None, fail_at=None) -> SessionResult
+    plan_sign_in(host, user_hash, *, first_user=None, vault="dir") -> SignInPlan   pure
+    sign_in(host, user_hash, *, first_user=None, fail_at=None, vault="dir") -> SessionResult
         raises SignInError(reason, path, errno) after rolling back
     plan_sign_out(host, user_hash) -> SignOutPlan                        pure, no changes
     sign_out(host, user_hash) -> SignOutResult                           best effort, no raise
@@ -63,13 +63,22 @@ Better than the original, on purpose:
 The vault is inspected through its backing directory ``/home/.shadow/H/vault`` at plan time (the
 plan is pure, so it cannot mount the vault to look); the steps act on the mounted paths.
 
+``vault="loop"`` (kernel only, :mod:`daemonstore.loopvault`) backs the vault with an ext4 image
+``/home/.shadow/H/vault.img`` on a loop device instead of the directory: the image is made on
+first use, attached and mounted on ``mount`` in place of the bind. Its contents cannot be seen at
+plan time, so the vault directories and store sources become :class:`EnsureDir` steps that
+decide (create, or repair owner and mode, or refuse a symlink/file) when applied. A user's two
+vault kinds are separate storage: data is not migrated between them. On the model ``"loop"`` is
+refused at plan time (EOPNOTSUPP): the model has no block devices.
+
 Sign-out (§2 "Unmount at sign-out"): every mount of the user found in mountinfo (vault and
 below, the home binds, ``/home/chronos/user`` when it is this user's, the store binds and
 anything mounted below them) is unmounted in reverse mount order (LIFO) with
 ``ForceUmount`` (plain umount, lazy detach on EBUSY, reported); then the empty mount points are
 removed. The user's data stays in the vault.
 
-Guest sessions (ephemeral tmpfs vault, the ``mnt_chrome`` namespace) are not covered here.
+Guest sessions (ephemeral tmpfs vault, the ``mnt_chrome`` namespace) are
+:mod:`daemonstore.guest`, built on the planner here.
 """
 
 from __future__ import annotations
@@ -79,7 +88,8 @@ import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from daemonstore import mountinfo, paths
+from daemonstore import loopvault, mountinfo, paths
+from daemonstore.activity import record_activity
 from daemonstore.host import Host, Propagation, Stat
 from daemonstore.plan_ops import MakeDir, SafeMake
 from daemonstore.scenario import Op
@@ -87,6 +97,7 @@ from daemonstore.session_ops import (
     BindDir,
     DirChmod,
     DirChown,
+    EnsureDir,
     ForceUmount,
     MakeTarget,
     RemountBind,
@@ -97,6 +108,7 @@ from daemonstore.session_ops import (
 
 __all__ = [
     "BIND_FLAGS",
+    "VAULTS",
     "SessionResult",
     "SignInError",
     "SignInPlan",
@@ -138,6 +150,8 @@ VAULT_DIRS = (
 TARGET_MODE = 0o700
 SHADOW_MODE = 0o700
 VAULT_MODE = 0o755
+#: vault backends: a directory bound onto the mount point, or an ext4 image on a loop device
+VAULTS = ("dir", "loop")
 
 _KIND = {0o140000: "socket", 0o100000: "regular file", 0o060000: "block device",
          0o020000: "character device", 0o010000: "fifo"}
@@ -276,11 +290,17 @@ class _Refused(Exception):
 class _SignInPlanner:
     """Builds one SignInPlan from one read of the host (never changes it)."""
 
-    def __init__(self, host: Host, user_hash: str) -> None:
+    def __init__(self, host: Host, user_hash: str, vault: str = "dir") -> None:
         self.host = host
         self.h = user_hash
+        #: the loop vault's contents are unknown at plan time (the image is not mounted)
+        self.opaque_vault = vault == "loop"
         self.entries = mountinfo.parse(host.mountinfo())
         self.mount_points = {e.mount_point for e in self.entries}
+        #: mount point -> its mounts, bottom to top (one pass, not one scan per store)
+        self.stacks: dict[str, list[mountinfo.MountInfoEntry]] = {}
+        for e in self.entries:
+            self.stacks.setdefault(e.mount_point, []).append(e)
         self.steps: list[Op] = []
         self.warnings: list[str] = []
         self.stores: list[str] = []
@@ -310,6 +330,25 @@ class _SignInPlanner:
                            errno.ENOTDIR)
         return st
 
+    def inspect_file(self, path: str) -> Stat | None:
+        """lstat a regular file-to-be (the loop vault's image): None if missing; a symlink or
+        anything else is refused (the image is opened with O_NOFOLLOW anyway)."""
+        try:
+            st = self.host.lstat(path, safe=True)
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                return None
+            raise _Refused(f"cannot inspect {path}: {exc.strerror}", path, exc.errno) from None
+        if not st.is_file:
+            raise _Refused(f"{path} is a {_what(st)} where the vault image must be", path,
+                           errno.ELOOP if st.is_symlink else errno.EINVAL)
+        return st
+
+    def store_source(self, name: str, cache: bool) -> str:
+        """Bind source of store ``name``: ``<vault mount>/root[/.cache]/<d>``."""
+        sub = f"root/{paths.CACHE_DIR}" if cache else "root"
+        return f"{self.vault_mount}/{sub}/{paths.check_daemon_name(name)}"
+
     def backing(self, path: str) -> str:
         """Where a path inside the (not yet mounted) vault is seen at plan time."""
         if path == self.vault_mount or path.startswith(self.vault_mount + "/"):
@@ -320,7 +359,11 @@ class _SignInPlanner:
                    repair: bool = True) -> None:
         """Steps that make ``path`` a directory: mkdir + chown + chmod when missing (chmod
         always: mkdirat drops setgid, §2 SafeCreateDirAndSetOwnershipAndPermissions), else
-        chown/chmod where owner/mode differ (``repair``). ``target``: removed on rollback."""
+        chown/chmod where owner/mode differ (``repair``). ``target``: removed on rollback.
+        Inside an opaque (loop) vault: one EnsureDir that decides when applied."""
+        if self.opaque_vault and path.startswith(self.vault_mount + "/"):
+            self.steps.append(EnsureDir(path, mode, uid, gid))
+            return
         st = self.inspect(self.backing(path))
         if st is None:
             self.steps.append(MakeTarget(path, mode) if target else MakeDir(path, mode))
@@ -392,12 +435,19 @@ class _SignInPlanner:
         # user, kept even if this sign-in fails (cryptohome creates the vault on first mount)
         self.ensure_dir(paths.SHADOW, SHADOW_MODE, ROOT_ID, ROOT_ID, repair=False)
         self.ensure_dir(paths.shadow(self.h), SHADOW_MODE, ROOT_ID, ROOT_ID, repair=False)
-        self.ensure_dir(self.vault, VAULT_MODE, ROOT_ID, ROOT_ID, repair=False)
+        image = paths.vault_image(self.h)
+        if not self.opaque_vault:
+            self.ensure_dir(self.vault, VAULT_MODE, ROOT_ID, ROOT_ID, repair=False)
+        elif self.inspect_file(image) is None:
+            self.steps.append(loopvault.CreateVaultImage(image))
         # the mount point itself: the check for "vault mount point busy" was done in plan()
         st = self.inspect(self.vault_mount)
         if st is None:
             self.steps.append(MakeDir(self.vault_mount, VAULT_MODE))
-        self.bind(self.vault, self.vault_mount)
+        if self.opaque_vault:
+            self.steps.append(loopvault.MountLoopVault(image, self.vault_mount))
+        else:
+            self.bind(self.vault, self.vault_mount)
         for name, mode, uid, gid in VAULT_DIRS:
             self.ensure_dir(f"{self.vault_mount}/{name}", mode, uid, gid)
 
@@ -433,7 +483,7 @@ class _SignInPlanner:
 
     def plan_store(self, name: str, template: Stat, cache: bool) -> None:
         store = paths.store(name, cache)
-        tops = [e for e in self.entries if e.mount_point == store]
+        tops = self.stacks.get(store, [])
         if not tops:
             self.warnings.append(
                 f"store {store} is not mounted (template installed without a reboot, or "
@@ -443,31 +493,54 @@ class _SignInPlanner:
         if tops[-1].shared is None:
             self.warnings.append(f"store {store} is {tops[-1].propagation}, not shared: "
                                  "daemons' namespaces will not receive this user's mount")
-        source = paths.vault_store(self.h, name, cache)
+        source = self.store_source(name, cache)
         target = paths.user_store(name, self.h, cache)
         self.free(target)
         self.ensure_dir(source, template.perm, template.uid, template.gid)
         self.ensure_dir(target, TARGET_MODE, ROOT_ID, ROOT_ID, target=True, repair=False)
+        self.report_writes_before_mount(target)
         self.bind(source, target)
         self.stores.append(store)
 
+    def report_writes_before_mount(self, target: str) -> None:
+        """A daemon that wrote to ``/run/daemon-store/<d>/<H>`` before the vault was mounted
+        (chromeos-facts.md §7 item 1) left files that the bind is about to hide: say so, and
+        never delete them (they stay, reachable again once the user signs out)."""
+        try:
+            found = self.host.listdir(target, safe=True)
+        except OSError:
+            return  # missing (created by the plan) or refused already by inspect()
+        if found:
+            shown = ", ".join(repr(n) for n in found[:3]) + (", ..." if len(found) > 3 else "")
+            self.warnings.append(f"{target} already holds {len(found)} entries ({shown}) "
+                                 "written before the user's vault was mounted: kept, hidden "
+                                 "under the mount until sign-out, never deleted")
 
-def plan_sign_in(host: Host, user_hash: str, *, first_user: bool | None = None) -> SignInPlan:
+
+def plan_sign_in(host: Host, user_hash: str, *, first_user: bool | None = None,
+                 vault: str = "dir") -> SignInPlan:
     """Plan user ``user_hash``'s sign-in (pure: reads the host, changes nothing). Raises
     SignInError when the state refuses it (already signed in, something that is not a real
-    directory where one must be); ``BadName`` (a ValueError) for a malformed hash."""
+    directory where one must be, ``vault="loop"`` on a host without block devices);
+    ``BadName`` (a ValueError) for a malformed hash, ValueError for an unknown ``vault``."""
     paths.check_hash(user_hash)
+    if vault not in VAULTS:
+        raise ValueError(f"vault must be one of {', '.join(VAULTS)}, not {vault!r}")
+    if vault == "loop" and (why := loopvault.unavailable_reason(host)) is not None:
+        raise SignInError(f"sign-in of {user_hash} refused: {why}; nothing was changed",
+                          paths.vault_image(user_hash), errno.EOPNOTSUPP)
     try:
-        return _SignInPlanner(host, user_hash).plan(first_user)
+        return _SignInPlanner(host, user_hash, vault).plan(first_user)
     except _Refused as exc:
         raise SignInError(f"sign-in of {user_hash} refused: {exc.reason}; nothing was changed",
                           exc.path, exc.err) from None
 
 
 def sign_in(host: Host, user_hash: str, *, first_user: bool | None = None,
-            fail_at: int | None = None) -> SessionResult:
+            fail_at: int | None = None, vault: str = "dir") -> SessionResult:
     """Plan and apply a sign-in (see the module docstring); SignInError after a rollback."""
-    return plan_sign_in(host, user_hash, first_user=first_user).apply(host, fail_at=fail_at)
+    plan = plan_sign_in(host, user_hash, first_user=first_user, vault=vault)
+    return plan.apply(host, fail_at=fail_at)
 
 
 # ---- sign-in apply and rollback ----------------------------------------------------------------
@@ -480,7 +553,10 @@ _HINTS = {
 }
 
 
-def _apply_sign_in(plan: SignInPlan, host: Host, fail_at: int | None) -> SessionResult:
+def _apply_sign_in(plan: SignInPlan, host: Host, fail_at: int | None, *,
+                   record: bool = True) -> SessionResult:
+    """Apply the steps, rolling back on failure; ``record``: write the activity record (not for
+    a guest, whose ephemeral session has no /home/.shadow/<H> to keep it in)."""
     if fail_at is not None and fail_at < 0:
         raise ValueError(f"fail_at must be a step index >= 0, not {fail_at}")
     undo: list[Op] = []
@@ -505,8 +581,10 @@ def _apply_sign_in(plan: SignInPlan, host: Host, fail_at: int | None) -> Session
         step_undo = undo_of(op)
         if step_undo is not None:
             undo.append(step_undo)
-        if isinstance(op, BindDir):
-            mounted.append(op.target)
+        if isinstance(step_undo, ForceUmount):  # a bind, the loop vault, a guest's tmpfs
+            mounted.append(step_undo.target)
+    if record:
+        record_activity(host, plan.user_hash)  # LRU order of the low-disk cleanup (activity.py)
     return SessionResult(plan.user_hash, plan.first_user, mounted, list(plan.stores),
                          list(plan.warnings))
 
@@ -544,10 +622,11 @@ def _store_user(mount_point: str) -> str | None:
     return None
 
 
-def _user_mounts(entries: Sequence[mountinfo.MountInfoEntry],
-                 user_hash: str) -> list[mountinfo.MountInfoEntry]:
-    """The user's mounts (and anything mounted below them), in mount order."""
-    prefixes = [paths.vault_mount(user_hash), paths.home_root(user_hash),
+def _user_mounts(entries: Sequence[mountinfo.MountInfoEntry], user_hash: str,
+                 vault_mount: str | None = None) -> list[mountinfo.MountInfoEntry]:
+    """The user's mounts (and anything mounted below them), in mount order; ``vault_mount``
+    defaults to ``/home/.shadow/<H>/mount`` (a guest's is its ephemeral mount)."""
+    prefixes = [vault_mount or paths.vault_mount(user_hash), paths.home_root(user_hash),
                 paths.home_user(user_hash), paths.home_chronos(user_hash)]
     vaults = [e for e in entries if e.mount_point == prefixes[0]]
     if vaults:
@@ -555,6 +634,13 @@ def _user_mounts(entries: Sequence[mountinfo.MountInfoEntry],
         want = posixpath.join(vaults[-1].root, "user")
         if any(e.mount_point == paths.HOME_CHRONOS_USER and e.dev == vaults[-1].dev
                and e.root == want for e in entries):
+            prefixes.append(paths.HOME_CHRONOS_USER)
+    elif vault_mount is None:
+        # the vault is gone (a sign-out that failed part-way, or was killed): a directory
+        # vault's user/ still names the user in its root, so a second sign-out takes it too
+        mine = f"/.shadow/{user_hash}/vault/user"
+        if any(e.mount_point == paths.HOME_CHRONOS_USER and e.root.endswith(mine)
+               for e in entries):
             prefixes.append(paths.HOME_CHRONOS_USER)
     return [e for e in entries
             if any(_under(e.mount_point, p) for p in prefixes)
@@ -577,7 +663,7 @@ def plan_sign_out(host: Host, user_hash: str) -> SignOutPlan:
     signed_in = any(e.mount_point == paths.vault_mount(user_hash) for e in entries)
     warnings = [] if signed_in else [f"user {user_hash} is not signed in (no mount at "
                                      f"{paths.vault_mount(user_hash)})"]
-    steps: list[Op] = [ForceUmount(e.mount_point) for e in reversed(mine)]
+    steps: list[Op] = [_umount_step(e, user_hash) for e in reversed(mine)]
     for base in reversed(paths.STORE_BASES):
         try:
             daemons = host.listdir(base, safe=True)
@@ -594,8 +680,18 @@ def plan_sign_out(host: Host, user_hash: str) -> SignOutPlan:
     return SignOutPlan(user_hash, tuple(steps), signed_in, tuple(warnings))
 
 
-def _apply_sign_out(plan: SignOutPlan, host: Host) -> SignOutResult:
-    """Best effort, like ``UnmountAll``: every step is tried; problems become warnings."""
+def _umount_step(entry: mountinfo.MountInfoEntry, user_hash: str) -> ForceUmount:
+    """ForceUmount, or for a loop vault (ext4 from /dev/loopN on the vault mount point) the
+    umount followed by LOOP_CLR_FD of its device."""
+    if (entry.mount_point == paths.vault_mount(user_hash) and entry.fstype == "ext4"
+            and entry.source.startswith("/dev/loop")):
+        return loopvault.LoopVaultUmount(entry.mount_point, image=paths.vault_image(user_hash))
+    return ForceUmount(entry.mount_point)
+
+
+def _apply_sign_out(plan: SignOutPlan, host: Host, *, record: bool = True) -> SignOutResult:
+    """Best effort, like ``UnmountAll``: every step is tried; problems become warnings.
+    ``record``: as for sign-in (False for a guest)."""
     result = SignOutResult(plan.user_hash, warnings=list(plan.warnings))
     for op in plan.steps:
         if isinstance(op, ForceUmount):
@@ -604,11 +700,18 @@ def _apply_sign_out(plan: SignOutPlan, host: Host) -> SignOutResult:
         try:
             op.apply(host)
         except OSError as exc:
-            if exc.errno != errno.ENOENT:
+            if exc.errno == errno.ENOTEMPTY:
+                result.warnings.append(f"left {op_path(op)} in place: it holds files written "
+                                       "while the user was not signed in (writes before "
+                                       "mount); never deleted")
+            elif exc.errno != errno.ENOENT:
                 result.warnings.append(f"left {op_path(op)} in place: "
                                        f"{exc.strerror or _errname(exc.errno)}")
             continue
         result.removed_dirs.append(op_path(op))
+    note = (record_activity(host, plan.user_hash)  # activity.py
+            if plan.signed_in and record else None)
+    result.warnings += [note] if note else []  # (last seen now: the cleanup's LRU order)
     return result
 
 

@@ -25,7 +25,7 @@ import os
 from dataclasses import dataclass
 from shlex import quote as _q
 
-from daemonstore.host import Host
+from daemonstore.host import Host, Stat
 from daemonstore.plan_ops import Chmod, Chown, MakeDir, SafeBind
 from daemonstore.scenario import Op, Umount
 
@@ -33,24 +33,28 @@ __all__ = [
     "BindDir",
     "DirChmod",
     "DirChown",
+    "EnsureDir",
     "ForceUmount",
     "MakeTarget",
     "RemountBind",
     "RemoveDir",
+    "RemoveTree",
     "expect_dir",
     "op_path",
     "undo_of",
 ]
 
 
-def expect_dir(host: Host, path: str) -> None:
+def expect_dir(host: Host, path: str) -> Stat:
     """Raise unless ``path`` is a real directory: ``ELOOP`` for a symlink (in any component, since
-    ``safe``), ``ENOTDIR`` for a file, fifo or anything else (SafeFD's ``kWrongType``)."""
+    ``safe``), ``ENOTDIR`` for a file, fifo or anything else (SafeFD's ``kWrongType``). Returns
+    its ``lstat``."""
     st = host.lstat(path, safe=True)
     if st.is_symlink:
         raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
     if not st.is_dir:
         raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
+    return st
 
 
 @dataclass(frozen=True)
@@ -89,8 +93,28 @@ class BindDir(SafeBind):
     type-checked first so a file or fifo in the vault is never mounted. Undone by umount."""
 
     def apply(self, host: Host) -> None:
-        expect_dir(host, self.source)
+        source = expect_dir(host, self.source)
+        before = host.stat(self.target, safe=True).mnt_id
         super().apply(host)
+        # Re-check after acting (SECURITY.md "Mounts"): the path must now reach a *new* mount
+        # whose root is the very directory checked above. A source swapped (renamed) between
+        # the check and the bind, or a mount that landed elsewhere, fails here -- and the mount
+        # this step made is taken off again, since the rollback only undoes completed steps.
+        try:
+            after: Stat | None = host.stat(self.target, safe=True)
+        except OSError:
+            after = None
+        new_mount = after is not None and after.mnt_id != before
+        if not (new_mount and after is not None
+                and (after.dev, after.ino) == (source.dev, source.ino)):
+            if new_mount:  # the new top is the mount this step made: never someone else's
+                try:
+                    ForceUmount(self.target).unmount(host)
+                except OSError:
+                    pass  # reported by the error below and the rollback
+            raise OSError(errno.ESTALE, "the bind did not land where planned (the source "
+                          "changed between the check and the mount)"
+                          + ("; taken off again" if new_mount else ""), self.target)
 
     def undo(self) -> Op | None:
         return ForceUmount(self.target)
@@ -148,6 +172,79 @@ class RemoveDir(Op):
 
     def to_line(self) -> str:
         return f"rmdir {_q(self.path)}"
+
+
+@dataclass(frozen=True)
+class EnsureDir(Op):
+    """``install -d -m MODE -o UID -g GID P`` decided when applied: for a directory inside a
+    vault the plan cannot look into (a loop vault's ext4 image is not mounted at plan time).
+    Missing: mkdir, chown, chmod (chmod last: chown drops setgid, and mkdirat honours only
+    01777, chromeos-facts.md §2 SafeCreateDirAndSetOwnershipAndPermissions). Present: owner and
+    mode repaired where they differ. A symlink is ``ELOOP``, anything else not a directory
+    ``ENOTDIR`` (SafeFD's kSymlinkDetected / kWrongType), so sign-in rolls back."""
+
+    path: str
+    mode: int
+    uid: int
+    gid: int
+
+    def apply(self, host: Host) -> None:
+        try:
+            st = host.lstat(self.path, safe=True)
+        except FileNotFoundError:
+            host.mkdir(self.path, self.mode, safe=True)
+            host.chown(self.path, self.uid, self.gid, safe=True)
+            host.chmod(self.path, self.mode, safe=True)
+            return
+        expect_dir(host, self.path)
+        if (st.uid, st.gid) != (self.uid, self.gid):
+            host.chown(self.path, self.uid, self.gid, safe=True)
+        if st.perm != self.mode or (st.uid, st.gid) != (self.uid, self.gid):
+            host.chmod(self.path, self.mode, safe=True)
+
+    def to_line(self) -> str:
+        return (f"install -d -m {self.mode:04o} -o {self.uid} -g {self.gid} {_q(self.path)}"
+                "  # or repair owner and mode")
+
+
+@dataclass(frozen=True)
+class RemoveTree(Op):
+    """``rm -r --one-file-system P`` (``keep_top``: only what is inside P): for data that must
+    not outlive a guest session (chromeos-facts.md §2 "Guest leftovers",
+    CleanUpGuestDaemonDirectories). Nothing is followed (``safe``: a symlink is removed, never
+    its target) and no mount is crossed: P itself being a mount point, or a mount met below it,
+    is ``EBUSY`` -- a mount there means someone's live data, which is unmounted first, not
+    deleted through."""
+
+    path: str
+    keep_top: bool = False
+
+    def apply(self, host: Host) -> None:
+        expect_dir(host, self.path)
+        top = host.lstat(self.path, safe=True).mnt_id
+        parent = os.path.dirname(self.path.rstrip("/")) or "/"
+        if host.lstat(parent, safe=True).mnt_id != top:
+            raise OSError(errno.EBUSY, os.strerror(errno.EBUSY), self.path)
+        self._empty(host, self.path, top)
+        if not self.keep_top:
+            host.rmdir(self.path, safe=True)
+
+    def _empty(self, host: Host, directory: str, mnt_id: int) -> None:
+        for name in host.listdir(directory, safe=True):
+            path = f"{directory.rstrip('/')}/{name}"
+            st = host.lstat(path, safe=True)
+            if not st.is_dir:
+                host.unlink(path, safe=True)
+                continue
+            if st.mnt_id != mnt_id:
+                raise OSError(errno.EBUSY, os.strerror(errno.EBUSY), path)
+            self._empty(host, path, mnt_id)
+            host.rmdir(path, safe=True)
+
+    def to_line(self) -> str:
+        if self.keep_top:
+            return f"find {_q(self.path)} -xdev -mindepth 1 -delete  # leftovers; the dir stays"
+        return f"rm -r --one-file-system {_q(self.path)}"
 
 
 def undo_of(op: Op) -> Op | None:

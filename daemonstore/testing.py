@@ -8,15 +8,18 @@ request) with the daemon-store machinery set up like a booted Chromebook:
 * ``world.install_daemon("foo", uid, gid, 0o700)`` installs the template
   ``/etc/daemon-store/foo`` (what the daemon's ebuild does) and runs the boot step
   (``startup.run_startup``) so ``/run/daemon-store{,-cache}/foo`` are shared self-binds;
-* ``world.daemon("foo")`` starts a :class:`DaemonView`: a mount namespace set up the way
-  minijail sets up a daemon (``minijail0 -v -Kslave -k tmpfs,/run,tmpfs,...
+* ``world.daemon("foo")`` starts a :class:`DaemonView`: a mount namespace built by the
+  namespace helper's planner (``jail.plan_jail``) the way minijail sets up a daemon
+  (``minijail0 -v -Kslave -k tmpfs,/run,tmpfs,...
   -k /run/daemon-store/foo,/run/daemon-store/foo,none,MS_BIND|MS_REC``, and the same for the
   cache; chromeos-facts.md §5): a clone of the root namespace made slave, a private tmpfs on
   ``/run``, and recursive binds of only this daemon's stores;
 * ``world.login("alice")`` / ``world.logout("alice")`` sign a user in and out through
-  :mod:`daemonstore.session`; the hash is ``paths.sanitize_username`` with the salt at
-  ``/home/.shadow/salt`` (16 bytes, created if missing: seeded random bytes on the model,
-  ``os.urandom`` on the kernel).
+  :mod:`daemonstore.session` (``vault="loop"`` on the kernel: an ext4 image on a loop device);
+  ``world.login_guest()`` / ``world.logout_guest()`` do the same for the guest (user
+  ``"$guest"``: an ephemeral tmpfs vault inside ``mnt_chrome``, :mod:`daemonstore.guest`);
+  the hash is ``paths.sanitize_username`` with the salt at ``/home/.shadow/salt`` (16 bytes,
+  created if missing: seeded random bytes on the model, ``os.urandom`` on the kernel).
 
 So a daemon author's test reads::
 
@@ -49,7 +52,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from daemonstore import paths
+from daemonstore import guest, paths
 from daemonstore.host import Host, Propagation, Stat
 from daemonstore.session import (
     SessionResult,
@@ -63,9 +66,6 @@ __all__ = ["DaemonView", "KernelWorld", "World", "WorldError", "kernel_world", "
 
 R = TypeVar("R")
 
-#: staging mount point for a daemon view's new /run (minijail mounts below its pivot root,
-#: /var/empty, before pivoting; we mount there, then move the tmpfs onto /run)
-STAGE = "/var/empty"
 PASSWD = "/etc/passwd"
 
 
@@ -92,8 +92,11 @@ class World:
         self._random_bytes = random_bytes
         self._salt: bytes | None = None
         self._views: list[DaemonView] = []
+        #: the signed-in guest's hash, and the name of Chrome's namespace once it exists
+        self.guest: str | None = None
+        self.chrome_namespace: str | None = None
         with self.in_namespace(self.namespace):
-            for path in ("/etc", paths.ETC_DAEMON_STORE, "/run", "/var", STAGE):
+            for path in ("/etc", paths.ETC_DAEMON_STORE, "/run", "/var"):
                 if not host.exists(path):
                     host.mkdir(path, 0o755, safe=True)
 
@@ -208,14 +211,46 @@ class World:
         return user_hash
 
     def login(self, user: str, *, first_user: bool | None = None,
-              fail_at: int | None = None) -> str:
+              fail_at: int | None = None, vault: str = "dir") -> str:
         """Sign ``user`` in (``session.sign_in``); returns the hash. The result is kept in
         ``sessions[user]``; SignInError propagates (after the rollback)."""
         user_hash = self.hash_of(user)
         with self.in_namespace(self.namespace):
             self.sessions[user] = sign_in(self.host, user_hash, first_user=first_user,
-                                          fail_at=fail_at)
+                                          fail_at=fail_at, vault=vault)
         return user_hash
+
+    def login_guest(self, *, fail_at: int | None = None) -> str:
+        """Sign the guest (``"$guest"``) in: ``guest.sign_in_guest`` from the root namespace
+        (creating ``mnt_chrome`` when missing); returns the guest's hash."""
+        user_hash = self.hash_of(paths.GUEST_USER)
+        with self.in_namespace(self.namespace):
+            plan = guest.plan_sign_in_guest(self.host, user_hash)
+            self.chrome_namespace = plan.namespace
+            self.sessions[paths.GUEST_USER] = plan.apply(self.host, fail_at=fail_at)
+        self.guest = user_hash
+        return user_hash
+
+    def logout_guest(self) -> SignOutResult:
+        """Sign the guest out (``guest.sign_out_guest``): the ephemeral vault is gone."""
+        user_hash = self.hash_of(paths.GUEST_USER)
+        with self.in_namespace(self.namespace):
+            result = guest.sign_out_guest(self.host, user_hash)
+        self.sessions.pop(paths.GUEST_USER, None)
+        self.sign_outs.append(result)
+        self.guest = None
+        return result
+
+    def store_source(self, user: str, daemon: str, *, cache: bool = False) -> tuple[str, str]:
+        """(namespace, path) of the bind source of ``user``'s store while signed in: the
+        mounted vault's ``root[/.cache]/<d>`` in the root namespace, or for the signed-in
+        guest the ephemeral vault's in mnt_chrome."""
+        user_hash = self.hash_of(user)
+        sub = f"root/{paths.CACHE_DIR}" if cache else "root"
+        name = paths.check_daemon_name(daemon)
+        if user_hash == self.guest and self.chrome_namespace is not None:
+            return self.chrome_namespace, f"{paths.ephemeral_mount(user_hash)}/{sub}/{name}"
+        return self.namespace, f"{paths.vault_mount(user_hash)}/{sub}/{name}"
 
     def logout(self, user: str) -> SignOutResult:
         user_hash = self.hash_of(user)
@@ -254,36 +289,38 @@ class World:
 
 
 class DaemonView:
-    """A daemon's mount namespace, built like minijail builds it (chromeos-facts.md §5):
+    """A daemon's mount namespace, built by the namespace helper itself (``jail.plan_jail`` /
+    ``jail.apply_jail``, the one implementation of "how a daemon is jailed") from the documented
+    recipe (chromeos-facts.md §4-5; ``jail.store_jail_argv``)::
+
+        daemonstore jail -v -Kslave -k tmpfs,/run,tmpfs,MS_NODEV|MS_NOEXEC|MS_NOSUID
+            -k /run/daemon-store/<d>,/run/daemon-store/<d>,none,MS_BIND|MS_REC  (and -cache)
 
     1. clone the root namespace and make every mount slave (``-v -Kslave``): mounts flow in,
        never out;
-    2. a tmpfs for the new ``/run`` (``-k tmpfs,/run,tmpfs,MS_NODEV|MS_NOEXEC|MS_NOSUID``),
-       mounted at a staging point and moved onto ``/run`` once filled, since minijail builds
-       it below its pivot root before pivoting;
-    3. ``MS_BIND|MS_REC`` of ``/run/daemon-store/<d>`` and ``/run/daemon-store-cache/<d>`` into
-       it: a bind of a slave is a slave of the same master, so later sign-ins flow in.
+    2. pin the store binds (``open_tree``) before a fresh tmpfs covers ``/run``;
+    3. attach them on the new ``/run``: a clone of a slave is a slave of the same master, so
+       later sign-ins flow in.
 
-    ``user`` arguments take a username the world knows, or a hash.
+    A store that does not exist (yet) is left out of the recipe: minijail would fail, the view
+    just lacks it. ``user`` arguments take a username the world knows, or a hash.
     """
 
     def __init__(self, world: World, daemon: str, namespace: str) -> None:
+        from daemonstore.jail import apply_jail, plan_jail, store_jail_argv
+        from daemonstore.jail_spec import parse_jail_args
+
         self.world = world
         self.daemon = daemon
         self.namespace = namespace
         host = world.host
         with world.in_namespace(world.namespace):
-            host.new_namespace(namespace, Propagation.SLAVE)
-            host.mount_tmpfs("run", STAGE, flags=frozenset({"nodev", "noexec", "nosuid"}),
-                             safe=True)
-            for cache in (False, True):
-                store = paths.store(daemon, cache)
-                if not _is_dir(host, store):
-                    continue  # no store (yet): minijail would fail; the view just lacks it
-                staged = STAGE + store[len("/run"):]
-                host.mkdir(staged, 0o755, parents=True, safe=True)
-                host.bind(store, staged, recursive=True, safe=True)
-            host.move(STAGE, "/run", safe=True)
+            stores = [s for s in (paths.store(daemon, c) for c in (False, True))
+                      if _is_dir(host, s)]
+            #: the ``daemonstore jail`` arguments this namespace was built from
+            self.jail_argv = store_jail_argv(daemon, stores)
+            self.steps = plan_jail(parse_jail_args(self.jail_argv), namespace)
+            apply_jail(host, self.steps)
 
     def path(self, user: str, relpath: str = "", *, cache: bool = False) -> str:
         """``/run/daemon-store[-cache]/<d>/<H>[/relpath]`` (libbrillo ``GetDaemonStorePath``)."""
@@ -294,8 +331,9 @@ class DaemonView:
         "does the directory exist": the empty target outlives a sign-out on ChromeOS,
         chromeos-facts.md §7 item 1.)"""
         world = self.world
-        with world.in_namespace(world.namespace):
-            want = _stat(world.host, world.vault_path(user, self.daemon, cache=cache))
+        namespace, source = world.store_source(user, self.daemon, cache=cache)
+        with world.in_namespace(namespace):
+            want = _stat(world.host, source)
         with world.in_namespace(self.namespace):
             got = _stat(world.host, self.path(user, cache=cache))
         return want is not None and got is not None and (got.dev, got.ino) == (want.dev,

@@ -74,9 +74,19 @@ class FileOps:
             raise err(errno.EINVAL, path)
         return d.target
 
+    @staticmethod
+    def _refuse_aliases(d: Dentry, path: str, safe: bool) -> None:
+        """``safe`` chown/chmod change only a directory, a symlink or a regular file (KernelHost
+        also refuses hard links and device nodes, which the model cannot have): EPERM for a
+        fifo, as for anything that is never a store directory (SECURITY.md "Ownership")."""
+        if safe and d.kind == FIFO:
+            raise OSError(errno.EPERM, "a device node, fifo or socket: ownership and mode are "
+                          "never changed through safe access", path)
+
     def chown(self, path: str, uid: int, gid: int, *, follow_symlinks: bool = True,
               safe: bool = False) -> None:
         m, d = self.resolve(path, follow=follow_symlinks, safe=safe)
+        self._refuse_aliases(d, path, safe)
         self._writable(m, path)
         if uid != -1:
             d.uid = uid
@@ -92,6 +102,7 @@ class FileOps:
         m, d = self.resolve(path, follow=follow_symlinks, safe=safe)
         if d.kind == SYMLINK:
             raise err(errno.EOPNOTSUPP, path)  # Linux has no lchmod
+        self._refuse_aliases(d, path, safe)
         self._writable(m, path)
         d.mode = mode & 0o7777
 

@@ -18,6 +18,7 @@ from .mounts import Mount, Namespace, preorder
 from .propagation import CL_COPY_MNT_NS_FILE, CL_COPY_UNBINDABLE, MountTable
 from .render import render_namespace
 from .resolve import Resolver, err
+from .space import statvfs as _statvfs
 from .trees import TreeOps
 
 _ATIME = frozenset({"noatime", "relatime", "strictatime"})
@@ -28,6 +29,9 @@ class ModelHost(Resolver, FileOps, TreeOps):
     """The model world. Not thread-safe; cheap to create (one per test or scenario)."""
 
     kind = "model"
+    #: RAM the model pretends to have: a tmpfs without ``size=`` gets half of it, ``size=N%``
+    #: N percent (mm/shmem.c; see model/space.py). Set per instance to change it.
+    memory_bytes = 8 << 30
 
     def __init__(self) -> None:
         self.table = MountTable()
@@ -167,6 +171,10 @@ class ModelHost(Resolver, FileOps, TreeOps):
     def lstat(self, path: str, *, safe: bool = False) -> Stat:
         m, d = self.resolve(path, follow=False, safe=safe)
         return replace(d.stat(), mnt_id=m.id)
+
+    def statvfs(self, path: str, *, safe: bool = False) -> tuple[int, int]:
+        """Capacity and free space of the filesystem PATH resolves onto (model/space.py)."""
+        return _statvfs(self.resolve(path, safe=safe)[1].fs, self.memory_bytes)
 
 
 def _ptype(value: Propagation | str | None, allow_unchanged: bool = False) -> str | None:

@@ -9,13 +9,12 @@ import pytest
 
 from cryptohome_sim import names
 from cryptohome_sim.core import (
-    GUEST_UNSUPPORTED,
     Call,
     Cryptohome,
     CryptohomeError,
     load_or_create_salt,
 )
-from daemonstore import paths, session
+from daemonstore import guest, mountinfo, paths, session
 from daemonstore.model import ModelHost
 
 SALT = bytes(range(16))
@@ -134,7 +133,9 @@ def test_two_users_primary_is_the_first() -> None:
     (lambda c: c.begin_stop("nobody"), "SessionDoesNotExist"),
     (lambda c: c.begin_stop(""), "SessionDoesNotExist"),
     (lambda c: c.unmount("nobody"), "NotMounted"),
-    (lambda c: c.mount("guest", guest=True), "NotSupported"),
+    (lambda c: c.mount("guest", guest=True), "InvalidArgs"),   # the guest is "$guest"
+    (lambda c: c.mount(paths.GUEST_USER), "InvalidArgs"),      # "$guest" needs guest=True
+    (lambda c: c.unmount(paths.GUEST_USER), "NotMounted"),
 ])
 def test_refusals(call, kind: str) -> None:  # type: ignore[no-untyped-def]
     core = Cryptohome(ModelHost())
@@ -143,14 +144,69 @@ def test_refusals(call, kind: str) -> None:  # type: ignore[no-untyped-def]
     assert exc.value.kind == kind
 
 
-def test_guest_is_refused_plainly() -> None:
-    """No stub pretending success: session.py has no guest (mnt_chrome) support yet."""
-    host = ModelHost()
+def test_guest_mounts_in_mnt_chrome_and_unmounts_without_a_trace() -> None:
+    """MountEx("$guest", guest=True): the ephemeral vault inside mnt_chrome (daemonstore.guest);
+    the session is a guest session; Unmount drops the tmpfs and every mount point."""
+    host = _host_with_salt()
     core = Cryptohome(host)
     before = host.mountinfo()
-    with pytest.raises(CryptohomeError, match=GUEST_UNSUPPORTED):
-        core.mount("$guest", guest=True)
-    assert host.mountinfo() == before
+    user_hash, mounted = core.mount(paths.GUEST_USER, guest=True)
+    assert user_hash == _expected(SALT, "$guest")
+    assert mounted[0] == paths.ephemeral_mount(user_hash)
+    assert guest.CHROME_NS in host.namespaces()
+    # nothing of the guest is mounted in the root namespace's own tree but the propagated
+    # store binds (there are no stores here): the vault lives in mnt_chrome only
+    assert paths.ephemeral_mount(user_hash) not in host.mountinfo()
+    assert f" {paths.ephemeral_mount(user_hash)} " in host.mountinfo(guest.CHROME_NS)
+    assert core.mounted_hashes() == [user_hash]
+    assert not core.is_guest_session_active()
+    core.start_session(paths.GUEST_USER)
+    assert core.is_guest_session_active()
+    assert core.primary_session() == ("", "")  # a guest is never the primary user
+    with pytest.raises(CryptohomeError) as exc:
+        core.mount(paths.GUEST_USER, guest=True)
+    assert exc.value.kind == "AlreadyMounted"
+    core.finish_stop(core.begin_stop(""))
+    assert not core.is_guest_session_active()
+    assert core.unmount(paths.GUEST_USER) == mounted[::-1]  # LIFO
+    assert core.mounted_hashes() == []
+    # only the pinned mnt_chrome file stays (session_manager's, not the guest's)
+    after = mountinfo.parse(host.mountinfo())
+    assert [e.mount_point for e in after if e.fstype == "nsfs"] == [paths.MNT_CHROME]
+    assert [e for e in after if e.fstype != "nsfs"] == mountinfo.parse(before)
+
+
+def test_guest_mount_failure_rolls_back_inside_mnt_chrome() -> None:
+    host = _host_with_salt()
+    core = Cryptohome(host)
+    core.inject_failure("MountEx", 30)
+    with pytest.raises(CryptohomeError) as exc:
+        core.mount(paths.GUEST_USER, guest=True)
+    assert exc.value.kind == "MountFailed" and "failed at step 30" in str(exc.value)
+    assert core.mounted_hashes() == []
+    assert "tmpfs ephemeral" not in host.mountinfo(guest.CHROME_NS)
+    core.mount(paths.GUEST_USER, guest=True)  # and the next try works
+
+
+def test_regular_user_and_guest_side_by_side() -> None:
+    core = Cryptohome(_host_with_salt())
+    g, _ = core.mount(paths.GUEST_USER, guest=True)
+    a, _ = core.mount("alice")
+    assert core.mounted_hashes() == [a, g]
+    core.unmount("alice")
+    assert core.mounted_hashes() == [g]
+    core.unmount(paths.GUEST_USER)
+    assert core.mounted_hashes() == []
+
+
+def test_loop_vault_is_refused_on_the_model() -> None:
+    core = Cryptohome(ModelHost(), vault="loop")
+    with pytest.raises(CryptohomeError) as exc:
+        core.mount("alice")
+    assert exc.value.kind == "MountFailed" and "needs the kernel backend" in str(exc.value)
+    with pytest.raises(ValueError, match="vault must be one of dir, loop"):
+        Cryptohome(ModelHost(), vault="zfs")
+
 
 
 def test_double_mount_and_double_start_are_refused() -> None:

@@ -100,6 +100,8 @@ def test_spawn_bus_serves_and_cleans_up(monkeypatch: pytest.MonkeyPatch) -> None
     ([], "give exactly one of --model"),
     (["--model", "--root", "/tmp"], "give exactly one of --model"),
     (["--model", "--spawn-bus", "--address", "unix:path=/x"], "exclude each other"),
+    (["--model", "--vault", "loop"], "--vault loop: the loop vault needs the kernel backend"),
+    (["--model", "--vault", "zfs"], "Invalid value for '--vault'"),
 ])
 def test_bad_input_exits_2(args: list[str], message: str, private_bus: PrivateBus) -> None:
     result = _cryptohome_sim(*args)
@@ -165,3 +167,57 @@ def test_root_serves_a_kernel_host_in_a_sandbox(private_bus: PrivateBus) -> None
     assert f" {store} " in out["during"]
     assert f" {store} " not in out["after"]
     assert paths.vault_mount(out["hash"]) not in out["after"]
+
+
+def _serve_loop_vault_and_login(host: Any, address: str) -> dict[str, Any]:
+    """Like _serve_kernel_and_login with ``--vault loop``: alice's vault is an ext4 image on a
+    loop device; whatever happens, no loop device stays attached (global resource)."""
+    from daemonstore import loopvault, session
+
+    proc, banner = spawn_cryptohome_sim("--root", host.root, "--address", address,
+                                        "--vault", "loop")
+    try:
+        async def drive() -> dict[str, Any]:
+            async with await Client.connect(address) as client:
+                await client.install_daemon("biod", 0, 0, 0o755)
+                login = await client.login("alice")
+                # and the guest, in mnt_chrome, made by the service process itself
+                guest = await client.login(paths.GUEST_USER, guest=True)
+                active = await client.is_guest_session_active()
+                during = host.mountinfo()
+                await client.logout(paths.GUEST_USER)
+                await client.logout("alice")
+                return {"hash": login.user_hash, "during": during, "after": host.mountinfo(),
+                        "guest": guest.user_hash, "active": active}
+
+        result = asyncio.run(drive())
+    finally:
+        code, err = _stop(proc)
+        cleared = []
+        for name in host.listdir(paths.SHADOW) if host.exists(paths.SHADOW) else []:
+            if host.exists(f"{paths.SHADOW}/{name}/vault.img"):
+                session.sign_out(host, name)
+                cleared += loopvault.detach_image(host, paths.vault_image(name))
+    result.update(banner=banner, code=code, err=err, cleared=cleared,
+                  devices=loopvault.loop_devices_of(host, paths.vault_image(result["hash"])))
+    return result
+
+
+@pytest.mark.kernel
+def test_root_with_the_loop_vault(private_bus: PrivateBus) -> None:
+    from daemonstore import loopvault
+    from daemonstore.sandbox import run_in_sandbox
+
+    if loopvault.mkfs_command() is None:
+        pytest.skip("needs mkfs.ext4 (Debian: e2fsprogs)")
+    out = run_in_sandbox(_serve_loop_vault_and_login, private_bus.address)
+    assert out["code"] == 0, out["err"]
+    vault = paths.vault_mount(out["hash"])
+    (line,) = [x for x in out["during"].splitlines() if f" {vault} " in x]
+    assert " - ext4 /dev/loop" in line
+    assert f" {paths.user_store('biod', out['hash'])} " in out["during"]
+    assert vault not in out["after"]
+    assert out["cleared"] == [] and out["devices"] == []
+    guest_store = paths.user_store("biod", out["guest"])
+    assert out["active"] and f" {guest_store} " in out["during"]  # propagated to init
+    assert f" {guest_store} " not in out["after"]

@@ -97,10 +97,25 @@ def test_sign_in_failure_reports_the_service_reason(
     assert cryptohome_thread.call(core.mounted_hashes) == []
 
 
-def test_guest_login_is_refused_clearly(cryptohome_thread: ThreadedCryptohome) -> None:
+def test_guest_login_then_logout(cryptohome_thread: ThreadedCryptohome) -> None:
+    core = cryptohome_thread.core
     result = _run("login", "$guest", "--guest")
+    assert result.exit_code == 0, result.output
+    guest_hash = cryptohome_thread.call(lambda: core.sanitized_username("$guest"))
+    assert _one_line(result).startswith(f"$guest signed in: hash {guest_hash}, ")
+    assert cryptohome_thread.call(core.is_guest_session_active)
+    assert cryptohome_thread.call(core.mounted_hashes) == [guest_hash]
+    result = _run("logout", "$guest")
+    assert result.exit_code == 0, result.output
+    assert _one_line(result).startswith("$guest signed out: session stopped, ")
+    assert not cryptohome_thread.call(core.is_guest_session_active)
+    assert cryptohome_thread.call(core.mounted_hashes) == []
+
+
+def test_guest_flag_for_another_user_is_refused(cryptohome_thread: ThreadedCryptohome) -> None:
+    result = _run("login", "alice", "--guest")
     assert result.exit_code == 1
-    assert _one_line(result).endswith("NotSupported: guest sessions not supported yet")
+    assert _one_line(result).endswith("a guest mount is for the user '$guest', not 'alice'")
 
 
 def test_logout_of_a_user_who_is_not_signed_in(cryptohome_thread: ThreadedCryptohome) -> None:

@@ -256,14 +256,35 @@ async def test_malformed_session_arguments_are_invalid_args(
     assert exc.value.error_name == names.INVALID_ARGS
 
 
-async def test_guest_mount_is_not_supported_yet(
+async def test_guest_login_and_logout(
         cryptohome_service: RunningCryptohome, cryptohome_client: Client) -> None:
-    before = cryptohome_service.host.mountinfo()
+    """MountEx("$guest", guest=true) + StartSession: a guest session (IsGuestSessionActive),
+    the ephemeral vault in mnt_chrome; logout unmounts it and the guest is gone."""
+    _install_salt(cryptohome_service)
+    await cryptohome_client.install_daemon("biod", 282, 282, 0o700)
+    host = cryptohome_service.host
+    result = await cryptohome_client.login(paths.GUEST_USER, guest=True)
+    assert result.user_hash == _expected(SALT, paths.GUEST_USER)
+    store = paths.user_store("biod", result.user_hash)
+    assert paths.ephemeral_mount(result.user_hash) in result.mounted and store in result.mounted
+    assert await cryptohome_client.is_guest_session_active()
+    assert await cryptohome_client.primary_session() == ("", "")
+    assert await cryptohome_client.list_mounted() == [result.user_hash]
+    # the store bind made inside mnt_chrome propagated to the root namespace (peer stores)
+    assert f" {store} " in await cryptohome_client.mountinfo()
+    await cryptohome_client.logout(paths.GUEST_USER)
+    assert not await cryptohome_client.is_guest_session_active()
+    assert await cryptohome_client.list_mounted() == []
+    assert f" {store} " not in await cryptohome_client.mountinfo()
+    assert f" {store} " not in host.mountinfo("mnt_chrome")
+    assert not host.exists(store)
+
+
+async def test_guest_mount_needs_the_guest_user(cryptohome_client: Client) -> None:
     with pytest.raises(CallError) as exc:
-        await cryptohome_client.login("$guest", guest=True)
-    assert exc.value.error_name == f"{names.MOUNT_ERROR}.NotSupported"
-    assert exc.value.text == "guest sessions not supported yet"
-    assert cryptohome_service.host.mountinfo() == before
+        await cryptohome_client.login("alice", guest=True)
+    assert exc.value.error_name == names.INVALID_ARGS
+    assert "a guest mount is for the user '$guest', not 'alice'" in exc.value.text
 
 
 # ---- a daemon's view, signed in over the bus ---------------------------------------------------
