@@ -15,8 +15,10 @@ from pathlib import Path
 import click
 
 from daemonstore import __version__, fuzz, sim
+from daemonstore.demo_cli import demo_command
 from daemonstore.jail_cli import jail_command
 from daemonstore.login_cli import login, logout
+from daemonstore.status_cli import path_command, status_command
 from startup.cli import startup_command
 
 
@@ -139,3 +141,6 @@ main.add_command(startup_command, "startup")  # design.md CLI: `daemonstore star
 main.add_command(login)  # design.md CLI: `daemonstore login USER [--guest]` (via the bus)
 main.add_command(logout)  # design.md CLI: `daemonstore logout USER` (via the bus)
 main.add_command(jail_command)  # design.md CLI: `daemonstore jail [-v] [-K[MODE]] [-k SPEC]...`
+main.add_command(demo_command, "demo")  # design.md CLI: `daemonstore demo [--kernel]`
+main.add_command(status_command, "status")  # design.md CLI: `daemonstore status`
+main.add_command(path_command, "path")  # design.md CLI: `daemonstore path DAEMON USER [--cache]`

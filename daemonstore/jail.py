@@ -21,9 +21,10 @@ import grp
 import os
 import pwd
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from . import mountflags
+from . import mountflags, paths
 from .host import Host
 from .jail_spec import JailSpec, MountSpec
 
@@ -129,6 +130,23 @@ class RemountBind(JailStep):
 
     def to_line(self) -> str:
         return f"mount -o remount,bind,{','.join(sorted(self.options))} {shlex.quote(self.target)}"
+
+
+#: ``-k`` for the daemon's fresh ``/run`` (chromeos-facts.md §4, the doc's canonical form)
+RUN_TMPFS = "tmpfs,/run,tmpfs,MS_NODEV|MS_NOEXEC|MS_NOSUID"
+
+
+def store_jail_argv(daemon: str, stores: Sequence[str] | None = None) -> list[str]:
+    """The documented daemon-store recipe as ``daemonstore jail`` arguments (no command):
+    ``-v -Kslave -k tmpfs,/run,... -k <store>,<store>,none,MS_BIND|MS_REC`` for each of
+    ``stores`` (default: ``/run/daemon-store/<d>`` and ``/run/daemon-store-cache/<d>``, as
+    dlcservice and regmond do; chromeos-facts.md §4 "Upstart and minijail examples")."""
+    if stores is None:
+        stores = [paths.store(daemon, cache) for cache in (False, True)]
+    argv = ["-v", "-Kslave", "-k", RUN_TMPFS]
+    for store in stores:
+        argv += ["-k", f"{store},{store},none,MS_BIND|MS_REC"]
+    return argv
 
 
 def plan_jail(spec: JailSpec, name: str = "jail") -> list[JailStep]:
