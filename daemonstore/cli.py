@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from daemonstore import __version__, fuzz, sim
+from daemonstore.audit.cli import audit_command
 from daemonstore.demo_cli import demo_command
 from daemonstore.jail_cli import jail_command
 from daemonstore.login_cli import login, logout
@@ -144,3 +145,4 @@ main.add_command(jail_command)  # design.md CLI: `daemonstore jail [-v] [-K[MODE
 main.add_command(demo_command, "demo")  # design.md CLI: `daemonstore demo [--kernel]`
 main.add_command(status_command, "status")  # design.md CLI: `daemonstore status`
 main.add_command(path_command, "path")  # design.md CLI: `daemonstore path DAEMON USER [--cache]`
+main.add_command(audit_command, "audit")  # `daemonstore audit`: check init scripts' jails
