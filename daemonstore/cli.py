@@ -16,6 +16,7 @@ import click
 
 from daemonstore import __version__, fuzz, sim
 from daemonstore.audit.cli import audit_command
+from daemonstore.cleanup.cli import cleanup_command
 from daemonstore.demo_cli import demo_command
 from daemonstore.jail_cli import jail_command
 from daemonstore.login_cli import login, logout
@@ -146,3 +147,4 @@ main.add_command(demo_command, "demo")  # design.md CLI: `daemonstore demo [--ke
 main.add_command(status_command, "status")  # design.md CLI: `daemonstore status`
 main.add_command(path_command, "path")  # design.md CLI: `daemonstore path DAEMON USER [--cache]`
 main.add_command(audit_command, "audit")  # `daemonstore audit`: check init scripts' jails
+main.add_command(cleanup_command, "cleanup")  # low-disk cache cleanup (chromeos-facts.md §6)
