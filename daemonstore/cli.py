@@ -20,6 +20,7 @@ from daemonstore.cleanup.cli import cleanup_command
 from daemonstore.demo_cli import demo_command
 from daemonstore.jail_cli import jail_command
 from daemonstore.login_cli import login, logout
+from daemonstore.repair_cli import repair_command
 from daemonstore.status_cli import path_command, status_command
 from startup.cli import startup_command
 
@@ -143,8 +144,9 @@ main.add_command(startup_command, "startup")  # design.md CLI: `daemonstore star
 main.add_command(login)  # design.md CLI: `daemonstore login USER [--guest]` (via the bus)
 main.add_command(logout)  # design.md CLI: `daemonstore logout USER` (via the bus)
 main.add_command(jail_command)  # design.md CLI: `daemonstore jail [-v] [-K[MODE]] [-k SPEC]...`
+main.add_command(cleanup_command, "cleanup")  # low-disk cache cleanup (chromeos-facts.md §6)
 main.add_command(demo_command, "demo")  # design.md CLI: `daemonstore demo [--kernel]`
 main.add_command(status_command, "status")  # design.md CLI: `daemonstore status`
 main.add_command(path_command, "path")  # design.md CLI: `daemonstore path DAEMON USER [--cache]`
 main.add_command(audit_command, "audit")  # `daemonstore audit`: check init scripts' jails
-main.add_command(cleanup_command, "cleanup")  # low-disk cache cleanup (chromeos-facts.md §6)
+main.add_command(repair_command, "repair")  # converge after a crash (SECURITY.md)

@@ -433,10 +433,21 @@ _PROPAGATION_FLAGS = {Propagation.SHARED: MS_SHARED, Propagation.SLAVE: MS_SLAVE
 
 def _ms_flags(flags: Iterable[str]) -> int:
     """host.MOUNT_FLAGS spelling (``ro``, ``nosuid`` ...) -> MS_* bits; ValueError if unknown."""
-    return mountflags.option_bits(frozenset(flags))
+    return _option_bits(frozenset(flags))
+
+
+@functools.lru_cache(maxsize=64)  # a pure function of a few flag sets; every remount asks
+def _option_bits(flags: frozenset[str]) -> int:
+    return mountflags.option_bits(flags)
 
 
 def _propagation_flag(propagation: Propagation | str) -> int:
+    try:  # a member, or its value: StrEnum members hash and compare as their strings
+        flag = _PROPAGATION_FLAGS.get(propagation)  # type: ignore[call-overload]
+    except TypeError:
+        flag = None
+    if flag is not None:
+        return flag
     try:
         return _PROPAGATION_FLAGS[Propagation(propagation)]
     except ValueError:
@@ -476,7 +487,7 @@ class _errors_as:  # noqa: N801 - used like the contextmanager it replaces
 
     def __exit__(self, tp: object, exc: BaseException | None, tb: object) -> None:
         # an error that already names the sandbox path passes as it is: it may explain more
-        # than strerror (a refused hard link or device node, SECURITY.md "Ownership")
+        # than strerror (a refused hard link or device node, SECURITY.md, "Ownership rule")
         if isinstance(exc, OSError) and exc.errno is not None and exc.filename != self.path:
             raise OSError(exc.errno, os.strerror(exc.errno), self.path) from None
 
@@ -1140,8 +1151,8 @@ class KernelHost:
 
 
 def _refuse_aliases(st: os.stat_result, path: str) -> None:
-    """``safe`` chown/chmod change only what cannot be another file's name (the rule of
-    SECURITY.md "Ownership"): a directory, a symlink (lchown), or a regular file with one link.
+    """``safe`` chown/chmod change only what cannot be another file's name (SECURITY.md,
+    "Ownership rule"): a directory, a symlink (lchown), or a regular file with one link.
 
     * a regular file with ``st_nlink > 1`` is a hard link: its other name may be a file the
       caller must never give away (a planted link to /etc/shadow in a vault; Linux's

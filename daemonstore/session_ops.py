@@ -96,7 +96,7 @@ class BindDir(SafeBind):
         source = expect_dir(host, self.source)
         before = host.stat(self.target, safe=True).mnt_id
         super().apply(host)
-        # Re-check after acting (SECURITY.md "Mounts"): the path must now reach a *new* mount
+        # Re-check after acting (SECURITY.md): the path must now reach a *new* mount
         # whose root is the very directory checked above. A source swapped (renamed) between
         # the check and the bind, or a mount that landed elsewhere, fails here -- and the mount
         # this step made is taken off again, since the rollback only undoes completed steps.

@@ -78,7 +78,7 @@ class FileOps:
     def _refuse_aliases(d: Dentry, path: str, safe: bool) -> None:
         """``safe`` chown/chmod change only a directory, a symlink or a regular file (KernelHost
         also refuses hard links and device nodes, which the model cannot have): EPERM for a
-        fifo, as for anything that is never a store directory (SECURITY.md "Ownership")."""
+        fifo, as for anything that is never a store directory (SECURITY.md, "Ownership rule")."""
         if safe and d.kind == FIFO:
             raise OSError(errno.EPERM, "a device node, fifo or socket: ownership and mode are "
                           "never changed through safe access", path)
