@@ -68,7 +68,8 @@ _address_option = click.option(
 
 @click.command("login")
 @click.argument("user")
-@click.option("--guest", is_flag=True, help="A guest (ephemeral) session.")
+@click.option("--guest", is_flag=True,
+              help="A guest (ephemeral) session, in mnt_chrome; USER must be $guest.")
 @_address_option
 def login(user: str, guest: bool, address: str | None) -> None:
     """Sign USER in: mount the cryptohome and daemon stores, then start the session."""
