@@ -76,13 +76,15 @@ class MountTable:
         self.hash[(parent, mp)] = child
         parent.children.append(child)
 
-    def _hash_del(self, child: Mount) -> None:
+    def _hash_del(self, child: Mount, hidden: bool = False) -> None:
+        """Detach ``child`` from its parent; ``hidden``: it is known to be off the parent's
+        children already (umount_tree hid it), so the list is not scanned for it again."""
         parent, mp = child.parent, child.mountpoint
         if parent is None or mp is None:
             return
         if self.hash.get((parent, mp)) is child:
             del self.hash[(parent, mp)]
-        if child in parent.children:
+        if not hidden and child in parent.children:
             parent.children.remove(child)
         child.parent = None
         child.mountpoint = None
@@ -203,10 +205,16 @@ class MountTable:
         stack = [origin]
         while stack:
             entry = stack.pop()
-            key = group_key(entry)
+            group = entry.group
+            key = entry if group is None else group
             if key in seen:
                 continue
             seen.add(key)
+            if group is None:  # a slave-only mount is a group of one (the common receiver)
+                out.append([entry])
+                if entry.slaves and entry.ns is not None:
+                    stack.extend(reversed(entry.slaves))
+                continue
             members = ring_from(entry)
             out.append(members)
             nxt = [s for mem in members if mem.ns is not None for s in mem.slaves]
@@ -238,6 +246,7 @@ class MountTable:
         copies: list[Mount] = []
         copy_for: dict[object, Mount] = {}
         dest_key = group_key(dest)
+        visible: dict[Dentry, bool] = {}  # receivers mostly share a few root dentries
         for index, members in enumerate(self.walk_groups(dest)):
             if index == 0:
                 copy, flag, targets = source, CL_MAKE_SHARED, members[1:]
@@ -246,7 +255,12 @@ class MountTable:
                 targets = members
             for n in targets:
                 # need_secondary(): not a new copy, mountpoint visible, not a detached tree
-                if n.ns is None or n.ns.anon or not is_subdir(mp, n.root):
+                if n.ns is None or n.ns.anon:
+                    continue
+                seen = visible.get(n.root)
+                if seen is None:
+                    seen = visible[n.root] = is_subdir(mp, n.root)
+                if not seen:
                     continue
                 if flag & CL_SLAVE:  # first copy in this group: slave of the upstream copy
                     copy = self._find_master(n, copy_for, dest_key, source)
@@ -320,7 +334,9 @@ class MountTable:
                 p.ns.mounts.discard(p)
                 p.ns = None
         for p in victims:
-            self._hash_del(p)
+            # every victim was taken off its parent's children above (or by umount_one), and
+            # nothing puts one back: no need to scan the siblings for it once per victim
+            self._hash_del(p, hidden=True)
             self.change_propagation(p, "private")
         for p in victims:
             self.free_mount(p)
