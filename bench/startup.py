@@ -3,7 +3,7 @@ the bare syscall floor and a naive shell-out baseline, all measured in the same 
 
 Usage (root; every trial runs in a fresh sandbox child: private mount namespace, tmpfs root)::
 
-    .venv/bin/python bench/startup.py [--quick] [--templates N] [--repeat K]
+    .venv/bin/python bench/startup.py [--quick] [--templates N] [--repeat K] [--check-floor]
 
 Each trial builds the same tree in a fresh sandbox: N valid templates (root, 0700) in
 ``/etc/daemon-store``, ``/etc/passwd``, and ``/run``, ``/run/daemon-store`` and
@@ -14,10 +14,13 @@ from a fresh state, one of:
   templates, lstat every store, one mountinfo read), apply (mkdir, chown, bind, make-shared per
   store, each resolved with openat2(RESOLVE_IN_ROOT|RESOLVE_NO_SYMLINKS) and done on the fd), and
   the check (one more mountinfo read).
-* **floor**: the same syscalls ours issues for this tree (as ``strace`` shows them: openat2
-  with RESOLVE_IN_ROOT|RESOLVE_NO_SYMLINKS, fstat, getdents, mkdirat, chmod/chown and mount on
-  ``/proc/self/fd/N``, close), back to back in a tight loop with prebuilt arguments: what ours
-  would cost with zero Python overhead.
+* **floor**: the same syscalls ours issues for this tree, issued bare: every Host call of ours
+  (recorded once with bench/floor.py's ``Recorder`` in a separate sandbox) replayed as exactly
+  the system calls KernelHost makes for it (bench/floor.py ``SEQUENCES``: openat2 with
+  RESOLVE_IN_ROOT|RESOLVE_NO_SYMLINKS, statx, getdents, mkdirat, fchownat/fchmodat2 on the fd,
+  mount on ``/proc/self/fd/N``, close...) from a tight ctypes/os loop with prebuilt arguments:
+  what ours would cost with zero Python overhead. ``--check-floor`` proves under strace that
+  both issue the same syscalls.
 * **path floor** (extra figure): the least any implementation needs, one path-based call per
   operation (lstat, mkdir, chown, two mount(2)), i.e. without the fd-based symlink safety the
   issue requires.
@@ -27,14 +30,21 @@ from a fresh state, one of:
 Each variant runs K times (interleaved, so drift hits all alike); the figure is the median. As
 timeit does, the garbage collector is off inside every timed region (in a forked child its first
 full collection touches the whole inherited heap and takes copy-on-write faults, noise that has
-nothing to do with startup).
+nothing to do with startup). For the same reason each variant first runs its read-only part once
+in its child, untimed: ours a dry ``plan_startup`` (changes nothing), the floor its lstat /
+listdir / read / mountinfo calls. Without it the first touches of the parent's objects after the
+fork (copy-on-write faults, with transparent huge pages each a 2 MB copy: ~65 of them, ~0.7 ms)
+land in ours' timed planning, a cost a real startup process, which is not forked from a big
+parent, does not pay.
 Every trial's result is checked (2N shared self-binds) outside the timed region.
 
 The last line of output is ONE JSON object with these keys:
 
 ``templates``, ``stores`` (2N), ``repeat`` (K), ``ours_ms``, ``floor_ms``, ``path_floor_ms``,
 ``shell_ms`` (medians, milliseconds), ``ours_plan_ms`` (median of the planning part of ours),
-``ratio_floor`` (ours/floor), ``ratio_path_floor`` (ours/path floor), ``ratio_shell``
+``ratio_floor`` (ours/floor), ``ours_cpu_ms`` / ``floor_cpu_ms`` / ``ratio_floor_cpu`` (the
+same in CPU time of the measuring thread, ``time.thread_time``: robust on a busy machine, as it
+leaves out the time other processes take), ``ratio_path_floor`` (ours/path floor), ``ratio_shell``
 (ours/shell), ``target_ratio_floor`` (1.5), ``within_target`` (ratio_floor <= target),
 ``kernel`` (uname -r).
 """
@@ -46,7 +56,6 @@ import ctypes
 import gc
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -56,15 +65,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import floor  # noqa: E402  (bench/floor.py)
+
 from daemonstore.kernel import (  # noqa: E402
     O_CLOEXEC,
     O_DIRECTORY,
-    O_NOFOLLOW,
     O_PATH,
-    RESOLVE_IN_ROOT,
-    RESOLVE_NO_MAGICLINKS,
-    RESOLVE_NO_SYMLINKS,
-    SYSCALL_NUMBERS,
     KernelHost,
     OpenHow,
     run_in_sandbox,
@@ -96,20 +102,23 @@ def _check(h: KernelHost, stores: list[str]) -> None:
         raise RuntimeError(f"{len(missing)} stores not shared self-binds, e.g. {min(missing)}")
 
 
-def trial_ours(h: KernelHost, templates: int) -> tuple[float, float]:
+def trial_ours(h: KernelHost, templates: int) -> tuple[float, float, float]:
     stores = _prepare(h, templates)
+    plan_startup(h)  # warm-up, changes nothing (module docstring: copy-on-write after fork)
     gc.collect()
     gc.disable()
-    t0 = time.perf_counter()
+    floor.mark("ours:run")
+    t0, c0 = time.perf_counter(), time.thread_time()
     plan = plan_startup(h)
     t1 = time.perf_counter()
     report = apply_plan(h, plan)
-    t2 = time.perf_counter()
+    t2, c2 = time.perf_counter(), time.thread_time()
+    floor.mark("ours:end")
     gc.enable()
     if not report.complete:
         raise RuntimeError("ours: " + "; ".join(report.problem_lines()))
     _check(h, stores)
-    return (t2 - t0) * 1e3, (t1 - t0) * 1e3
+    return (t2 - t0) * 1e3, (t1 - t0) * 1e3, (c2 - c0) * 1e3
 
 
 def _libc() -> tuple[Any, Any]:
@@ -129,79 +138,32 @@ def _fail(what: str, path: bytes) -> OSError:
     return OSError(err, f"{what}: {os.strerror(err)}", os.fsdecode(path))
 
 
-def trial_floor(h: KernelHost, templates: int) -> float:
-    """Ours' syscalls (as strace shows them for a fresh tree), issued back to back."""
+def record_calls(h: KernelHost, templates: int) -> list[floor.Call]:
+    """Every Host call ours makes on a fresh tree (plan and apply), for the floor to replay."""
+    _prepare(h, templates)
+    rec: Any = floor.Recorder(h)
+    apply_plan(rec, plan_startup(rec))
+    return rec.take()
+
+
+def trial_floor(h: KernelHost, templates: int,
+                calls: list[floor.Call]) -> tuple[float, float]:
+    """Ours' Host calls, each replayed as the bare syscalls KernelHost makes for it."""
     stores = _prepare(h, templates)
-    mount, sys_openat2 = _libc()
-    nr = SYSCALL_NUMBERS[platform.machine()]["openat2"]
     root_fd = os.open(h.root, O_PATH | O_DIRECTORY | O_CLOEXEC)
-    resolve = RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS
-    hows = {flags: OpenHow(flags | O_CLOEXEC, 0, resolve) for flags in (
-        O_PATH | O_NOFOLLOW, O_PATH, O_PATH | O_DIRECTORY, os.O_RDONLY | O_DIRECTORY,
-        os.O_RDONLY | os.O_NONBLOCK)}
-    size = ctypes.sizeof(OpenHow)
-
-    def open2(rel: bytes, flags: int) -> int:
-        fd = sys_openat2(nr, root_fd, rel, ctypes.byref(hows[flags]), size)
-        if fd < 0:
-            raise _fail("openat2", rel)
-        return fd
-
-    def lstat(rel: bytes) -> None:
-        fd = open2(rel, O_PATH | O_NOFOLLOW)
-        os.fstat(fd)
-        os.close(fd)
-
-    def listdir(rel: bytes) -> list[str]:
-        fd = open2(rel, os.O_RDONLY | O_DIRECTORY)
-        names = os.listdir(fd)
-        os.close(fd)
-        return names
-
-    rels = [p.lstrip("/").encode() for p in stores]
+    ops = floor.Floor(root_fd).compile(calls)
+    floor.run([op for op in ops if op[0].__name__ in floor.READ_ONLY])  # warm-up, as for ours
     gc.collect()
     gc.disable()
-    t0 = time.perf_counter()
-    # plan: the template directory, passwd, each template, mountinfo, the bases
-    lstat(b"etc/daemon-store")
-    names = listdir(b"etc/daemon-store")
-    fd = open2(b"etc/passwd", os.O_RDONLY | os.O_NONBLOCK)
-    os.read(fd, 1 << 16)
-    os.close(fd)
-    for name in names:
-        lstat(b"etc/daemon-store/" + name.encode())
-    with open("/proc/self/mountinfo", "rb") as f:
-        f.read()
-    for base in BASES:
-        lstat(b"run")
-        lstat(base.lstrip("/").encode())
-        listdir(base.lstrip("/").encode())
-    # apply: per store mkdir (+ exact mode), chown, bind, make-shared, each on an fd
-    for rel in rels:
-        parent, name = rel.rsplit(b"/", 1)
-        dfd = open2(parent, O_PATH | O_DIRECTORY)
-        os.mkdir(name, 0o755, dir_fd=dfd)
-        nfd = os.open(name, O_PATH | O_NOFOLLOW | O_CLOEXEC | O_DIRECTORY, dir_fd=dfd)
-        os.chmod(f"/proc/self/fd/{nfd}", 0o755)
-        os.close(nfd)
-        os.close(dfd)
-        fd = open2(rel, O_PATH)
-        os.chown(f"/proc/self/fd/{fd}", 0, 0)
-        os.close(fd)
-        sfd, tfd = open2(rel, O_PATH), open2(rel, O_PATH)
-        if mount(b"/proc/self/fd/%d" % sfd, b"/proc/self/fd/%d" % tfd, None, MS_BIND, None):
-            raise _fail("bind", rel)
-        os.close(tfd)
-        os.close(sfd)
-        fd = open2(rel, O_PATH)
-        if mount(None, b"/proc/self/fd/%d" % fd, None, MS_SHARED, None):
-            raise _fail("make-shared", rel)
-        os.close(fd)
-    t1 = time.perf_counter()
+    floor.mark("floor:run")
+    t0, c0 = time.perf_counter(), time.thread_time()
+    floor.run(ops)
+    t1, c1 = time.perf_counter(), time.thread_time()
+    floor.mark("floor:end")
     gc.enable()
     os.close(root_fd)
     _check(h, stores)
-    return (t1 - t0) * 1e3
+    return (t1 - t0) * 1e3, (c1 - c0) * 1e3
 
 
 def trial_path_floor(h: KernelHost, templates: int) -> float:
@@ -255,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer repetitions (CI smoke run)")
     ap.add_argument("--templates", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=None, help="trials per variant")
+    ap.add_argument("--check-floor", action="store_true",
+                    help="compare ours' and the floor's syscalls under strace, then exit")
+    ap.add_argument("--trace-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         print("bench/startup.py: needs root (a private mount namespace and mount(2))",
@@ -262,15 +227,29 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     repeat = args.repeat or (3 if args.quick else 15)
     n = args.templates
+    if args.check_floor:
+        counts = floor.strace_counts([sys.executable, __file__, "--trace-child",
+                                      "--templates", "4"])
+        return 0 if floor.compare(counts, ["run"]) else 1
+    calls = run_in_sandbox(record_calls, n)
+    if args.trace_child:  # under strace: ours and the floor once each, marked
+        floor.start_marking()
+        run_in_sandbox(trial_ours, n)
+        run_in_sandbox(trial_floor, n, calls)
+        return 0
     times: dict[str, list[float]] = {"ours": [], "plan": [], "floor": [], "path_floor": [],
-                                     "shell": []}
-    for trial in (trial_ours, trial_floor, trial_path_floor):  # warm-up: imports, caches
-        run_in_sandbox(trial, n)
+                                     "shell": [], "ours_cpu": [], "floor_cpu": []}
+    for trial, extra in ((trial_ours, ()), (trial_floor, (calls,)),
+                         (trial_path_floor, ())):  # warm-up: imports, caches
+        run_in_sandbox(trial, n, *extra)
     for _ in range(repeat):  # interleaved, so drift hits every variant alike
-        total, planning = run_in_sandbox(trial_ours, n)
+        total, planning, cpu = run_in_sandbox(trial_ours, n)
         times["ours"].append(total)
         times["plan"].append(planning)
-        times["floor"].append(run_in_sandbox(trial_floor, n))
+        times["ours_cpu"].append(cpu)
+        wall, cpu = run_in_sandbox(trial_floor, n, calls)
+        times["floor"].append(wall)
+        times["floor_cpu"].append(cpu)
         times["path_floor"].append(run_in_sandbox(trial_path_floor, n))
         times["shell"].append(run_in_sandbox(trial_shell, n))
     med = {k: round(statistics.median(v), 3) for k, v in times.items()}
@@ -279,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         "ours_ms": med["ours"], "floor_ms": med["floor"], "path_floor_ms": med["path_floor"],
         "shell_ms": med["shell"], "ours_plan_ms": med["plan"],
         "ratio_floor": round(med["ours"] / med["floor"], 3),
+        "ours_cpu_ms": med["ours_cpu"], "floor_cpu_ms": med["floor_cpu"],
+        "ratio_floor_cpu": round(med["ours_cpu"] / med["floor_cpu"], 3),
         "ratio_path_floor": round(med["ours"] / med["path_floor"], 3),
         "ratio_shell": round(med["ours"] / med["shell"], 4),
         "target_ratio_floor": TARGET_RATIO_FLOOR,
@@ -289,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
           "(fresh sandbox each, same run):")
     print(f"  ours        {med['ours']:9.2f} ms  (planning {med['plan']:.2f} ms)")
     print(f"  floor       {med['floor']:9.2f} ms  ours/floor = {figures['ratio_floor']:.2f}x "
-          f"(target <= {TARGET_RATIO_FLOOR}x)")
+          f"(target <= {TARGET_RATIO_FLOOR}x; in CPU time {figures['ratio_floor_cpu']:.2f}x)")
     print(f"  path floor  {med['path_floor']:9.2f} ms  ours/path floor = "
           f"{figures['ratio_path_floor']:.2f}x (no fd-based safety)")
     print(f"  shell       {med['shell']:9.2f} ms  ours/shell = {figures['ratio_shell']:.3f}x")

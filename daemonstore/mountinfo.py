@@ -9,6 +9,7 @@ masters as a relabelled partition (ids renamed in order of first appearance); er
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -18,11 +19,25 @@ _ESCAPE = re.compile(r"\\([0-7]{3})")
 
 def unescape(text: str) -> str:
     """Undo the kernel's ``\\ooo`` octal escapes (``mangle()`` / ``seq_path``)."""
+    if "\\" not in text:  # the common case, and a regex pass costs as much as the parse
+        return text
     return _ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), text)
+
+
+def _plain_pattern(extra: str) -> re.Pattern[str]:
+    """Matches a text with nothing to escape."""
+    return re.compile(f"[^ \\t\\n\\\\{re.escape(extra)}]*\\Z")
+
+
+#: the two that render() uses, compiled at import like _ESCAPE (a first compile costs more than
+#: parsing a whole mount table)
+_PLAIN = {"": _plain_pattern(""), "#": _plain_pattern("#")}
 
 
 def escape(text: str, extra: str = "") -> str:
     """Escape space, tab, newline, backslash (and ``extra``) as the kernel does."""
+    if (_PLAIN.get(extra) or _plain_pattern(extra)).match(text):
+        return text  # nothing to escape: the common case, without a per-character loop
     out = []
     for ch in text:
         if ch in " \t\n\\" or ch in extra:
@@ -81,6 +96,11 @@ class MountInfoEntry:
                 f"{escape(self.fstype, '#')} {escape(self.source, '#')} {self.super_options}")
 
 
+# Memoized: an entry is frozen and a function of its line alone, and the lines of a mount table
+# hardly change between two reads (a sign-in adds ~2 per store), while parsing one costs more
+# than the kernel takes to print it (bench/signin.py: planning, and the D-Bus path reads the
+# table three times per sign-in). Bounded, so a long-lived service does not grow without end.
+@functools.lru_cache(maxsize=8192)
 def parse_line(line: str) -> MountInfoEntry:
     """Parse one mountinfo line; unknown optional tags are kept but otherwise ignored."""
     fields = line.rstrip("\n").split(" ")
@@ -138,14 +158,18 @@ def rebase(text: str, prefix: str) -> str:
     escaped, so the comparison works on unescaped paths).
     """
     prefix = prefix.rstrip("/")
-    out = []
-    for entry in parse(text):
-        mp = entry.mount_point
-        if prefix and mp != prefix and not mp.startswith(prefix + "/"):
-            continue
-        rel = mp[len(prefix):] or "/"
-        out.append(_replace(entry, mount_point=rel))
-    return render(out)
+    lines = (_rebase_line(ln, prefix) for ln in text.splitlines() if ln.strip())
+    return "\n".join(ln for ln in lines if ln is not None)
+
+
+@functools.lru_cache(maxsize=8192)  # memoized like parse_line, and for the same reason
+def _rebase_line(line: str, prefix: str) -> str | None:
+    """One line of :func:`rebase`: re-rendered relative to ``prefix``, None if not below it."""
+    entry = parse_line(line)
+    mp = entry.mount_point
+    if prefix and mp != prefix and not mp.startswith(prefix + "/"):
+        return None
+    return _replace(entry, mount_point=mp[len(prefix):] or "/").render()
 
 
 def _replace(entry: MountInfoEntry, **changes: object) -> MountInfoEntry:

@@ -1,0 +1,564 @@
+"""Sign-in and sign-out on the real kernel at scale: the hook against its syscall floor, a naive
+shell-out baseline and the whole D-Bus path, all measured in the same run.
+
+Usage (root; every size runs in its own sandbox child: private mount namespace, tmpfs root)::
+
+    .venv/bin/python bench/signin.py [--quick] [--repeat R] [--no-dbus] [--check-floor]
+
+**Set-up** (per size, not timed): S daemon templates ``/etc/daemon-store/daemonNNN`` (0700,
+owner uid 20000+i, listed in /etc/passwd); the startup library makes the 2S shared stores
+``/run/daemon-store{,-cache}/<d>``; then N daemon namespaces, each cloned from the root namespace
+with slave propagation (what the namespace helper does for every daemon), so each one receives
+every store. A warm-up sign-in and sign-out (afterwards ``/home`` exists, as on a booted
+device; it also takes the copy-on-write faults of the freshly forked child, see bench/startup.py),
+then one more that is recorded (bench/floor.py ``Recorder``: each Host call).
+
+**Rounds**: each round signs a *new* user in and out (vault directories created, 2S store binds,
+6 home/vault binds) once per variant, variants interleaved so drift hits all alike:
+
+* **ours** -- ``session.plan_sign_in`` then ``SignInPlan.apply`` (the hook), and
+  ``plan_sign_out`` then its apply. ``apply_ms`` is the apply alone: from the request to the last
+  mount(2) returning, i.e. until every daemon namespace has received the propagated mounts
+  (mount propagation is synchronous). ``plan_ms`` is the planning (mountinfo read and parse, a
+  listdir, an lstat per path), reported separately; ``signin_ms`` = both.
+* **floor** -- the same Host calls as ours (recorded), each replayed as exactly the system calls
+  KernelHost makes for it (bench/floor.py ``SEQUENCES``: openat2 RESOLVE_IN_ROOT, statx,
+  mkdirat, fchownat/fchmodat2 on the fd, mount on /proc/self/fd/N, umount2, close...) from a
+  tight ctypes/os loop with prebuilt arguments. In it: those syscalls, one Python call per Host
+  call and one ctypes/os call per syscall. Not in it: planning, Op objects, path handling,
+  result objects. ``--check-floor`` proves under strace that both issue the same syscalls.
+* **shell** -- a naive script: one ``mkdir``/``chown``/``chmod``/``mount``/``umount``/``rmdir``
+  process per changing call (subprocess.run); read-only calls skipped.
+* **dbus** (``dbus_e2e_ms``) -- a ``cryptohome-sim --root`` process on this sandbox and a private
+  dbus-daemon (started here, stopped by pid): from ``Client.login`` (MountEx, then StartSession:
+  what ``daemonstore login`` does) until a daemon's client (``DaemonStoreClient`` on its own
+  connection, in the last daemon namespace) has received ``SessionStateChanged("started")``;
+  ``dbus_ready_ms`` until it has also seen its store bound in its namespace. The service's side
+  of it is the whole MountEx (its mounted-users check, the plan, the apply) and StartSession
+  (another mounted-users check), so it includes what ``apply_ms`` leaves out.
+
+Every round is checked outside the timed regions: after sign-in all 2S store binds are visible
+in the root namespace and in the daemon namespaces (every one in the first round of a variant,
+the first and the last one after that), after sign-out none is left. Each figure is the best of R
+(default 7; GC: collected and frozen before each timed region, enabled inside). The apply/floor
+target is judged on ``ratio_floor_paired``, the median of the per-round ratios of ours and the
+floor measured back to back: on a shared machine the kernel's time for the very same syscalls
+swings between rounds (two modes, about 25 and 40 ms at S=64 N=100, for both variants), so a
+ratio of two bests is decided by whichever variant had the one lucky round.
+
+Sizes: stores S in 16/32/64/128 at N=100, namespaces N in 25/50/100/200 at S=64
+(``--quick``: only S=64, N=100, fewer rounds). Targets (the issue "Performance: sign-in latency
+and propagation at scale"): apply <= 1.5x floor and >= 20x faster than the shell at S=64 N=100;
+dbus_e2e < 3x apply; linear in S and N (doubling costs at most 2.2x).
+
+The last line of output is ONE JSON object with these keys (S=64, N=100 unless a list):
+``stores``, ``namespaces``, ``binds`` (2S), ``steps`` (sign-in plan steps), ``apply_ms``,
+``plan_ms``, ``signin_ms``, ``floor_ms`` (floor of the apply), ``floor_plan_ms``, ``shell_ms``,
+``signout_ms`` (plan+apply), ``signout_apply_ms``, ``signout_floor_ms``, ``signout_shell_ms``,
+``dbus_e2e_ms``, ``dbus_ready_ms``, ``dbus_signout_ms`` (``null`` without D-Bus),
+``apply_cpu_ms`` and ``floor_cpu_ms`` (the same regions in CPU time of the measuring thread:
+``time.thread_time``, which counts the kernel's work for our syscalls, propagation included,
+but not the time other processes take the CPU; on a busy machine the robust comparison),
+``ratio_floor`` (apply/floor, wall clock), ``ratio_floor_cpu``, ``ratio_floor_paired`` (the
+median over rounds of ours' apply / the floor's apply in the same round), ``ratio_plan_floor``,
+``ratio_signout_floor``, ``speedup_shell`` (shell/apply), ``ratio_dbus`` (dbus_e2e/apply),
+``per_store_us`` (apply per store, and ``slope_store_us``: the fitted cost of one more
+store), ``slope_namespace_us``,
+``scaling_stores`` and ``scaling_namespaces`` (objects: ``sizes`` and lists per figure, plus
+``doubling`` = time(2x)/time(x) of apply, ``floor_doubling`` the same of the floor, i.e. of the
+kernel alone, ``overhead_per_step_us`` = (apply - floor) / plan steps: what our code adds per
+step, constant when our own cost is linear, and ``overhead_per_step_paired_us`` the same from
+the same-round pairs: floor x (ratio_floor_paired - 1) / steps), ``targets``, ``met`` (per
+target, on the wall-clock bests; ``linear``: apply doubles at most 2.2x, ``kernel_linear``: the
+floor does, ``overhead_linear``: the paired cost per step varies at most 2x across sizes),
+``kernel``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import floor  # noqa: E402
+
+from daemonstore import session  # noqa: E402
+from daemonstore.kernel import KernelHost, run_in_sandbox  # noqa: E402
+from startup import demo  # noqa: E402
+from startup.apply import run_startup  # noqa: E402
+
+TARGETS = {"ratio_floor": 1.5, "speedup_shell": 20.0, "ratio_dbus": 3.0, "doubling": 2.2}
+STORES, NAMESPACES = (16, 32, 64, 128), (25, 50, 100, 200)
+TARGET_SIZE = (64, 100)
+BASES = ("/run/daemon-store/", "/run/daemon-store-cache/")
+
+
+# ---- the sandbox: set-up and checks -------------------------------------------------------------
+
+
+def setup(h: KernelHost, stores: int, namespaces: int) -> list[str]:
+    entries = [demo.Entry(f"daemon{i:03d}", uid=20000 + i, gid=20000 + i) for i in range(stores)]
+    demo.install(h, entries, [("root", 0)] + [(e.name, e.uid) for e in entries])
+    h.mkdir("/run", 0o755)
+    for base in BASES:
+        h.mkdir(base.rstrip("/"), 0o755)
+    _plan, report = run_startup(h)
+    if not report.complete:
+        raise RuntimeError("startup: " + "; ".join(report.problem_lines()))
+    names = [f"daemon{i:03d}" for i in range(namespaces)]
+    for name in names:
+        h.use_namespace("init")
+        h.new_namespace(name, "slave")
+    h.use_namespace("init")
+    return names
+
+
+def _store_mounts(h: KernelHost, namespace: str, user_hash: str) -> int:
+    """How many store binds of the user the namespace shows (raw mountinfo: no Host layer)."""
+    h.use_namespace(namespace)
+    try:
+        with open("/proc/self/mountinfo", "rb") as f:
+            text = f.read().decode()
+    finally:
+        h.use_namespace("init")
+    prefixes = tuple(h.root + b for b in BASES)
+    suffix = "/" + user_hash
+    return sum(1 for line in text.splitlines()
+               if (mp := line.split(" ", 5)[4]).startswith(prefixes) and mp.endswith(suffix))
+
+
+def check(h: KernelHost, user_hash: str, want: int, namespaces: list[str], full: bool) -> None:
+    names = ["init", *(namespaces if full else namespaces[:1] + namespaces[-1:])]
+    for name in names:
+        seen = _store_mounts(h, name, user_hash)
+        if seen != want:
+            raise RuntimeError(f"namespace {name}: {seen} store binds of {user_hash}, want {want}")
+
+
+def _hash(label: str, k: int) -> str:
+    return f"{abs(hash(label)) % 0xFFFF:04x}{k:036x}"
+
+
+def _timed(fn: Any, *args: Any) -> float:
+    t0 = time.perf_counter()
+    fn(*args)
+    return (time.perf_counter() - t0) * 1e3
+
+
+def _clocks() -> tuple[float, float]:
+    """(wall, this thread's CPU time): the kernel's work for our syscalls, propagation included,
+    runs in our thread and counts; time the machine spends on other processes does not."""
+    return time.perf_counter(), time.thread_time()
+
+
+# ---- one variant, one user ----------------------------------------------------------------------
+
+
+def cycle_ours(h: KernelHost, user: str, between: Any) -> dict[str, float]:
+    floor.mark("ours:plan")
+    t0 = time.perf_counter()
+    plan = session.plan_sign_in(h, user)
+    t1, c1 = _clocks()
+    floor.mark("ours:apply")
+    plan.apply(h)
+    t2, c2 = _clocks()
+    floor.mark("ours:end")
+    between()
+    floor.mark("ours:out_plan")
+    t3 = time.perf_counter()
+    out = session.plan_sign_out(h, user)
+    t4 = time.perf_counter()
+    floor.mark("ours:out_apply")
+    result = out.apply(h)
+    t5 = time.perf_counter()
+    floor.mark("ours:end")
+    if result.failed or result.lazily_detached:
+        raise RuntimeError(f"sign-out of {user}: {result.warnings}")
+    return {"plan": (t1 - t0) * 1e3, "apply": (t2 - t1) * 1e3, "out_plan": (t4 - t3) * 1e3,
+            "out_apply": (t5 - t4) * 1e3, "apply_cpu": (c2 - c1) * 1e3}
+
+
+def cycle_floor(ops: dict[str, Any], between: Any) -> dict[str, float]:
+    times = {}
+    for phase in ("plan", "apply", "out_plan", "out_apply"):
+        if phase == "out_plan":
+            between()
+        floor.mark(f"floor:{phase}")
+        t0, c0 = _clocks()
+        floor.run(ops[phase])
+        t1, c1 = _clocks()
+        floor.mark("floor:end")
+        times[phase] = (t1 - t0) * 1e3
+        if phase == "apply":
+            times["apply_cpu"] = (c1 - c0) * 1e3
+    return times
+
+
+def cycle_shell(cmds: dict[str, Any], between: Any) -> dict[str, float]:
+    def run(commands: list[tuple[list[str], bytes | None]]) -> None:
+        for argv, data in commands:
+            subprocess.run(argv, input=data, check=True, stdout=subprocess.DEVNULL)
+
+    times = {"apply": _timed(run, cmds["apply"])}
+    between()
+    times["out_apply"] = _timed(run, cmds["out_apply"])
+    return times
+
+
+def record(h: KernelHost, user: str) -> dict[str, list[floor.Call]]:
+    """Every Host call of one sign-in and sign-out, by phase (through floor.Recorder)."""
+    rec: Any = floor.Recorder(h)
+    calls = {}
+    plan = session.plan_sign_in(rec, user)
+    calls["plan"] = rec.take()
+    plan.apply(rec)
+    calls["apply"] = rec.take()
+    out = session.plan_sign_out(rec, user)
+    calls["out_plan"] = rec.take()
+    out.apply(rec)
+    calls["out_apply"] = rec.take()
+    return calls
+
+
+def measure(h: KernelHost, stores: int, namespaces: int, rounds: int, shell_rounds: int,
+            address: str | None, dbus_rounds: int) -> dict[str, Any]:
+    """In the sandbox child: set up, then every variant ``rounds`` times, each on a new user."""
+    names = setup(h, stores, namespaces)
+    binds = 2 * stores
+    cycle_ours(h, _hash("warm", 0), lambda: None)
+    recorded = _hash("rec", 0)
+    calls = record(h, recorded)
+    root_fd = os.open(h.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    replay = floor.Floor(root_fd)
+    out: dict[str, Any] = {"ours": [], "floor": [], "shell": [], "binds": binds,
+                           "steps": len(session.plan_sign_in(h, _hash("steps", 0)).steps)}
+    variants = ["ours", "floor", "shell"]
+    for r in range(rounds):
+        for variant in variants[r % 3:] + variants[:r % 3]:  # rotated: drift hits all alike
+            if variant == "shell" and r >= shell_rounds:
+                continue
+            user = _hash(variant, r)
+            mine = {k: floor.substitute(v, recorded, user) for k, v in calls.items()}
+            full = not out[variant]  # the first round of a variant looks at every namespace
+
+            def between(user: str = user, full: bool = full) -> None:
+                check(h, user, binds, names, full)
+
+            gc.collect()
+            gc.freeze()
+            if variant == "ours":
+                times = cycle_ours(h, user, between)
+            elif variant == "floor":
+                times = cycle_floor({k: replay.compile(v) for k, v in mine.items()}, between)
+            else:
+                times = cycle_shell({k: floor.shell_commands(v, h.root)
+                                     for k, v in mine.items()}, between)
+            gc.unfreeze()
+            check(h, user, 0, names, full)
+            out[variant].append(times)
+    os.close(root_fd)
+    if address:
+        out["dbus"] = dbus_rounds_in(h, address, dbus_rounds, names, binds)
+    return out
+
+
+# ---- D-Bus: cryptohome-sim in its own process, a daemon's client in the last namespace -------
+
+
+def dbus_rounds_in(h: KernelHost, address: str, rounds: int, names: list[str],
+                   binds: int) -> list[dict[str, float]]:
+    proc = subprocess.Popen([sys.executable, "-m", "cryptohome_sim", "--root", h.root,
+                             "--address", address], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait_ready(proc)
+        return asyncio.run(_drive(h, address, rounds, names, binds))
+    finally:
+        proc.send_signal(signal.SIGTERM)  # our own child, by pid
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Until cryptohome-sim prints its ready line (never a sleep)."""
+    out = proc.stdout
+    if out is None:
+        raise RuntimeError("cryptohome-sim started without a stdout pipe")
+    deadline, buf = time.monotonic() + timeout, b""
+    while b"cryptohome-sim: serving" not in buf:
+        ready, _, _ = select.select([out], [], [], max(deadline - time.monotonic(), 0))
+        chunk = os.read(out.fileno(), 4096) if ready else b""
+        if not chunk:
+            err = proc.stderr.read().decode() if proc.stderr and proc.poll() is not None else ""
+            raise RuntimeError(f"cryptohome-sim did not come up: {err.strip()}")
+        buf += chunk
+
+
+async def _drive(h: KernelHost, address: str, rounds: int, names: list[str],
+                 binds: int) -> list[dict[str, float]]:
+    from cryptohome_sim.client import Client
+    from daemonstore.client import DaemonStoreClient
+    from daemonstore.host_view import NamespaceView
+
+    login = await Client.connect(address)
+    view: Any = NamespaceView(h, names[-1])
+    daemon = DaemonStoreClient("daemon000", view, await Client.connect(address))
+    results = []
+    try:
+        async with daemon.bus.session_states() as states:
+            async def signal_time() -> tuple[str, float]:
+                state = await states.get()
+                return state, time.perf_counter()
+
+            for k in range(rounds + 1):  # round 0 warms the service process up
+                username = f"user{k}@example.com"
+                gc.collect()
+                waiter = asyncio.ensure_future(signal_time())
+                t0 = time.perf_counter()
+                await login.login(username)
+                state, t_signal = await waiter
+                store = await daemon.store()
+                t_ready = time.perf_counter()
+                if state != "started":
+                    raise RuntimeError(f"the daemon received {state!r}, not 'started'")
+                check(h, store.user_hash, binds, names, full=k == 1)
+                t1 = time.perf_counter()
+                await login.logout(username)
+                t2 = time.perf_counter()
+                stops = [await asyncio.wait_for(states.get(), 10) for _ in range(2)]
+                if stops != ["stopping", "stopped"]:
+                    raise RuntimeError(f"the daemon received {stops} at sign-out")
+                check(h, store.user_hash, 0, names, full=k == 1)
+                if k:
+                    results.append({"e2e": (t_signal - t0) * 1e3, "ready": (t_ready - t0) * 1e3,
+                                    "signout": (t2 - t1) * 1e3})
+    finally:
+        await daemon.close()
+        await login.close()
+    return results
+
+
+# ---- the parent: sizes, best-of, figures ------------------------------------------------------
+
+
+def best(rows: list[dict[str, float]], key: str) -> float | None:
+    values = [row[key] for row in rows if key in row]
+    return round(min(values), 3) if values else None
+
+
+def summarize(raw: dict[str, Any]) -> dict[str, Any]:
+    ours, fl, sh, db = raw["ours"], raw["floor"], raw["shell"], raw.get("dbus", [])
+    # ours and the floor of the same round ran back to back: the ratio of such a pair shares
+    # the machine's load of that moment, and its median resists the rounds a spike hit
+    paired = sorted(o["apply"] / f["apply"] for o, f in zip(ours, fl, strict=False))
+    return {
+        "ratio_floor_paired": round(paired[len(paired) // 2], 3) if paired else None,
+        "binds": raw["binds"], "steps": raw["steps"],
+        "apply_ms": best(ours, "apply"), "plan_ms": best(ours, "plan"),
+        "apply_cpu_ms": best(ours, "apply_cpu"), "floor_cpu_ms": best(fl, "apply_cpu"),
+        "signin_ms": round(min(r["plan"] + r["apply"] for r in ours), 3),
+        "floor_ms": best(fl, "apply"), "floor_plan_ms": best(fl, "plan"),
+        "shell_ms": best(sh, "apply"),
+        "signout_ms": round(min(r["out_plan"] + r["out_apply"] for r in ours), 3),
+        "signout_apply_ms": best(ours, "out_apply"), "signout_floor_ms": best(fl, "out_apply"),
+        "signout_shell_ms": best(sh, "out_apply"),
+        "dbus_e2e_ms": best(db, "e2e"), "dbus_ready_ms": best(db, "ready"),
+        "dbus_signout_ms": best(db, "signout"),
+    }
+
+
+def _ratio(a: float | None, b: float | None, digits: int = 3) -> float | None:
+    return round(a / b, digits) if a is not None and b else None
+
+
+def _fit(xs: list[int], ys: list[float]) -> tuple[float, float]:
+    """Least-squares slope (per unit of x) and R^2."""
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    slope = (sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
+             / sum((x - mx) ** 2 for x in xs))
+    ss = sum((y - my) ** 2 for y in ys)
+    res = sum((y - my - slope * (x - mx)) ** 2 for x, y in zip(xs, ys, strict=True))
+    return slope, (1 - res / ss) if ss else 1.0
+
+
+def run_size(stores: int, namespaces: int, args: argparse.Namespace,
+             address: str | None) -> dict[str, Any]:
+    raw = run_in_sandbox(measure, stores, namespaces, args.repeat, args.shell_repeat, address,
+                         args.repeat)
+    row = summarize(raw)
+    dbus = f"  dbus e2e {row['dbus_e2e_ms']:7.2f}" if row["dbus_e2e_ms"] else ""
+    print(f"S={stores:3d} N={namespaces:3d}  apply {row['apply_ms']:7.2f} ms  floor "
+          f"{row['floor_ms']:7.2f} ({row['apply_ms'] / row['floor_ms']:4.2f}x; CPU "
+          f"{row['apply_cpu_ms'] / row['floor_cpu_ms']:4.2f}x; paired "
+          f"{row['ratio_floor_paired']:4.2f}x)  plan "
+          f"{row['plan_ms']:6.2f}  shell {row['shell_ms']:8.1f} "
+          f"({row['shell_ms'] / row['apply_ms']:5.1f}x slower){dbus}  sign-out "
+          f"{row['signout_ms']:6.2f} (floor {row['signout_floor_ms']:.2f})", flush=True)
+    return row
+
+
+def scaling(rows: dict[tuple[int, int], dict[str, Any]], sizes: tuple[int, ...],
+            axis: int) -> dict[str, Any]:
+    keys = [(s, TARGET_SIZE[1]) if axis == 0 else (TARGET_SIZE[0], s) for s in sizes]
+    out: dict[str, Any] = {"sizes": list(sizes)}
+    for fig in ("apply_ms", "floor_ms", "plan_ms", "shell_ms", "dbus_e2e_ms", "signout_ms",
+                "signout_floor_ms", "apply_cpu_ms", "floor_cpu_ms"):
+        out[fig] = [rows[k][fig] for k in keys]
+    apply, bare = out["apply_ms"], out["floor_ms"]
+
+    def doubling(ms: list[float]) -> list[float]:
+        return [round(b / a, 3) for a, b in zip(ms, ms[1:], strict=False)]
+
+    out["doubling"], out["floor_doubling"] = doubling(apply), doubling(bare)
+    # what our code adds, per plan step: constant if our own cost is linear in the work
+    out["overhead_per_step_us"] = [round((a - f) * 1000 / rows[k]["steps"], 2)
+                                   for a, f, k in zip(apply, bare, keys, strict=True)]
+    # the same from the same-round pairs: floor x (median pair ratio - 1), robust to spikes
+    out["overhead_per_step_paired_us"] = [
+        round(rows[k]["floor_ms"] * (rows[k]["ratio_floor_paired"] - 1) * 1000
+              / rows[k]["steps"], 2) for k in keys]
+    slope, r2 = _fit(list(sizes), apply)
+    out["slope_us"], out["r2"] = round(slope * 1000, 2), round(r2, 4)
+    return out
+
+
+def figures(rows: dict[tuple[int, int], dict[str, Any]], quick: bool) -> dict[str, Any]:
+    t = rows[TARGET_SIZE]
+    fig: dict[str, Any] = {"stores": TARGET_SIZE[0], "namespaces": TARGET_SIZE[1], **t}
+    fig.update({
+        "ratio_floor": _ratio(t["apply_ms"], t["floor_ms"]),
+        "ratio_floor_cpu": _ratio(t["apply_cpu_ms"], t["floor_cpu_ms"]),
+        "ratio_plan_floor": _ratio(t["plan_ms"], t["floor_plan_ms"]),
+        "ratio_signout_floor": _ratio(t["signout_apply_ms"], t["signout_floor_ms"]),
+        "speedup_shell": _ratio(t["shell_ms"], t["apply_ms"], 1),
+        "ratio_dbus": _ratio(t["dbus_e2e_ms"], t["apply_ms"]),
+        "per_store_us": round(t["apply_ms"] * 1000 / TARGET_SIZE[0], 2),
+    })
+    if not quick:
+        fig["scaling_stores"] = scaling(rows, STORES, 0)
+        fig["scaling_namespaces"] = scaling(rows, NAMESPACES, 1)
+        fig["slope_store_us"] = fig["scaling_stores"]["slope_us"]
+        fig["slope_namespace_us"] = fig["scaling_namespaces"]["slope_us"]
+    fig["targets"] = TARGETS
+    # judged on the same-round pairs: the kernel's own time for the very same syscalls swings
+    # between rounds on a shared machine (two modes, ~25 and ~40 ms at S=64 N=100, for the
+    # floor as for ours), so one lucky round can decide a ratio of two bests either way
+    met = {"ratio_floor": fig["ratio_floor_paired"] <= TARGETS["ratio_floor"],
+           "speedup_shell": fig["speedup_shell"] >= TARGETS["speedup_shell"]}
+    if fig["ratio_dbus"] is not None:
+        met["ratio_dbus"] = fig["ratio_dbus"] < TARGETS["ratio_dbus"]
+    if not quick:
+        ss, sn = fig["scaling_stores"], fig["scaling_namespaces"]
+        met["linear"] = max(ss["doubling"] + sn["doubling"]) <= TARGETS["doubling"]
+        # the kernel alone (the floor) may not be linear; ours is judged by what it adds
+        met["kernel_linear"] = max(ss["floor_doubling"]
+                                   + sn["floor_doubling"]) <= TARGETS["doubling"]
+        per_step = ss["overhead_per_step_paired_us"] + sn["overhead_per_step_paired_us"]
+        met["overhead_linear"] = max(per_step) <= 2 * max(min(per_step), 0.01)
+    fig["met"] = met
+    fig["kernel"] = os.uname().release
+    return fig
+
+
+# ---- --check-floor: ours and the floor under strace -------------------------------------------
+
+
+def _trace_child(h: KernelHost) -> None:
+    """Under strace: one round of ours and of the floor on a small tree, phases marked."""
+    names = setup(h, 4, 3)
+    cycle_ours(h, _hash("warm", 0), lambda: None)
+    recorded = _hash("rec", 0)
+    calls = record(h, recorded)
+    root_fd = os.open(h.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    replay = floor.Floor(root_fd)
+    floor.start_marking()
+    user = _hash("ours", 1)
+    cycle_ours(h, user, lambda: None)
+    user = _hash("floor", 1)
+    ops = {k: replay.compile(floor.substitute(v, recorded, user)) for k, v in calls.items()}
+    cycle_floor(ops, lambda: None)
+    check(h, user, 0, names, full=True)
+
+
+def check_floor() -> int:
+    """Run _trace_child under ``strace -f`` and compare the syscalls per phase."""
+    counts = floor.strace_counts([sys.executable, __file__, "--trace-child"])
+    return 0 if floor.compare(counts, ["plan", "apply", "out_plan", "out_apply"]) else 1
+
+
+# ---- main -------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="S=64 N=100 only, fewer rounds")
+    ap.add_argument("--repeat", type=int, default=None, help="rounds per variant (best of)")
+    ap.add_argument("--shell-repeat", type=int, default=None, help="rounds of the shell baseline")
+    ap.add_argument("--no-dbus", action="store_true", help="skip the D-Bus end-to-end part")
+    ap.add_argument("--check-floor", action="store_true",
+                    help="compare ours' and the floor's syscalls under strace, then exit")
+    ap.add_argument("--trace-child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench/signin.py: needs root (a private mount namespace and mount(2))",
+              file=sys.stderr)
+        return 2
+    if args.trace_child:
+        run_in_sandbox(_trace_child)
+        return 0
+    if args.check_floor:
+        return check_floor()
+    args.repeat = args.repeat or (3 if args.quick else 7)
+    args.shell_repeat = min(args.shell_repeat or (1 if args.quick else 2), args.repeat)
+    sizes = [TARGET_SIZE] if args.quick else (
+        [(s, TARGET_SIZE[1]) for s in STORES]
+        + [(TARGET_SIZE[0], n) for n in NAMESPACES if n != TARGET_SIZE[1]])
+    bus = None
+    if not args.no_dbus:
+        from cryptohome_sim.bus import BusError, find_dbus_daemon, start_private_bus
+
+        if find_dbus_daemon() is None:
+            print("D-Bus part skipped: dbus-daemon is not installed")
+        else:
+            try:
+                bus = start_private_bus(privileged_user="root")
+            except BusError as exc:
+                print(f"D-Bus part skipped: {exc}")
+    try:
+        print(f"sign-in/sign-out, best of {args.repeat} (shell: {args.shell_repeat}), "
+              "fresh user each round, variants interleaved in one sandbox per size:")
+        rows = {size: run_size(*size, args, bus.address if bus else None) for size in sizes}
+    finally:
+        if bus is not None:
+            bus.stop()
+    fig = figures(rows, args.quick)
+    print(f"at S={TARGET_SIZE[0]} N={TARGET_SIZE[1]}: apply/floor {fig['ratio_floor_paired']}x "
+          f"(same-round pairs; target <= {TARGETS['ratio_floor']}; bests {fig['ratio_floor']}x, "
+          f"CPU time {fig['ratio_floor_cpu']}x), "
+          f"shell/apply {fig['speedup_shell']}x "
+          f"(target >= {TARGETS['speedup_shell']}), dbus e2e/apply {fig['ratio_dbus']}x "
+          f"(target < {TARGETS['ratio_dbus']}), per store {fig['per_store_us']} us; "
+          f"met: {fig['met']}")
+    print(json.dumps(fig))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
