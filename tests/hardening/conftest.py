@@ -24,8 +24,6 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from cryptohome_sim.bus import find_dbus_daemon
-from daemonstore.sandbox import kernel_unavailable_reason
 from daemonstore.testing_bus import (  # noqa: F401 - fixtures, used by name
     cryptohome_client,
     cryptohome_service,
@@ -97,33 +95,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatu
 # ---- guards ---------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def kernel_reason() -> str | None:
-    return kernel_unavailable_reason()
+# the kernel and dbus guards live in tests/conftest.py
 
-
-@pytest.fixture(autouse=True)
-def _require_kernel(request: pytest.FixtureRequest) -> None:
-    if request.node.get_closest_marker("kernel") is None:
-        return
-    reason = request.getfixturevalue("kernel_reason")
-    if reason is None:
-        return
-    if "CI" in os.environ:
-        pytest.fail(f"CI is set, so kernel tests must run, but they cannot: {reason}",
-                    pytrace=False)
-    pytest.skip(reason)
-
-
-@pytest.fixture(autouse=True)
-def _require_dbus_daemon(request: pytest.FixtureRequest) -> None:
-    """tests/dbus's rule: skip without dbus-daemon, unless CI is set."""
-    if request.node.get_closest_marker("dbus") is None or find_dbus_daemon() is not None:
-        return
-    reason = "dbus-daemon is not installed (Debian package 'dbus')"
-    if "CI" in os.environ:
-        pytest.fail(f"CI is set, so D-Bus tests must run, but {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 def host_state() -> tuple[str, dict[str, str]]:

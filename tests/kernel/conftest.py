@@ -8,27 +8,4 @@ is a failure, never a silent skip.
 
 from __future__ import annotations
 
-import os
-
-import pytest
-
-from daemonstore.sandbox import kernel_unavailable_reason
-
-
-@pytest.fixture(scope="session")
-def kernel_reason() -> str | None:
-    """Why kernel tests cannot run here (None: they can); probed once, in a forked child."""
-    return kernel_unavailable_reason()
-
-
-@pytest.fixture(autouse=True)
-def _require_kernel(request: pytest.FixtureRequest) -> None:
-    if request.node.get_closest_marker("kernel") is None:
-        return
-    reason = request.getfixturevalue("kernel_reason")
-    if reason is None:
-        return
-    if "CI" in os.environ:
-        pytest.fail(f"CI is set, so kernel tests must run, but they cannot: {reason}",
-                    pytrace=False)
-    pytest.skip(reason)
+# the guards live in tests/conftest.py (one rule for tests/kernel, tests/dbus, tests/hardening)

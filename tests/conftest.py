@@ -1,0 +1,45 @@
+"""Guards shared by the whole suite: tests marked ``kernel`` need root and a private mount
+namespace, tests marked ``dbus`` need ``dbus-daemon``. Without them the tests skip with the reason
+-- except when the ``CI`` environment variable is set: CI promises a machine that can (``.ci/run``
+installs ``dbus``; CI runs as root), so there a missing capability is a failure, never a silent
+skip. Every kernel action runs in a forked child inside a private mount namespace
+(``daemonstore.sandbox.run_in_sandbox``), never in the pytest process.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from cryptohome_sim.bus import find_dbus_daemon
+from daemonstore.sandbox import kernel_unavailable_reason
+
+
+def _skip_or_fail(what: str, reason: str) -> None:
+    if "CI" in os.environ:
+        pytest.fail(f"CI is set, so {what} tests must run, but they cannot: {reason}",
+                    pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def kernel_reason() -> str | None:
+    """Why kernel tests cannot run here (None: they can); probed once, in a forked child."""
+    return kernel_unavailable_reason()
+
+
+@pytest.fixture(autouse=True)
+def _require_kernel(request: pytest.FixtureRequest) -> None:
+    if request.node.get_closest_marker("kernel") is None:
+        return
+    reason = request.getfixturevalue("kernel_reason")
+    if reason is not None:
+        _skip_or_fail("kernel", reason)
+
+
+@pytest.fixture(autouse=True)
+def _require_dbus_daemon(request: pytest.FixtureRequest) -> None:
+    if request.node.get_closest_marker("dbus") is None or find_dbus_daemon() is not None:
+        return
+    _skip_or_fail("D-Bus", "dbus-daemon is not installed (Debian package 'dbus')")
