@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -81,34 +82,42 @@ def _kernel_measure(host: Host, n: int) -> tuple[float, float, int]:
     return bind_s, umount_s, seen
 
 
-def run(sizes: list[int], repeat: int, kernel: bool) -> dict[str, object]:
-    model_ms: list[float] = []
-    kernel_ms: list[float] = []
-    measure(ModelHost(), sizes[0])  # warm-up: allocator arenas, caches; not counted
-    for n in sizes:
-        best = float("inf")
-        for _ in range(repeat):
-            host = ModelHost()
-            b, u = measure(host, n)
-            host.bind("/src/u0", "/store/u0")
-            assert host.mountinfo(f"d{n - 1}").count("/store/u0 ") == 1, "model did not propagate"
-            best = min(best, (b + u) * 1000)
-        model_ms.append(best)
-        if kernel:
-            from daemonstore.kernel import run_in_sandbox
+def _model_once(n: int) -> float:
+    host = ModelHost()
+    b, u = measure(host, n)
+    host.bind("/src/u0", "/store/u0")
+    assert host.mountinfo(f"d{n - 1}").count("/store/u0 ") == 1, "model did not propagate"
+    return (b + u) * 1000
 
-            kbest = float("inf")
-            for _ in range(repeat):
-                b, u, seen = run_in_sandbox(_kernel_measure, n)
-                assert seen == 1, "kernel did not propagate"
-                kbest = min(kbest, (b + u) * 1000)
-            kernel_ms.append(kbest)
-        line = f"N={n:4d}  model {model_ms[-1]:9.1f} ms"
+
+def _kernel_once(n: int) -> float:
+    from daemonstore.kernel import run_in_sandbox
+
+    b, u, seen = run_in_sandbox(_kernel_measure, n)
+    assert seen == 1, "kernel did not propagate"
+    return (b + u) * 1000
+
+
+def run(sizes: list[int], repeat: int, kernel: bool) -> dict[str, object]:
+    """Rounds go over every size in turn (so a noisy moment hits all sizes alike); each figure
+    is the median of its rounds."""
+    model_runs: dict[int, list[float]] = {n: [] for n in sizes}
+    kernel_runs: dict[int, list[float]] = {n: [] for n in sizes}
+    _model_once(sizes[0])  # warm-up: allocator arenas, caches; not counted
+    for _ in range(repeat):
+        for n in sizes:
+            model_runs[n].append(_model_once(n))
+            if kernel:
+                kernel_runs[n].append(_kernel_once(n))
+    model_ms = [statistics.median(model_runs[n]) for n in sizes]
+    kernel_ms = [statistics.median(kernel_runs[n]) for n in sizes] if kernel else []
+    for i, n in enumerate(sizes):
+        line = f"N={n:4d}  model {model_ms[i]:9.1f} ms"
         if kernel:
-            line += (f"  kernel {kernel_ms[-1]:9.1f} ms  ratio {model_ms[-1] / kernel_ms[-1]:5.2f}"
+            line += (f"  kernel {kernel_ms[i]:9.1f} ms  ratio {model_ms[i] / kernel_ms[i]:5.2f}"
                      f"  per propagated mount: model "
-                     f"{model_ms[-1] * 1000 / (2 * BINDS * n):6.2f} us, kernel "
-                     f"{kernel_ms[-1] * 1000 / (2 * BINDS * n):6.2f} us")
+                     f"{model_ms[i] * 1000 / (2 * BINDS * n):6.2f} us, kernel "
+                     f"{kernel_ms[i] * 1000 / (2 * BINDS * n):6.2f} us")
         print(line, flush=True)
 
     def scaling(ms: list[float]) -> list[float]:
@@ -139,7 +148,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="one small size, one repetition")
     parser.add_argument("--model-only", action="store_true", help="skip the kernel (no root)")
-    parser.add_argument("--repeat", type=int, default=5, help="best of R runs per size")
+    parser.add_argument("--repeat", type=int, default=7, help="median of R rounds per size")
     args = parser.parse_args()
     sizes = [50, 100] if args.quick else [100, 200, 400]
     repeat = 1 if args.quick else args.repeat
