@@ -24,6 +24,7 @@ from cryptohome_sim import names
 from daemonstore import guest as guest_session
 from daemonstore import paths, session
 from daemonstore.host import Host
+from daemonstore.store_path import load_or_create_salt
 from startup.apply import READY, run_startup
 from startup.plan import PASSWD, read_system_uids
 
@@ -71,41 +72,7 @@ def _step_line(step: object) -> str:
     return to_line() if callable(to_line) else str(step)
 
 
-# ---- salt (chromeos-facts.md §3, "Salt") ---------------------------------------------------------
-
-
-def _valid_salt(host: Host, path: str) -> bytes | None:
-    """The salt at ``path`` if it exists with a usable size (0 < size <= 1 MiB), else None."""
-    try:
-        data = host.read_file(path, safe=True)
-    except OSError:
-        return None
-    return data if 0 < len(data) <= paths.MAX_SALT else None
-
-
-def load_or_create_salt(host: Host, random_bytes: Callable[[int], bytes] = os.urandom) -> bytes:
-    """The system salt, created if missing.
-
-    Read like ``brillo::cryptohome::home::SystemSaltLoader``: ``/home/.shadow/salt`` first,
-    then ``/var/lib/system_salt``. A legacy salt of an invalid size is deleted, as
-    ``GetOrRemoveSalt`` does. When neither is usable a fresh 16-byte salt
-    (``kCryptohomeDefaultSaltLength``) is written, mode 0644, at ``/home/.shadow/salt``: the
-    contract in design.md puts it there (ChromeOS writes new salts to /var/lib/system_salt).
-    The write is not atomic: Host has no rename; nothing reads the salt concurrently here.
-    """
-    for path in (paths.SALT, paths.SALT_FALLBACK):
-        salt = _valid_salt(host, path)
-        if salt is not None:
-            return salt
-    if host.exists(paths.SALT):
-        host.unlink(paths.SALT, safe=True)
-    if not host.exists("/home"):
-        host.mkdir("/home", 0o755, safe=True)
-    if not host.exists(paths.SHADOW):
-        host.mkdir(paths.SHADOW, 0o700, safe=True)  # root-only, like ChromeOS /home/.shadow
-    salt = random_bytes(paths.SALT_LENGTH)
-    host.write_file(paths.SALT, salt, mode=0o644, safe=True)
-    return salt
+# ---- salt (chromeos-facts.md §3, "Salt"): one implementation, in daemonstore.store_path -------
 
 
 P = ParamSpec("P")

@@ -2,18 +2,22 @@
 ``GetDaemonStorePath`` (chromeos-facts.md §3), with the hash computed here from the system salt
 (library layer; reads the salt through any object with the Host's ``read_file``).
 
-Unlike cryptohome, nothing here ever *creates* a salt: a path computed from a salt that no
-cryptohome will use would point at a store nobody mounts, so a missing salt is an error.
+``daemonstore path`` never *creates* a salt: a path computed from a salt that no cryptohome will
+use would point at a store nobody mounts, so a missing salt is an error there. Creating one is
+cryptohome's job: :func:`load_or_create_salt`, used by cryptohome_sim and the test worlds.
 """
 
 from __future__ import annotations
 
 import errno
+import os
+from collections.abc import Callable
 from typing import Protocol
 
 from daemonstore import paths
+from daemonstore.host import Host
 
-__all__ = ["SaltMissing", "read_salt", "user_store_path"]
+__all__ = ["SaltMissing", "load_or_create_salt", "read_salt", "user_store_path"]
 
 
 class Reader(Protocol):
@@ -41,6 +45,29 @@ def read_salt(host: Reader) -> bytes:
         found.append(f"{path}: unusable size {len(data)}")
     raise SaltMissing("no system salt (" + "; ".join(found) + "); cryptohome creates it at the "
                       "first sign-in")
+
+
+def load_or_create_salt(host: Host, random_bytes: Callable[[int], bytes] = os.urandom) -> bytes:
+    """The system salt, created if missing (cryptohome's ``GetOrCreateSalt``; the one copy that
+    cryptohome_sim and the test worlds use).
+
+    Read like :func:`read_salt`. A legacy salt of an invalid size is deleted, as
+    ``GetOrRemoveSalt`` does. When neither is usable a fresh 16-byte salt
+    (``kCryptohomeDefaultSaltLength``) is written, mode 0644, at ``/home/.shadow/salt``: the
+    contract in design.md puts it there (ChromeOS writes new salts to /var/lib/system_salt).
+    """
+    try:
+        return read_salt(host)
+    except SaltMissing:
+        pass
+    if host.exists(paths.SALT):
+        host.unlink(paths.SALT, safe=True)
+    for path, mode in (("/home", 0o755), (paths.SHADOW, 0o700)):  # /home/.shadow is root-only
+        if not host.exists(path):
+            host.mkdir(path, mode, safe=True)
+    salt = random_bytes(paths.SALT_LENGTH)
+    host.write_file(paths.SALT, salt, mode=0o644, safe=True)
+    return salt
 
 
 def user_store_path(host: Reader, daemon: str, user: str, *, cache: bool = False) -> str:

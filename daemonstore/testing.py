@@ -61,6 +61,7 @@ from daemonstore.session import (
     sign_in,
     sign_out,
 )
+from daemonstore.store_path import load_or_create_salt
 
 __all__ = ["DaemonView", "KernelWorld", "World", "WorldError", "kernel_world", "snapshot"]
 
@@ -194,7 +195,7 @@ class World:
     def salt(self) -> bytes:
         if self._salt is None:
             with self.in_namespace(self.namespace):
-                self._salt = _load_or_create_salt(self.host, self._random_bytes)
+                self._salt = load_or_create_salt(self.host, self._random_bytes)
         return self._salt
 
     def hash_of(self, user: str) -> str:
@@ -483,25 +484,6 @@ def _in_passwd(host: Host, uid: int) -> bool:
         if len(fields) >= 3 and fields[2] == str(uid):
             return True
     return False
-
-
-def _load_or_create_salt(host: Host, random_bytes: Callable[[int], bytes]) -> bytes:
-    """The system salt (``SystemSaltLoader``: ``/home/.shadow/salt``, then
-    ``/var/lib/system_salt``; a size outside 0 < n <= 1 MiB does not count; chromeos-facts.md
-    §3), else 16 fresh bytes written to ``/home/.shadow/salt`` (design.md puts it there)."""
-    for path in (paths.SALT, paths.SALT_FALLBACK):
-        try:
-            data = host.read_file(path, safe=True)
-        except OSError:
-            continue
-        if 0 < len(data) <= paths.MAX_SALT:
-            return data
-    for path, mode in (("/home", 0o755), (paths.SHADOW, 0o700)):
-        if not host.exists(path):
-            host.mkdir(path, mode, safe=True)
-    salt = random_bytes(paths.SALT_LENGTH)
-    host.write_file(paths.SALT, salt, mode=0o644, safe=True)
-    return salt
 
 
 # ---- the pytest plugin -------------------------------------------------------------------------
