@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from daemonstore.host import Host
+from daemonstore.cli_support import CannotRun, close_host, open_host
 from daemonstore.repair import repair
 
 EXIT_CONSISTENT = 0
@@ -28,25 +28,6 @@ Exit codes:
   1  something could not be repaired (see stderr); the rest was done
   2  bad usage, or cannot run here (e.g. the initial mount namespace, --root unusable)
 """
-
-
-class CannotRun(click.ClickException):
-    """One-line reason, exit 2."""
-
-    exit_code = EXIT_CANNOT_RUN
-
-
-def open_host(root: str) -> Host:
-    """The backend for ``--root``: the real kernel (tests replace this to run on the model)."""
-    from daemonstore.kernel import KernelHost
-
-    return KernelHost(root)
-
-
-def _close(host: object) -> None:
-    close = getattr(host, "close", None)
-    if close is not None:
-        close()
 
 
 @click.command("repair", epilog=_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
@@ -68,7 +49,7 @@ def repair_command(root: str, dry_run: bool, as_json: bool) -> None:
     except OSError as exc:
         raise CannotRun(f"--root {root}: {exc}") from None
     finally:
-        _close(host)
+        close_host(host)
     code = EXIT_CONSISTENT if report.ok else EXIT_INCOMPLETE
     if as_json:
         out: dict[str, Any] = {

@@ -18,21 +18,8 @@ from typing import Any
 import click
 
 from daemonstore import paths, status
-from daemonstore.host import Host
+from daemonstore.cli_support import CannotRun, close_host, open_host
 from daemonstore.store_path import SaltMissing, user_store_path
-
-
-class CannotRun(click.ClickException):
-    """One-line reason, exit 2."""
-
-    exit_code = 2
-
-
-def open_host(root: str) -> Host:
-    """The backend for ``status --root``: the real kernel (tests may replace it by a model)."""
-    from daemonstore.kernel import KernelHost
-
-    return KernelHost(root)
 
 
 def open_reader(root: str) -> Any:
@@ -40,12 +27,6 @@ def open_reader(root: str) -> Any:
     from daemonstore.rootfs import ReadOnlyRoot
 
     return ReadOnlyRoot(root)
-
-
-def _close(host: object) -> None:
-    close = getattr(host, "close", None)
-    if close is not None:
-        close()
 
 
 def _one_line(exc: BaseException) -> str:
@@ -72,7 +53,7 @@ def status_command(root: str, as_json: bool) -> None:
     except OSError as exc:
         raise CannotRun(f"--root {root}: {_one_line(exc)}") from None
     finally:
-        _close(host)
+        close_host(host)
     if as_json:
         out: dict[str, Any] = {"root": root, "backend": host.kind, **report.to_json()}
         click.echo(json.dumps(out))
@@ -106,4 +87,4 @@ def path_command(daemon: str, user: str, cache: bool, root: str) -> None:
     except SaltMissing as exc:
         raise CannotRun(f"--root {root}: {exc}") from None
     finally:
-        _close(reader)
+        close_host(reader)

@@ -23,7 +23,7 @@ from typing import Any
 
 import click
 
-from daemonstore.host import Host
+from daemonstore.cli_support import CannotRun, close_host, open_host
 from startup.apply import run_startup
 
 EXIT_COMPLETE = 0
@@ -36,25 +36,6 @@ Exit codes:
   1  some template skipped or store not ready (blocked or failed); the rest was done
   2  bad usage, or cannot run here (e.g. the initial mount namespace, --root unusable)
 """
-
-
-class CannotRun(click.ClickException):
-    """One-line reason, exit 2."""
-
-    exit_code = EXIT_CANNOT_RUN
-
-
-def open_host(root: str) -> Host:
-    """The backend for ``--root``: the real kernel (tests replace this to run on the model)."""
-    from daemonstore.kernel import KernelHost  # only the kernel path needs ctypes
-
-    return KernelHost(root)
-
-
-def _close(host: Host) -> None:
-    close = getattr(host, "close", None)
-    if close is not None:
-        close()
 
 
 def _err(text: str) -> None:
@@ -93,7 +74,7 @@ def startup_command(root: str, dry_run: bool, as_json: bool, verify: bool,
     except OSError as exc:  # the host itself failed (e.g. mountinfo unreadable)
         raise CannotRun(f"--root {root}: {exc}") from None
     finally:
-        _close(host)
+        close_host(host)
     code = EXIT_COMPLETE if report.complete else EXIT_INCOMPLETE
     if as_json:
         out: dict[str, Any] = {"root": root, "backend": host.kind, "exit_code": code,

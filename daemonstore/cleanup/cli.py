@@ -25,7 +25,7 @@ from daemonstore.cleanup.plan import (
     format_size,
     parse_size,
 )
-from daemonstore.host import Host
+from daemonstore.cli_support import CannotRun, open_host
 
 EXIT_OK = 0
 EXIT_SHORT = 1
@@ -38,19 +38,6 @@ Exit codes:
   1  every cache that may go was cleared and the target is still missed, or a step failed
   2  bad usage, or cannot run here (--root unusable, free space not measurable)
 """
-
-
-class CannotRun(click.ClickException):
-    """One-line reason, exit 2."""
-
-    exit_code = EXIT_CANNOT_RUN
-
-
-def open_host(root: str) -> Host:
-    """The backend for ``--root``: the real kernel (tests replace this to run on the model)."""
-    from daemonstore.kernel import KernelHost  # only the kernel path needs ctypes
-
-    return KernelHost(root)
 
 
 def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
