@@ -144,9 +144,6 @@ class FileOps:
             raise err(errno.ENOTDIR, path)
         return sorted(d.children)
 
-    def _mounts_on(self, d: Dentry) -> list[Mount]:
-        return [child for (_, mp), child in self.table.hash.items() if mp is d]
-
     def _remove(self, path: str, want_dir: bool, safe: bool) -> None:
         m, d, name = self.resolve_parent(path, safe=safe)
         child = d.children.get(name)
@@ -158,7 +155,7 @@ class FileOps:
             raise err(errno.EISDIR, path)
         if want_dir and child.children:
             raise err(errno.ENOTEMPTY, path)
-        on = self._mounts_on(child)
+        on = self.table.mounts_on(child)
         if any(x.ns is self.ns for x in on):
             raise err(errno.EBUSY, path)  # is_local_mountpoint()
         self._writable(m, path)

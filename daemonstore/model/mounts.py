@@ -68,7 +68,9 @@ class Mount:
         self.children: list[Mount] = []
         self.group: PeerGroup | None = None
         self.master: Mount | None = None
-        self.slaves: list[Mount] = []
+        # an ordered set (the kernel's mnt_slave_list is a linked list: O(1) removal; a list
+        # here made every slave's umount scan all its siblings, quadratic in namespaces)
+        self.slaves: dict[Mount, None] = {}
         self.unbindable = False
         self.flags = flags
 

@@ -30,6 +30,10 @@ class MountTable:
     def __init__(self) -> None:
         # (parent, mountpoint dentry) -> the one child attached there (§1.1 invariant 4)
         self.hash: dict[tuple[Mount, Dentry], Mount] = {}
+        # the same entries indexed by the mountpoint dentry, parent -> child in hash order
+        # (``struct mountpoint``'s m_list): rmdir/unlink find the mounts on a dentry without
+        # scanning every mount of the world (that scan made sign-out quadratic in stores)
+        self.mountpoints: dict[Dentry, dict[Mount, Mount]] = {}
         self.mount_ids = IdAllocator(start=1)
         self.group_ids = IdAllocator(start=1)
         self._seq = count()
@@ -62,6 +66,10 @@ class MountTable:
         """The mount on ``m``'s root dentry, if any (``mnt->overmount``)."""
         return self.hash.get((m, m.root))
 
+    def mounts_on(self, d: Dentry) -> list[Mount]:
+        """Every mount attached on dentry ``d``, in any parent (``d_mountpoint()``)."""
+        return list(self.mountpoints.get(d, {}).values())
+
     def top_of_stack(self, m: Mount, d: Dentry) -> tuple[Mount, Dentry]:
         """Follow mounts at (m, d) to the topmost one (``do_lock_mount()``, §2.0)."""
         while (m, d) in self.hash:
@@ -74,6 +82,7 @@ class MountTable:
         child.parent = parent
         child.mountpoint = mp
         self.hash[(parent, mp)] = child
+        self.mountpoints.setdefault(mp, {})[parent] = child
         parent.children.append(child)
 
     def _hash_del(self, child: Mount, hidden: bool = False) -> None:
@@ -84,6 +93,10 @@ class MountTable:
             return
         if self.hash.get((parent, mp)) is child:
             del self.hash[(parent, mp)]
+            on = self.mountpoints[mp]
+            del on[parent]
+            if not on:
+                del self.mountpoints[mp]
         if not hidden and child in parent.children:
             parent.children.remove(child)
         child.parent = None
@@ -113,7 +126,7 @@ class MountTable:
         m = self.new_mount(old.fs, root, old.flags)
         if flag & CL_SLAVE:
             m.master = old
-            old.slaves.append(m)
+            old.slaves[m] = None
         elif not flag & CL_PRIVATE:
             if old.group is not None and (flag & CL_MAKE_SHARED or self.is_shared(old)):
                 ring = old.group.members
@@ -121,7 +134,7 @@ class MountTable:
                 m.group = old.group
             if old.master is not None:
                 m.master = old.master
-                old.master.slaves.append(m)
+                old.master.slaves[m] = None
         # unbindable is never copied: it lives in mnt_t_flags on 6.17+ (§6 item 1)
         if flag & CL_MAKE_SHARED and m.group is None:
             self.new_group(m)
@@ -175,11 +188,11 @@ class MountTable:
             m.group = None
             self._transfer_slaves(m, new_master)
         if m.master is not None:
-            m.master.slaves.remove(m)
+            del m.master.slaves[m]
         if ptype == "slave":
             m.master = new_master
             if new_master is not None:
-                new_master.slaves.append(m)
+                new_master.slaves[m] = None
         else:
             m.master = None
             m.unbindable = ptype == "unbindable"
@@ -190,8 +203,8 @@ class MountTable:
         for s in m.slaves:
             s.master = to
             if to is not None:
-                to.slaves.append(s)
-        m.slaves = []
+                to.slaves[s] = None
+        m.slaves = {}
 
     # ---- propagation of a new tree (§3.1, §3.2) -------------------------------------------------
     def walk_groups(self, origin: Mount) -> list[list[Mount]]:
