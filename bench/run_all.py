@@ -5,10 +5,10 @@ Usage (root: the kernel parts run in sandbox children)::
 
     .venv/bin/python bench/run_all.py [--quick] [--write-readme]
 
-Runs bench/propagation.py, bench/startup.py and bench/signin.py one after the other (their output
-passes through), takes the JSON object each prints last, and writes
+Runs bench/propagation.py, bench/startup.py, bench/signin.py and bench/instructions.py one after
+the other (their output passes through), takes the JSON object each prints last, and writes
 
-* ``bench/results/figures.json`` -- the three objects, keyed by benchmark;
+* ``bench/results/figures.json`` -- the four objects, keyed by benchmark;
 * ``bench/results/benchmarks.md`` -- one table: each figure against its target;
 * ``bench/results/scaling.svg`` -- time against scale: model and kernel (propagation), and
   sign-in on the kernel against stores and against daemon namespaces (apply, floor, D-Bus);
@@ -37,7 +37,9 @@ ROOT = BENCH.parent
 RESULTS = BENCH / "results"
 README = ROOT / "README.md"
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
-BENCHMARKS = ("propagation", "startup", "signin")
+#: the timed benchmarks first; instructions (callgrind, counts do not depend on load) runs last so
+#: that its two busy CPUs never overlap a timed run
+BENCHMARKS = ("propagation", "startup", "signin", "instructions")
 
 
 def run(name: str, quick: bool) -> dict[str, Any]:
@@ -90,16 +92,17 @@ def table(fig: dict[str, dict[str, Any]]) -> str:
         ]
         if "scaling_stores" in si:
             ss, sn = si["scaling_stores"], si["scaling_namespaces"]
-            per_step = ss["overhead_per_step_paired_us"] + sn["overhead_per_step_paired_us"]
+            paired = ss["paired_ratio"] + sn["paired_ratio"]
             rows += [
-                ("apply when the stores double (16..128) / the floor's (kernel alone)",
-                 f"{_x(max(ss['doubling']))} / {_x(max(ss['floor_doubling']))} max",
-                 "linear (<= 2.2x)", _ok(max(ss["doubling"]) <= 2.2)),
-                ("apply when the namespaces double (25..200) / the floor's",
-                 f"{_x(max(sn['doubling']))} / {_x(max(sn['floor_doubling']))} max",
-                 "linear (<= 2.2x)", _ok(max(sn["doubling"]) <= 2.2)),
-                ("what our code adds per plan step (same-round pairs), across all sizes",
-                 f"{min(per_step):.1f} .. {max(per_step):.1f} us", "constant (<= 2x spread)",
+                ("sign-in apply time against stores 16..128: exponent k of t ~ S^k (the "
+                 "floor's: the kernel alone)", f"{ss['exponent']:.2f} ({ss['floor_exponent']:.2f})",
+                 "linear (k <= 1.15)", _ok(ss["exponent"] <= 1.15)),
+                ("the same against daemon namespaces 25..200 (D-Bus end to end)",
+                 f"{sn['exponent']:.2f} ({sn['floor_exponent']:.2f}; "
+                 f"{sn.get('dbus_exponent', float('nan')):.2f})",
+                 "linear (k <= 1.15)", _ok(sn["exponent"] <= 1.15)),
+                ("apply / floor (same-round pairs) at each of the 7 sizes",
+                 f"{min(paired):.2f} .. {max(paired):.2f}x", "flat (spread <= 1.25x)",
                  _ok(met.get("overhead_linear"))),
                 ("cost of one more store / namespace (least-squares fit of apply)",
                  f"{ss['slope_us']:.0f} us / {sn['slope_us']:.0f} us", "", ""),
@@ -117,9 +120,11 @@ def table(fig: dict[str, dict[str, Any]]) -> str:
         rows.append(("propagation: model per propagated mount (largest N)",
                      f"{p['per_mount_us_model'][-1]:.2f} us (kernel "
                      f"{p['per_mount_us_kernel'][-1]:.2f} us)", "", ""))
-        rows.append(("propagation: doubling N, model / kernel",
-                     f"{_x(max(p['scaling_model']))} / {_x(max(p['scaling_kernel']))} max",
-                     "linear (<= 2.2x)", _ok(p["max_scaling_model"] <= 2.2)))
+        sizes = f"{p['sizes'][0]}..{p['sizes'][-1]}"
+        rows.append((f"propagation time against N ({sizes}): exponent, model (kernel)",
+                     f"{p['exponent_model']:.2f} ({p['exponent_kernel']:.2f})",
+                     "linear (k <= 1.15)", _ok(p["exponent_model"] <= 1.15)))
+    rows += instruction_rows(fig.get("instructions", {}))
     lines = ["| figure | measured | target | met |", "| --- | --- | --- | --- |"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
     kernel = si.get("kernel") or st.get("kernel") or os.uname().release
@@ -130,8 +135,41 @@ def table(fig: dict[str, dict[str, Any]]) -> str:
                  "figures suffer when other processes take the CPUs; the CPU-time figures "
                  "(`time.thread_time`, kernel work for our syscalls included) do not, but the "
                  "kernel's own time for the same syscalls still swings between rounds, hence "
-                 "the paired median (bench/signin.py).")
+                 "the paired median (bench/signin.py). Instruction counts "
+                 "(bench/instructions.py): callgrind, user space of the whole Python process, "
+                 "hash seed fixed; exact and load-independent.")
     return "\n".join(lines)
+
+
+def instruction_rows(ins: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """Rows of bench/instructions.py: the exact counts, one row per series."""
+    if not ins:
+        return []
+
+    def row(label: str, ser: dict[str, Any], phase: str, unit: str,
+            key: str = "instructions") -> tuple[str, str, str, str]:
+        f = ser["phases"][phase]
+        per = f["marginal"][-1]
+        sizes = f"{ser['sizes'][0]}..{ser['sizes'][-1]}"
+        spread = "constant" if f["spread"] == 1.0 and per == 0 else \
+            f"{per:,.0f} per {unit}, spread {f['spread']:.2f}x"
+        return (f"{label} ({key}, {sizes})", spread, "linear (spread <= 1.15x)",
+                _ok(f["linear"]))
+
+    rows = [row("model propagation: 64 binds + umounts vs N", ins["propagation"],
+                "binds + umounts", "namespace")]
+    for key, unit in (("signin_stores", "store"), ("signin_namespaces", "namespace")):
+        if key in ins:
+            for phase in ("sign-in apply", "sign-out"):
+                rows.append(row(f"model {phase} vs {unit}s", ins[key], phase, unit))
+    calls = ins.get("kernel_calls") or {}
+    for key, unit in (("stores", "store"), ("namespaces", "namespace")):
+        if key in calls:
+            rows.append(row(f"kernel sign-in apply vs {unit}s", calls[key], "sign-in apply",
+                            unit, "Host calls"))
+    rows.append(("the same callgrind count twice", "equal" if ins["repeatable"] else "differ",
+                 "equal", _ok(ins["repeatable"])))
+    return rows
 
 
 def chart(fig: dict[str, dict[str, Any]]) -> str | None:
@@ -156,7 +194,19 @@ def chart(fig: dict[str, dict[str, Any]]) -> str | None:
                                    ("sign-out", "signout_ms"))]
         charts.append(svgplot.line_chart([s for s in series if s[1]],
                                          title=f"{title} (kernel)", xlabel=axis, ylabel="ms"))
-    return svgplot.panels(charts, columns=len(charts)) if charts else None
+    ins = fig.get("instructions", {})
+    for key, axis in (("signin_stores", "daemon stores (100 namespaces)"),
+                      ("signin_namespaces", "daemon namespaces (64 stores)")):
+        if key not in ins:
+            continue
+        ser = ins[key]
+        charts.append(svgplot.line_chart(
+            [(phase, [(x, v / 1e6) for x, v in zip(ser["sizes"], f["instructions"],
+                                                    strict=True)])
+             for phase, f in ser["phases"].items()],
+            title="Model sign-in, exact (callgrind)", xlabel=axis,
+            ylabel="million instructions"))
+    return svgplot.panels(charts, columns=min(len(charts), 3)) if charts else None
 
 
 def write_readme(section: str) -> None:
@@ -183,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     svg = chart(figures)
     if svg:
         (RESULTS / "scaling.svg").write_text(svg)
-        md += "\n\n![time against scale](bench/results/scaling.svg)"
+        md += "\n\n![time and instructions against scale](bench/results/scaling.svg)"
     (RESULTS / "benchmarks.md").write_text(md + "\n")
     print("\n" + md)
     if args.write_readme:

@@ -1,14 +1,16 @@
 """Guards shared by the whole suite: tests marked ``kernel`` need root and a private mount
-namespace, tests marked ``dbus`` need ``dbus-daemon``. Without them the tests skip with the reason
--- except when the ``CI`` environment variable is set: CI promises a machine that can (``.ci/run``
-installs ``dbus``; CI runs as root), so there a missing capability is a failure, never a silent
-skip. Every kernel action runs in a forked child inside a private mount namespace
-(``daemonstore.sandbox.run_in_sandbox``), never in the pytest process.
+namespace, tests marked ``dbus`` need ``dbus-daemon``, tests marked ``valgrind`` need valgrind
+(the instruction-count benchmark's smoke test). Without them the tests skip with the reason
+-- except when the ``CI`` environment variable is set: CI promises a machine that can
+(``.ci/run`` installs ``dbus`` and ``valgrind``; CI runs as root), so there a missing capability
+is a failure, never a silent skip. Every kernel action runs in a forked child inside a private
+mount namespace (``daemonstore.sandbox.run_in_sandbox``), never in the pytest process.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 
@@ -43,3 +45,10 @@ def _require_dbus_daemon(request: pytest.FixtureRequest) -> None:
     if request.node.get_closest_marker("dbus") is None or find_dbus_daemon() is not None:
         return
     _skip_or_fail("D-Bus", "dbus-daemon is not installed (Debian package 'dbus')")
+
+
+@pytest.fixture(autouse=True)
+def _require_valgrind(request: pytest.FixtureRequest) -> None:
+    if request.node.get_closest_marker("valgrind") is None or shutil.which("valgrind"):
+        return
+    _skip_or_fail("valgrind", "valgrind is not installed (Debian package 'valgrind')")
