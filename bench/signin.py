@@ -43,8 +43,8 @@ the first and the last one after that), after sign-out none is left. Each figure
 rounds (default 9; GC: collected and frozen before each timed region, enabled inside), taken in
 P passes over all sizes (default 3; ``--passes``), each size in a fresh sandbox child per
 pass: the kernel's time for the very same syscalls has two modes on this shared machine (about
-25 and 40 ms at S=64 N=100, for the floor as for ours), and a slow mode can last the whole
-life of one sandbox process, so one sandbox must not decide a size. The apply/floor target is
+25 and 40 ms at S=64 N=100, for the floor as for ours), and a slow mode can last many
+rounds of one sandbox process, so one sandbox must not decide a size. The apply/floor target is
 judged on ``ratio_floor_paired``, the median of the per-round ratios of ours and the floor
 measured back to back, so a ratio of two bests is not decided by whichever variant had the one
 lucky round.
@@ -407,7 +407,7 @@ def run_sizes(sizes: list[tuple[int, int]], args: argparse.Namespace,
               address: str | None) -> dict[tuple[int, int], dict[str, Any]]:
     """``args.passes`` passes over all sizes, each size in a fresh sandbox per pass; the rounds
     of all passes are pooled per size. The kernel's time for the very same syscalls can sit in
-    a slow mode (about 1.6x) for the whole life of one sandbox process: with the rounds of a
+    a slow mode (about 1.6x) for many rounds of one sandbox process: with the rounds of a
     size spread over several sandboxes and sizes interleaved, one such sandbox does not decide
     a size's figure or a scaling exponent."""
     per_pass = -(-args.repeat // args.passes)
