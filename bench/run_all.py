@@ -13,6 +13,7 @@ the other (their output passes through), takes the JSON object each prints last,
 * ``bench/results/benchmarks.md`` -- one table: each figure against its target;
 * ``bench/results/scaling.svg`` -- time against scale: model and kernel (propagation), and
   sign-in on the kernel against stores and against daemon namespaces (apply, floor, D-Bus);
+  below them the exact instruction counts of the model against the same scales;
 * with ``--write-readme``: the table and the chart into README.md, between the lines
   ``<!-- bench:begin -->`` and ``<!-- bench:end -->`` (nothing else in README is touched).
 
@@ -200,6 +201,13 @@ def chart(fig: dict[str, dict[str, Any]]) -> str | None:
         charts.append(svgplot.line_chart([s for s in series if s[1]],
                                          title=f"{title} (kernel)", xlabel=axis, ylabel="ms"))
     ins = fig.get("instructions", {})
+    if "propagation" in ins:
+        ser = ins["propagation"]
+        charts.append(svgplot.line_chart(
+            [("model", [(x, v / 1e6) for x, v in zip(
+                ser["sizes"], ser["phases"]["binds + umounts"]["instructions"], strict=True)])],
+            title="Propagation, model, exact (callgrind)", xlabel="slave namespaces N",
+            ylabel="million instructions"))
     for key, axis in (("signin_stores", "daemon stores (100 namespaces)"),
                       ("signin_namespaces", "daemon namespaces (64 stores)")):
         if key not in ins:
@@ -245,8 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + md)
     if args.write_readme:
         write_readme("Regenerate with `sudo .venv/bin/python bench/run_all.py --write-readme` "
-                     "(about 3 minutes; the\nbenchmarks' docstrings say what each figure "
-                     "measures).\n\n" + md)
+                     "(about 8 minutes, 5 of\nthem callgrind; the benchmarks' docstrings say what "
+                     "each figure measures).\n\n" + md)
         print(f"\nwrote the table into {README}")
     return 0
 
