@@ -18,6 +18,12 @@ ratio <= 5 and linear in N: exponent <= 1.15 over the whole range (a doubling at
 single doublings swing too much on a shared machine to judge one by one). The exact,
 load-independent count of the model's work is bench/instructions.py.
 
+SETTLE: after each kernel round the sandbox child's exit tears down its namespaces, and the
+kernel frees those mounts after an RCU grace period, in softirq context, charged to whatever
+thread is on the CPU then. A model round started right away took 35-45% longer (measured:
+148.9 and 161.5 ms against 112.3 and 115.2 ms after one second of quiet, N=400 after a kernel
+round at N=800), so each kernel round is followed by one second of quiet.
+
 The kernel part needs root and runs in a forked child inside a private mount namespace
 (daemonstore.kernel.run_in_sandbox); with ``--model-only`` it is skipped and said so.
 """
@@ -96,11 +102,16 @@ def _model_once(n: int) -> float:
     return (b + u) * 1000
 
 
+#: seconds of quiet after each kernel round (SETTLE in the module docstring)
+SETTLE = 1.0
+
+
 def _kernel_once(n: int) -> float:
     from daemonstore.kernel import run_in_sandbox
 
     b, u, seen = run_in_sandbox(_kernel_measure, n)
     assert seen == 1, "kernel did not propagate"
+    time.sleep(SETTLE)
     return (b + u) * 1000
 
 

@@ -49,6 +49,14 @@ judged on ``ratio_floor_paired``, the median of the per-round ratios of ours and
 measured back to back, so a ratio of two bests is not decided by whichever variant had the one
 lucky round.
 
+**Settle** (``--settle``, default 0.1 s): a quiet pause before each timed round. A sign-out
+frees its 2S*N mounts after an RCU grace period, in softirq context, charged to whatever
+thread is on the CPU then; without the pause that work lands in the next round's timed region
+(bench/propagation.py measured the effect of a whole sandbox's teardown: a model round right
+after a kernel round took 35-45% longer), and it is not part of the sign-in being measured.
+Here the effect is small (best-of figures within noise with and without it): umount(2) frees
+most of its mounts before it returns.
+
 Sizes: stores S in 16/32/64/128 at N=100, namespaces N in 25/50/100/200 at S=64
 (``--quick``: only S=64, N=100, fewer rounds). Targets (the issue "Performance: sign-in latency
 and propagation at scale"): apply <= 1.5x floor and >= 20x faster than the shell at S=64 N=100;
@@ -247,7 +255,7 @@ def record(h: KernelHost, user: str) -> dict[str, list[floor.Call]]:
 
 
 def measure(h: KernelHost, stores: int, namespaces: int, rounds: int, shell_rounds: int,
-            address: str | None, dbus_rounds: int) -> dict[str, Any]:
+            address: str | None, dbus_rounds: int, settle: float = 0.0) -> dict[str, Any]:
     """In the sandbox child: set up, then every variant ``rounds`` times, each on a new user."""
     names = setup(h, stores, namespaces)
     binds = 2 * stores
@@ -270,6 +278,7 @@ def measure(h: KernelHost, stores: int, namespaces: int, rounds: int, shell_roun
             def between(user: str = user, full: bool = full) -> None:
                 check(h, user, binds, names, full)
 
+            time.sleep(settle)  # SETTLE: the last sign-out's deferred frees, not in this round
             gc.collect()
             gc.freeze()
             if variant == "ours":
@@ -284,7 +293,7 @@ def measure(h: KernelHost, stores: int, namespaces: int, rounds: int, shell_roun
             out[variant].append(times)
     os.close(root_fd)
     if address:
-        out["dbus"] = dbus_rounds_in(h, address, dbus_rounds, names, binds)
+        out["dbus"] = dbus_rounds_in(h, address, dbus_rounds, names, binds, settle)
     return out
 
 
@@ -292,13 +301,13 @@ def measure(h: KernelHost, stores: int, namespaces: int, rounds: int, shell_roun
 
 
 def dbus_rounds_in(h: KernelHost, address: str, rounds: int, names: list[str],
-                   binds: int) -> list[dict[str, float]]:
+                   binds: int, settle: float = 0.0) -> list[dict[str, float]]:
     proc = subprocess.Popen([sys.executable, "-m", "cryptohome_sim", "--root", h.root,
                              "--address", address], stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         _wait_ready(proc)
-        return asyncio.run(_drive(h, address, rounds, names, binds))
+        return asyncio.run(_drive(h, address, rounds, names, binds, settle))
     finally:
         proc.send_signal(signal.SIGTERM)  # our own child, by pid
         try:
@@ -327,7 +336,7 @@ def _wait_ready(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
 
 
 async def _drive(h: KernelHost, address: str, rounds: int, names: list[str],
-                 binds: int) -> list[dict[str, float]]:
+                 binds: int, settle: float) -> list[dict[str, float]]:
     from cryptohome_sim.client import Client
     from daemonstore.client import DaemonStoreClient
     from daemonstore.host_view import NamespaceView
@@ -344,6 +353,7 @@ async def _drive(h: KernelHost, address: str, rounds: int, names: list[str],
 
             for k in range(rounds + 1):  # round 0 warms the service process up
                 username = f"user{k}@example.com"
+                await asyncio.sleep(settle)  # SETTLE (module docstring)
                 gc.collect()
                 waiter = asyncio.ensure_future(signal_time())
                 t0 = time.perf_counter()
@@ -415,7 +425,7 @@ def run_sizes(sizes: list[tuple[int, int]], args: argparse.Namespace,
     for p in range(args.passes):
         for size in sizes:
             raw = run_in_sandbox(measure, *size, per_pass, 1 if p < args.shell_repeat else 0,
-                                 address, per_pass)
+                                 address, per_pass, args.settle)
             if size not in raws:
                 raws[size] = raw
                 continue
@@ -547,6 +557,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="S=64 N=100 only, fewer rounds")
     ap.add_argument("--repeat", type=int, default=None, help="rounds per variant (best of)")
+    ap.add_argument("--settle", type=float, default=0.1,
+                    help="seconds of quiet before each timed round (default 0.1; see SETTLE)")
     ap.add_argument("--passes", type=int, default=None,
                     help="passes over all sizes, a fresh sandbox per size each (default 3)")
     ap.add_argument("--shell-repeat", type=int, default=None,

@@ -82,7 +82,10 @@ class MountTable:
         child.parent = parent
         child.mountpoint = mp
         self.hash[(parent, mp)] = child
-        self.mountpoints.setdefault(mp, {})[parent] = child
+        on = self.mountpoints.get(mp)
+        if on is None:
+            on = self.mountpoints[mp] = {}
+        on[parent] = child
         parent.children.append(child)
 
     def _hash_del(self, child: Mount, hidden: bool = False) -> None:
