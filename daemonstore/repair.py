@@ -49,7 +49,14 @@ from daemonstore.session import (
     mounted_users,
     plan_sign_out,
 )
-from daemonstore.session_ops import BindDir, EnsureDir, ForceUmount, MakeTarget, RemountBind
+from daemonstore.session_ops import (
+    BindDir,
+    EnsureDir,
+    ForceUmount,
+    MakeTarget,
+    RemountBind,
+    RemoveDir,
+)
 from startup.apply import StartupReport, apply_plan, dry_run_report
 from startup.plan import StartupPlan, plan_startup
 
@@ -293,6 +300,24 @@ def _leaked_chronos_user(entries: list[mountinfo.MountInfoEntry], signed: list[s
                    for h in signed for e in _user_mounts(entries, h))
 
 
+def _leftover_mount_points(host: Host, entries: list[mountinfo.MountInfoEntry],
+                           signed: list[str]) -> list[str]:
+    """Mount points a sign-out removes that outlive the user's own (``session.plan_sign_out``):
+    /home/chronos/user and the vault's, left unmounted by a sign-out that stopped part-way."""
+    mounted = {e.mount_point for e in entries}
+    hashes, _odd = _hashes_in(host, paths.SHADOW)
+    points = [paths.HOME_CHRONOS_USER, *(paths.vault_mount(h) for h in sorted(hashes)
+                                         if h not in signed)]
+    return [p for p in points if p not in mounted and _is_dir(host, p)]
+
+
+def _is_dir(host: Host, path: str) -> bool:
+    try:
+        return host.lstat(path, safe=True).is_dir
+    except OSError:
+        return False
+
+
 def plan_repair(host: Host) -> RepairPlan:
     """What repair would do on ``host`` now (pure: reads only). The user plans are made against
     the state *after* startup's plan; startup never touches a user's mount, so the two do not
@@ -334,6 +359,13 @@ def plan_repair(host: Host) -> RepairPlan:
                    else "not signed in, mount points left")
             users.append(UserRepair(h, CLEAN_UP, (why,),
                                     SignOutPlan(h, tuple(steps), False, out.warnings)))
+    planned = {getattr(op, "path", None) for u in users for op in u.plan.steps}
+    leftovers = [p for p in _leftover_mount_points(host, entries, signed) if p not in planned]
+    if leftovers:
+        users.append(UserRepair("-", CLEAN_UP, ("mount points a sign-out left: "
+                                                + ", ".join(leftovers),),
+                                SignOutPlan("-", tuple(RemoveDir(p) for p in leftovers),
+                                            False)))
     if leaked_chronos:  # e.g. a loop vault's, whose root does not name the user
         users.append(UserRepair("-", CLEAN_UP, (f"{paths.HOME_CHRONOS_USER} is mounted for no "
                                                 "signed-in user",),

@@ -75,7 +75,10 @@ Sign-out (§2 "Unmount at sign-out"): every mount of the user found in mountinfo
 below, the home binds, ``/home/chronos/user`` when it is this user's, the store binds and
 anything mounted below them) is unmounted in reverse mount order (LIFO) with
 ``ForceUmount`` (plain umount, lazy detach on EBUSY, reported); then the empty mount points are
-removed. The user's data stays in the vault.
+removed: the user's own, and also the vault's mount point and ``/home/chronos/user`` when it was
+theirs, which outlive a user in the original. Removing a mount point detaches the mounts on it
+in every other namespace, so a daemon namespace made mid-session keeps no copy of the vault (the
+original has ``ui-post-stop`` kill such daemons instead). The user's data stays in the vault.
 
 Guest sessions (ephemeral tmpfs vault, the ``mnt_chrome`` namespace) are
 :mod:`daemonstore.guest`, built on the planner here.
@@ -442,8 +445,8 @@ class _SignInPlanner:
             self.steps.append(loopvault.CreateVaultImage(image))
         # the mount point itself: the check for "vault mount point busy" was done in plan()
         st = self.inspect(self.vault_mount)
-        if st is None:
-            self.steps.append(MakeDir(self.vault_mount, VAULT_MODE))
+        if st is None:  # sign-out removes it (plan_sign_out); a failed sign-in removes it too
+            self.steps.append(MakeTarget(self.vault_mount, VAULT_MODE))
         if self.opaque_vault:
             self.steps.append(loopvault.MountLoopVault(image, self.vault_mount))
         else:
@@ -677,6 +680,17 @@ def plan_sign_out(host: Host, user_hash: str) -> SignOutPlan:
                  paths.home_chronos(user_hash)):
         if _existing_dir(host, home):
             steps.append(RemoveDir(home))
+    # The mount points this sign-out empties that outlive the user's own: the vault's and, when
+    # it showed this user, /home/chronos/user. A daemon namespace made during the session
+    # (``-v -Kslave``) holds copies of them that no umount propagates to (the vault bind is
+    # private, /home/chronos/user a slave); rmdir detaches every mount on a dentry in every
+    # namespace (__detach_mounts(), lazily), so the user's files are reachable nowhere once
+    # they are signed out. The original leaves them and has ui-post-stop kill such daemons
+    # (process_killer --mount_holders, chromeos-facts.md §2). Sign-in makes both again.
+    # A crashed sign-in may have made them without mounting: not mounted, they go as well.
+    owned, mounted = {e.mount_point for e in mine}, {e.mount_point for e in entries}
+    steps += [RemoveDir(p) for p in (paths.vault_mount(user_hash), paths.HOME_CHRONOS_USER)
+              if p in owned or (p not in mounted and _existing_dir(host, p))]
     return SignOutPlan(user_hash, tuple(steps), signed_in, tuple(warnings))
 
 

@@ -59,8 +59,9 @@ def expect_dir(host: Host, path: str) -> Stat:
 
 @dataclass(frozen=True)
 class MakeTarget(MakeDir):
-    """``mkdir -m MODE P`` of a mount target outside the user's shadow directory: a failed
-    sign-in removes it again (rollback), so a refused sign-in leaves no trace outside the vault."""
+    """``mkdir -m MODE P`` of a mount target (outside the user's shadow directory, or the
+    vault's mount point, which sign-out removes too): a failed sign-in removes it again
+    (rollback), so a refused sign-in leaves no trace outside the vault."""
 
     def undo(self) -> Op | None:
         return RemoveDir(self.path)

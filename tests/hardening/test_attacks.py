@@ -221,6 +221,9 @@ def _binds_body(world: World) -> list[Record]:
             host.rmdir(path, safe=True)
 
     # 5. a foreign mount on /home/chronos/user: alice is not given it and it is not touched
+    # (her sign-out removed the empty mount point: it is made again, as sign-in would)
+    if not host.exists(paths.HOME_CHRONOS_USER):
+        host.mkdir(paths.HOME_CHRONOS_USER, 0o755, safe=True)
     host.mount_tmpfs("foreign", paths.HOME_CHRONOS_USER)
     before = (victims(world), [e for e in mountinfo.parse(host.mountinfo())
                                if e.mount_point == paths.HOME_CHRONOS_USER])

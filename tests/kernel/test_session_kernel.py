@@ -126,6 +126,41 @@ def test_busy_store_at_sign_out_is_lazily_detached(where: str) -> None:
     assert out["mounted"] == [] and not out["exists"]
 
 
+def _late(world: World) -> dict[str, Any]:
+    """A namespace cloned with slave propagation *after* sign-in (a daemon restarted
+    mid-session), holding a file open in its copy of the vault."""
+    h = world.login("alice")
+    world.host.use_namespace(world.namespace)
+    world.host.new_namespace("late", "slave")
+    world.host.use_namespace(world.namespace)
+
+    def mine(ns: str) -> list[str]:
+        return sorted(e.mount_point for e in mountinfo.parse(world.host.mountinfo(ns))
+                      if h in e.root or h in e.mount_point)
+
+    before = mine("late")
+    with world.in_namespace("late"):
+        world.host.write_file(f"{paths.vault_mount(h)}/user/note", b"private")
+        fd = os.open(f"{world.host.root}{paths.vault_mount(h)}/user/note",  # type: ignore[attr-defined]
+                     os.O_RDONLY)
+    try:
+        result = world.logout("alice")
+        data = os.pread(fd, 100, 0)
+    finally:
+        os.close(fd)
+    return {"hash": h, "before": before, "after": mine("late"), "result": result, "data": data}
+
+
+def test_a_namespace_made_mid_session_keeps_nothing_of_the_user_after_sign_out() -> None:
+    out = kernel_world(_late, daemons=[FOO])
+    h = out["hash"]
+    assert paths.vault_mount(h) in out["before"] and paths.HOME_CHRONOS_USER in out["before"]
+    assert out["after"] == []  # detached by the rmdir of their mount points, even while busy
+    assert out["result"].ok, out["result"].warnings
+    assert paths.vault_mount(h) in out["result"].removed_dirs
+    assert out["data"] == b"private"  # the holder keeps its open file (a lazy detach)
+
+
 # ---- faults and attacks -------------------------------------------------------------------------
 
 

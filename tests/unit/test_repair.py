@@ -140,9 +140,15 @@ def _log_of(world: World) -> list[tuple[int, str, str]]:
     return probe.log
 
 
+def _core_call() -> int:
+    """The sign-in call that makes user/ shared: a crash there is after the vault bind."""
+    return next(i for i, (_n, method, path) in enumerate(_log_of(build()))
+                if method == "make" and path.endswith("/mount/user"))
+
+
 def test_a_crash_in_the_core_is_torn_down() -> None:
     world = build()
-    _crash_sign_in(world, 12)  # after the vault bind, before user/ is made shared
+    _crash_sign_in(world, _core_call())  # after the vault bind, before user/ is made shared
     plan = plan_repair(world.host)
     assert [u.kind for u in plan.users] == [TEAR_DOWN]
     assert "incomplete session" in plan.users[0].reasons[0]
@@ -218,7 +224,7 @@ def test_cli_consistent_host_exits_0(host: World) -> None:
 
 
 def test_cli_dry_run_prints_the_plan_and_changes_nothing(host: World) -> None:
-    _crash_sign_in(host, 12)
+    _crash_sign_in(host, _core_call())
     before = state(host)
     res = invoke("--root", "/r", "--dry-run")
     assert res.exit_code == 0, res.output

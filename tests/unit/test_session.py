@@ -250,8 +250,32 @@ def test_sign_out_is_lifo_and_removes_the_empty_targets() -> None:
             assert not world.host.exists(paths.user_store(d, h, cache))
     for home in (paths.home_root(h), paths.home_user(h), paths.home_chronos(h)):
         assert home in out.removed_dirs
-    assert world.host.exists(paths.HOME_CHRONOS_USER)  # a fixed mount point, kept
+    # the mount points that outlive the user's own go too (copies elsewhere are detached);
+    # sign-in makes them again
+    for point in (paths.vault_mount(h), paths.HOME_CHRONOS_USER):
+        assert point in out.removed_dirs and not world.host.exists(point)
     assert session.mounted_users(world.host) == []
+    world.login("alice")
+    assert world.host.exists(paths.HOME_CHRONOS_USER)
+
+
+def test_a_daemon_namespace_made_mid_session_keeps_nothing_of_the_user() -> None:
+    """``-v -Kslave`` after sign-in copies the private vault bind and the slave
+    /home/chronos/user, which no umount propagates to: sign-out's rmdir of their mount points
+    detaches the copies in every namespace (the original kills such daemons instead)."""
+    world = make_world(FOO)
+    h = world.login("alice")
+    world.host.use_namespace(world.namespace)
+    world.host.new_namespace("late", "slave")
+    world.host.use_namespace(world.namespace)
+    late = [e.mount_point for e in parse(world.host.mountinfo("late")) if h in e.root
+            or h in e.mount_point]
+    assert paths.vault_mount(h) in late and paths.HOME_CHRONOS_USER in late
+    out = world.logout("alice")
+    assert out.ok and not out.lazily_detached
+    left = [e.mount_point for e in parse(world.host.mountinfo("late"))
+            if h in e.root or h in e.mount_point]
+    assert left == []
 
 
 def test_sign_out_takes_along_what_was_mounted_below_the_users_mounts() -> None:
