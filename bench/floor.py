@@ -412,8 +412,10 @@ def shell_commands(calls: list[Call], root: str) -> list[tuple[list[str], bytes 
 # ---- proof: the same syscalls as ours, under strace ------------------------------------------
 
 MARK = "/@@bench-floor-mark:"
-#: memory management, which an allocator does whenever it likes
-NOISE = frozenset({"brk", "mmap", "munmap", "mremap", "madvise", "mprotect"})
+#: memory management, which an allocator does whenever it likes, and the benchmark's own clock
+#: reads (time.thread_time is a real clock_gettime syscall; the harness reads it around
+#: different phases of each variant)
+NOISE = frozenset({"brk", "mmap", "munmap", "mremap", "madvise", "mprotect", "clock_gettime"})
 _marking = [False]
 
 

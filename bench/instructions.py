@@ -183,12 +183,18 @@ def counted_series(kind: str, sizes: list[tuple[int, int]], axis: int, phases: l
     """Instructions per phase at each size: count(k) - count(k-1) of cumulative runs."""
     jobs = {(size, k): pool.submit(count, kind, size[0], size[1], k, tmp)
             for size in sizes for k in range(len(phases) + 1)}
+    return make_series(sizes, axis, "instructions", {
+        phase: [jobs[(size, k)].result() - jobs[(size, k - 1)].result() for size in sizes]
+        for k, phase in enumerate(phases, start=1)})
+
+
+def make_series(sizes: list[tuple[int, int]], axis: int, key: str,
+                values: dict[str, list[int]]) -> dict[str, Any]:
+    """One series: its sizes along ``axis`` and, per phase, the counts under ``key`` with
+    :func:`series_figures`."""
     xs = [size[axis] for size in sizes]
-    out: dict[str, Any] = {"sizes": xs, "phases": {}}
-    for k, phase in enumerate(phases, start=1):
-        values = [jobs[(size, k)].result() - jobs[(size, k - 1)].result() for size in sizes]
-        out["phases"][phase] = {"instructions": values, **series_figures(xs, values)}
-    return out
+    return {"sizes": xs, "phases": {phase: {key: vals, **series_figures(xs, vals)}
+                                    for phase, vals in values.items()}}
 
 
 def kernel_calls(sizes: list[tuple[int, int]]) -> list[dict[str, int]]:
@@ -209,11 +215,8 @@ def kernel_calls(sizes: list[tuple[int, int]]) -> list[dict[str, int]]:
 
 def calls_series(sizes: list[tuple[int, int]], axis: int,
                  rows: list[dict[str, int]]) -> dict[str, Any]:
-    xs = [size[axis] for size in sizes]
-    return {"sizes": xs, "phases": {
-        phase: {"calls": [row[phase] for row in rows],
-                **series_figures(xs, [row[phase] for row in rows])}
-        for phase in rows[0]}}
+    return make_series(sizes, axis, "calls", {phase: [row[phase] for row in rows]
+                                              for phase in rows[0]})
 
 
 def _print_series(title: str, ser: dict[str, Any], unit: str, key: str = "instructions") -> None:

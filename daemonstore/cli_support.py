@@ -7,6 +7,8 @@ name with a model host without touching the others.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import click
 
 from .host import Host
@@ -24,6 +26,17 @@ def open_host(root: str) -> Host:
     from .kernel import KernelHost  # only the kernel path needs ctypes
 
     return KernelHost(root)
+
+
+def step_logger(verbose: bool, *, err: bool) -> Callable[[str], None] | None:
+    """``-v``: each step as ``+ LINE`` (to stderr when stdout carries JSON), else None."""
+    if not verbose:
+        return None
+
+    def log(line: str) -> None:
+        click.echo(f"+ {line}", err=err)
+
+    return log
 
 
 def close_host(host: object) -> None:

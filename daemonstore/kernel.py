@@ -1061,10 +1061,7 @@ class KernelHost:
         fd = self._open_no_device(path, flags) if safe else self._open(path, flags, safe=False)
         try:
             with _errors_as(path):
-                chunks = []
-                while chunk := os.read(fd, 1 << 16):
-                    chunks.append(chunk)
-                return b"".join(chunks)
+                return read_all(fd)
         finally:
             os.close(fd)
 
@@ -1172,16 +1169,22 @@ def _refuse_aliases(st: os.stat_result, path: str) -> None:
                   "changed through safe access", path)
 
 
+def read_all(fd: int, size: int = 1 << 16) -> bytes:
+    """Everything left to read from ``fd``, in ``size`` reads (the fd stays open)."""
+    chunks = []
+    while chunk := os.read(fd, size):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _read_mountinfo() -> str:
     # plain open/read/close: a text-mode file object adds an fstat, an ioctl and an lseek
     fd = os.open("/proc/self/mountinfo", os.O_RDONLY | O_CLOEXEC)
     try:
-        chunks = []
-        while chunk := os.read(fd, 1 << 17):
-            chunks.append(chunk)
+        data = read_all(fd, 1 << 17)
     finally:
         os.close(fd)
-    return b"".join(chunks).decode("utf-8", "surrogateescape")
+    return data.decode("utf-8", "surrogateescape")
 
 __all__ = ["set_no_new_privs", "get_no_new_privs", "KernelHost", "SandboxRefused",
            "check_private_namespace", "mount", "umount2",

@@ -44,6 +44,7 @@ from daemonstore.session import (
     SignInError,
     SignInPlan,
     SignOutPlan,
+    _existing_dir,
     _SignInPlanner,
     _user_mounts,
     mounted_users,
@@ -56,6 +57,7 @@ from daemonstore.session_ops import (
     MakeTarget,
     RemountBind,
     RemoveDir,
+    op_path,
 )
 from startup.apply import StartupReport, apply_plan, dry_run_report
 from startup.plan import StartupPlan, plan_startup
@@ -308,14 +310,7 @@ def _leftover_mount_points(host: Host, entries: list[mountinfo.MountInfoEntry],
     hashes, _odd = _hashes_in(host, paths.SHADOW)
     points = [paths.HOME_CHRONOS_USER, *(paths.vault_mount(h) for h in sorted(hashes)
                                          if h not in signed)]
-    return [p for p in points if p not in mounted and _is_dir(host, p)]
-
-
-def _is_dir(host: Host, path: str) -> bool:
-    try:
-        return host.lstat(path, safe=True).is_dir
-    except OSError:
-        return False
+    return [p for p in points if p not in mounted and _existing_dir(host, p)]
 
 
 def plan_repair(host: Host) -> RepairPlan:
@@ -359,7 +354,7 @@ def plan_repair(host: Host) -> RepairPlan:
                    else "not signed in, mount points left")
             users.append(UserRepair(h, CLEAN_UP, (why,),
                                     SignOutPlan(h, tuple(steps), False, out.warnings)))
-    planned = {getattr(op, "path", None) for u in users for op in u.plan.steps}
+    planned = {op_path(op) for u in users for op in u.plan.steps}
     leftovers = [p for p in _leftover_mount_points(host, entries, signed) if p not in planned]
     if leftovers:
         users.append(UserRepair("-", CLEAN_UP, ("mount points a sign-out left: "

@@ -47,10 +47,7 @@ class ReadOnlyRoot:
         # O_NONBLOCK: a fifo planted at the path reads as empty instead of hanging
         fd = self._open(path, os.O_RDONLY | os.O_NONBLOCK, safe=safe)
         try:
-            chunks = []
-            while chunk := os.read(fd, 1 << 16):
-                chunks.append(chunk)
-            return b"".join(chunks)
+            return kernel.read_all(fd)
         finally:
             os.close(fd)
 

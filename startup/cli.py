@@ -23,7 +23,7 @@ from typing import Any
 
 import click
 
-from daemonstore.cli_support import CannotRun, close_host, open_host
+from daemonstore.cli_support import CannotRun, close_host, open_host, step_logger
 from startup.apply import run_startup
 
 EXIT_COMPLETE = 0
@@ -65,10 +65,7 @@ def startup_command(root: str, dry_run: bool, as_json: bool, verify: bool,
         host = open_host(root)
     except OSError as exc:  # SandboxRefused is a PermissionError
         raise CannotRun(f"--root {root}: {exc.strerror or exc}") from None
-    log = None
-    if verbose:
-        def log(line: str) -> None:
-            click.echo(f"+ {line}", err=as_json)
+    log = step_logger(verbose, err=as_json)
     try:
         plan, report = run_startup(host, dry_run=dry_run, log=log, verify=verify)
     except OSError as exc:  # the host itself failed (e.g. mountinfo unreadable)

@@ -25,7 +25,7 @@ from daemonstore.cleanup.plan import (
     format_size,
     parse_size,
 )
-from daemonstore.cli_support import CannotRun, open_host
+from daemonstore.cli_support import CannotRun, open_host, step_logger
 
 EXIT_OK = 0
 EXIT_SHORT = 1
@@ -105,10 +105,7 @@ def cleanup_command(root: str, dry_run: bool, as_json: bool, target: int | None,
         host = open_host(root)
     except OSError as exc:  # SandboxRefused is a PermissionError
         raise CannotRun(f"--root {root}: {exc.strerror or exc}") from None
-    log = None
-    if verbose:
-        def log(line: str) -> None:
-            click.echo(f"+ {line}", err=as_json)
+    log = step_logger(verbose, err=as_json)
     try:
         if interval is None:
             report = run_cleanup(host, thresholds, dry_run=dry_run, log=log)
