@@ -13,7 +13,7 @@ helper for bench/signin.py and bench/startup.py; imports ctypes like bench/start
 
 ``python bench/signin.py --check-floor`` verifies under strace that the floor issues the same
 system calls as ours (up to memory management), so this table cannot silently drift from
-daemonstore/kernel.py.
+daemonstore/kernel/__init__.py.
 
 :func:`shell_commands` gives the naive baseline for the same calls: one process per changing
 call (``mkdir -m``, ``chown``, ``chmod``, ``mount --bind``, ``mount -o remount,bind,...``,

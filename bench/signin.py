@@ -116,9 +116,9 @@ import fits  # noqa: E402
 import floor  # noqa: E402
 
 from daemonstore import session  # noqa: E402
+from daemonstore.boot import seed as demo  # noqa: E402
+from daemonstore.boot.apply import run_startup  # noqa: E402
 from daemonstore.kernel import KernelHost, run_in_sandbox  # noqa: E402
-from startup import demo  # noqa: E402
-from startup.apply import run_startup  # noqa: E402
 
 TARGETS = {"ratio_floor": 1.5, "speedup_shell": 20.0, "ratio_dbus": 3.0, "exponent": 1.15}
 STORES, NAMESPACES = (16, 32, 64, 128), (25, 50, 100, 200)
@@ -336,9 +336,9 @@ def _wait_ready(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
 
 async def _drive(h: KernelHost, address: str, rounds: int, names: list[str],
                  binds: int, settle: float) -> list[dict[str, float]]:
-    from cryptohome_sim.client import Client
-    from daemonstore.client import DaemonStoreClient
-    from daemonstore.host_view import NamespaceView
+    from daemonstore.daemon.client import DaemonStoreClient
+    from daemonstore.dbus.client import Client
+    from daemonstore.host import NamespaceView
 
     login = await Client.connect(address)
     view: Any = NamespaceView(h, names[-1])

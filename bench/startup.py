@@ -10,7 +10,8 @@ Each trial builds the same tree in a fresh sandbox: N valid templates (root, 070
 ``/run/daemon-store-cache`` as tmpfiles.d leaves them (chromeos-facts.md §1). It then times,
 from a fresh state, one of:
 
-* **ours**: ``startup.apply.run_startup(KernelHost)`` -- plan (read passwd, list and lstat the
+* **ours**: ``daemonstore.boot.apply.run_startup(KernelHost)`` -- plan (read passwd, list and lstat
+the
   templates, lstat every store, one mountinfo read), apply (mkdir, chown, bind, make-shared per
   store, each resolved with openat2(RESOLVE_IN_ROOT|RESOLVE_NO_SYMLINKS) and done on the fd), and
   the check (one more mountinfo read).
@@ -67,6 +68,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import floor  # noqa: E402  (bench/floor.py)
 
+from daemonstore.boot import seed as demo  # noqa: E402
+from daemonstore.boot.apply import apply_plan  # noqa: E402
+from daemonstore.boot.plan import plan_startup  # noqa: E402
 from daemonstore.kernel import (  # noqa: E402
     O_CLOEXEC,
     O_DIRECTORY,
@@ -76,9 +80,6 @@ from daemonstore.kernel import (  # noqa: E402
     run_in_sandbox,
 )
 from daemonstore.mountinfo import parse  # noqa: E402
-from startup import demo  # noqa: E402
-from startup.apply import apply_plan  # noqa: E402
-from startup.plan import plan_startup  # noqa: E402
 
 TARGET_RATIO_FLOOR = 1.5
 BASES = ("/run/daemon-store", "/run/daemon-store-cache")

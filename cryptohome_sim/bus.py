@@ -1,6 +1,6 @@
 """Start and stop a private ``dbus-daemon`` (process management; no D-Bus protocol here).
 
-Used by the tests (``daemonstore.testing_bus``), by ``cryptohome-sim --spawn-bus`` and by the demo.
+Used by the tests (``daemonstore.testing.bus``), by ``cryptohome-sim --spawn-bus`` and by the demo.
 Never touches the machine's own buses: the daemon gets a generated configuration that listens on
 a unix socket in a fresh temporary directory, and :meth:`PrivateBus.stop` ends exactly the pid it
 started (style.md §2.6: wait for the daemon's printed address instead of sleeping).

@@ -20,13 +20,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Concatenate, ParamSpec, TypeVar
 
-from cryptohome_sim import names
-from daemonstore import guest as guest_session
 from daemonstore import paths, session
+from daemonstore.boot.apply import READY, run_startup
+from daemonstore.boot.plan import PASSWD, read_system_uids
+from daemonstore.daemon.salt import load_or_create_salt
+from daemonstore.dbus import names
 from daemonstore.host import Host
-from daemonstore.store_path import load_or_create_salt
-from startup.apply import READY, run_startup
-from startup.plan import PASSWD, read_system_uids
+from daemonstore.session import guest as guest_session
 
 T = TypeVar("T")
 
@@ -72,7 +72,7 @@ def _step_line(step: object) -> str:
     return to_line() if callable(to_line) else str(step)
 
 
-# ---- salt (chromeos-facts.md §3, "Salt"): one implementation, in daemonstore.store_path -------
+# ---- salt (chromeos-facts.md §3, "Salt"): one implementation, in daemonstore.daemon.salt -------
 
 
 P = ParamSpec("P")
@@ -97,10 +97,11 @@ class Cryptohome:
 
     Everything runs in the namespace that was current when the core was made (the machine's
     root namespace, where cryptohomed mounts), whatever namespace a test left current; a guest
-    is mounted inside ``mnt_chrome`` (daemonstore.guest), entered from there.
+    is mounted inside ``mnt_chrome`` (daemonstore.session.guest), entered from there.
 
     ``vault`` is the regular users' vault backend (``"dir"``, or ``"loop"`` on the kernel: an
-    ext4 image on a loop device, daemonstore.loopvault); the guest's vault is always a tmpfs.
+    ext4 image on a loop device, daemonstore.session.loop_vault); the guest's vault is always a
+    tmpfs.
     """
 
     def __init__(self, host: Host, *, random_bytes: Callable[[int], bytes] = os.urandom,

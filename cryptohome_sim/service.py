@@ -1,7 +1,7 @@
 """D-Bus skin of the simulated cryptohome and session manager (the only module exporting D-Bus
 objects; dbus-fast ``ServiceInterface`` classes over :class:`cryptohome_sim.core.Cryptohome`).
 
-Names (design.md "D-Bus", chromeos-facts.md §3, §4; constants in :mod:`cryptohome_sim.names`):
+Names (design.md "D-Bus", chromeos-facts.md §3, §4; constants in :mod:`daemonstore.dbus.names`):
 
 ``org.chromium.UserDataAuth`` at ``/org/chromium/UserDataAuth``
   ``org.chromium.CryptohomeMiscInterface``
@@ -44,9 +44,9 @@ from dbus_fast.aio import MessageBus
 from dbus_fast.annotations import DBusBool, DBusInt32, DBusSignature, DBusStr, DBusUInt32
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_signal
 
-from cryptohome_sim import names
 from cryptohome_sim.core import Cryptohome, CryptohomeError
 from daemonstore import paths
+from daemonstore.dbus import names
 
 _log = logging.getLogger("cryptohome_sim")
 

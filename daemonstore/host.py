@@ -29,10 +29,12 @@ for everything inside a user's home, which is attacker-controlled. Two more rule
 
 from __future__ import annotations
 
+import functools
 import stat as stat_mod
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 class Propagation(StrEnum):
@@ -222,3 +224,37 @@ class Host(Protocol):
         (``AmountOfFreeDiskSpace``). A tmpfs without a size limit (``size=0``) reports
         ``(0, 0)``, as the kernel does."""
         ...
+
+class NamespaceView:
+    """``NamespaceView(host, "d-biod")`` behaves like ``host`` seen from namespace d-biod."""
+
+    def __init__(self, host: Host, namespace: str) -> None:
+        self._host = host
+        self.namespace = namespace
+        self.kind = host.kind
+
+    def current_namespace(self) -> str:
+        return self.namespace
+
+    def mountinfo(self, namespace: str | None = None) -> str:
+        return self._host.mountinfo(namespace or self.namespace)
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._host, name)
+        if not callable(attr):
+            return attr
+        return self._pinned(attr)
+
+    def _pinned(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            previous = self._host.current_namespace()
+            if previous != self.namespace:
+                self._host.use_namespace(self.namespace)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                if self._host.current_namespace() != previous:
+                    self._host.use_namespace(previous)
+
+        return call

@@ -105,7 +105,7 @@ def vault_mount(user_hash: str) -> str:
 
 
 def vault_image(user_hash: str) -> str:
-    """The ext4 image of the loop vault (``--vault loop``, daemonstore.loopvault)."""
+    """The ext4 image of the loop vault (``--vault loop``, daemonstore.session.loop_vault)."""
     return f"{shadow(user_hash)}/vault.img"
 
 

@@ -1,11 +1,12 @@
-"""The chromeos_startup daemon-store step: ``/etc/daemon-store`` templates become shared
-``/run/daemon-store{,-cache}/<d>`` mounts (chromeos-facts.md §1), checked, idempotent, and written
-once against the Host interface (runs on ModelHost and KernelHost alike).
+"""The chromeos_startup step: ``daemonstore-startup`` (console script ``startup.cli:main``).
 
-``plan`` (pure: inspect, decide), ``apply`` (carry out, report), ``cli`` (``daemonstore-startup``).
+``chromeos_startup`` runs it at boot: each ``/etc/daemon-store/<d>`` template becomes shared
+``/run/daemon-store{,-cache}/<d>`` mounts (chromeos-facts.md §1). The planner and apply it runs
+are the library's :mod:`daemonstore.boot`, which the sign-in hook, ``repair`` and the simulated
+worlds share; this package is the boot-time entry point and nothing else, so the library never
+imports it.
 """
 
-from startup.apply import StartupReport, apply_plan, run_startup
-from startup.plan import StartupPlan, plan_startup
+from daemonstore.boot import StartupPlan, StartupReport, apply_plan, plan_startup, run_startup
 
 __all__ = ["StartupPlan", "StartupReport", "apply_plan", "plan_startup", "run_startup"]

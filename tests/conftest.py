@@ -4,7 +4,7 @@ namespace, tests marked ``dbus`` need ``dbus-daemon``, tests marked ``valgrind``
 -- except when the ``CI`` environment variable is set: CI promises a machine that can
 (``.ci/run`` installs ``dbus`` and ``valgrind``; CI runs as root), so there a missing capability
 is a failure, never a silent skip. Every kernel action runs in a forked child inside a private
-mount namespace (``daemonstore.sandbox.run_in_sandbox``), never in the pytest process.
+mount namespace (``daemonstore.kernel.sandbox.run_in_sandbox``), never in the pytest process.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import shutil
 import pytest
 
 from cryptohome_sim.bus import find_dbus_daemon
-from daemonstore.sandbox import kernel_unavailable_reason
+from daemonstore.kernel.sandbox import kernel_unavailable_reason
 
 
 def _skip_or_fail(what: str, reason: str) -> None:

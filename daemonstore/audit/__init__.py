@@ -2,7 +2,7 @@
 (library layer: reads the given files, no mounts; ``--simulate`` runs on the pure model).
 
 ``parse`` turns upstart jobs and minijail config files into minijail0 argv with positions,
-:func:`daemonstore.jail_spec.parse_jail_args` (``audit=True``; the parser ``daemonstore jail``
+:func:`daemonstore.jail.spec.parse_jail_args` (``audit=True``; the parser ``daemonstore jail``
 uses too) turns argv into a JailSpec, ``rules`` judges it, ``simulate`` builds it on the model.
 
 Exit codes (``cli.py``): 0 nothing above info, 1 at least one warning or error, 2 an input could
@@ -15,13 +15,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..jail_spec import parse_jail_args
-from . import rules
-from .parse import Input, Invocation, read_inputs
-from .rules import ERROR, INFO, WARNING, Finding, Jail
+from daemonstore.audit import rules
+from daemonstore.audit.parse import Input, Invocation, read_inputs
+from daemonstore.audit.rules import ERROR, INFO, WARNING, Finding, Jail
+from daemonstore.jail.spec import parse_jail_args
 
 if TYPE_CHECKING:
-    from .simulate import Simulation
+    from daemonstore.audit.simulate import Simulation
 
 __all__ = ["FileReport", "Finding", "audit_paths", "exit_code", "parse_group_file"]
 
@@ -86,7 +86,7 @@ def audit_invocation(inv: Invocation, groups: dict[str, list[str]] | None = None
     findings.sort(key=lambda f: (f.path != inv.path, f.path, f.line, order[f.rule_id]))
     sim = None
     if simulate:
-        from .simulate import simulate as run_simulation
+        from daemonstore.audit.simulate import simulate as run_simulation
 
         sim = run_simulation(spec)
     return findings, sim

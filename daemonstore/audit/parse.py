@@ -23,7 +23,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
-from ..jail_options import Arg, option_for_config_key
+from daemonstore.jail.options import Arg, option_for_config_key
 
 CONFIG_HEADER = "% minijail-config-file v0"
 _CONTROL = frozenset({";", "&", "|", "&&", "||", "(", ")", ";;"})

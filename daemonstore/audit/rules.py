@@ -22,11 +22,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from .. import caps
-from ..jail_spec import JailSpec, MountSpec, Option, Problem
-from ..mountflags import MS_FLAGS
-from ..paths import RUN_DAEMON_STORE, RUN_DAEMON_STORE_CACHE
-from .parse import Invocation
+from daemonstore.audit.parse import Invocation
+from daemonstore.jail import caps
+from daemonstore.jail.spec import JailSpec, MountSpec, Option, Problem
+from daemonstore.mountflags import MS_FLAGS
+from daemonstore.paths import RUN_DAEMON_STORE, RUN_DAEMON_STORE_CACHE
 
 __all__ = ["Finding", "Jail", "RULES", "Rule", "by_id", "check", "real_problems",
            "store_daemons"]

@@ -23,12 +23,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from .. import mountinfo, paths
-from ..host import Stat
-from ..jail import apply_jail, plan_jail
-from ..jail_spec import JailSpec
-from ..testing import World
-from .rules import real_problems, store_daemons
+from daemonstore import mountinfo, paths
+from daemonstore.audit.rules import real_problems, store_daemons
+from daemonstore.host import Stat
+from daemonstore.jail.plan import apply_jail, plan_jail
+from daemonstore.jail.spec import JailSpec
+from daemonstore.testing import World
 
 PROPAGATES = "sign-in propagates"
 NEVER = "never sees sign-ins"

@@ -42,7 +42,6 @@ from contextlib import contextmanager
 from typing import Protocol, cast
 
 from daemonstore import paths, session
-from daemonstore.activity import read_activity
 from daemonstore.cleanup.plan import (
     NEEDS_CLEANUP,
     CacheFacts,
@@ -54,6 +53,7 @@ from daemonstore.cleanup.plan import (
     plan_cleanup,
 )
 from daemonstore.host import Host, Stat
+from daemonstore.session.activity import read_activity
 
 #: the filesystem whose free space counts: where the vaults live (``ShadowRoot()``, §6)
 MEASURED_PATH = paths.SHADOW

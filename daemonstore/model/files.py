@@ -11,11 +11,11 @@ from __future__ import annotations
 import errno
 import posixpath
 
-from ..host import Stat
-from .fs import DIR, FIFO, FILE, SYMLINK, Dentry
-from .mounts import Mount, Namespace
-from .propagation import MountTable
-from .resolve import MAXSYMLINKS, err
+from daemonstore.host import Stat
+from daemonstore.model.fs import DIR, FIFO, FILE, SYMLINK, Dentry
+from daemonstore.model.mounts import Mount, Namespace
+from daemonstore.model.propagation import MountTable
+from daemonstore.model.resolve import MAXSYMLINKS, err
 
 
 class FileOps:

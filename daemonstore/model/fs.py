@@ -9,7 +9,7 @@ from __future__ import annotations
 import stat as stat_mod
 from itertools import count
 
-from ..host import Stat
+from daemonstore.host import Stat
 
 DIR, FILE, SYMLINK, FIFO = "dir", "file", "symlink", "fifo"
 

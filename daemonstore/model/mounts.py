@@ -10,7 +10,7 @@ import heapq
 import itertools
 from collections.abc import Iterator
 
-from .fs import Dentry, Filesystem
+from daemonstore.model.fs import Dentry, Filesystem
 
 
 class IdAllocator:

@@ -9,8 +9,16 @@ from __future__ import annotations
 import errno
 from itertools import count
 
-from .fs import Dentry, Filesystem, is_subdir
-from .mounts import IdAllocator, Mount, Namespace, PeerGroup, group_key, preorder, ring_from
+from daemonstore.model.fs import Dentry, Filesystem, is_subdir
+from daemonstore.model.mounts import (
+    IdAllocator,
+    Mount,
+    Namespace,
+    PeerGroup,
+    group_key,
+    preorder,
+    ring_from,
+)
 
 # copy flags (fs/pnode.h)
 CL_SLAVE = 0x02

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..mountinfo import MountInfoEntry, render
-from .fs import path_in_fs, relative_path
-from .mounts import Mount, Namespace
+from daemonstore.model.fs import path_in_fs, relative_path
+from daemonstore.model.mounts import Mount, Namespace
+from daemonstore.mountinfo import MountInfoEntry, render
 
 # per-mount options in show_mnt_opts() order after rw/ro
 _OPT_ORDER = ("nosuid", "nodev", "noexec", "noatime", "nodiratime", "relatime", "nosymfollow")

@@ -11,9 +11,9 @@ from __future__ import annotations
 import errno
 import posixpath as _posixpath  # pure string functions; the model never imports os
 
-from .fs import SYMLINK, Dentry
-from .mounts import Mount, Namespace
-from .propagation import MountTable
+from daemonstore.model.fs import SYMLINK, Dentry
+from daemonstore.model.mounts import Mount, Namespace
+from daemonstore.model.propagation import MountTable
 
 MAXSYMLINKS = 40  # fs/namei.c
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 
-from .fs import FILE, SYMLINK, Dentry, Filesystem
+from daemonstore.model.fs import FILE, SYMLINK, Dentry, Filesystem
 
 PAGE_SIZE = 4096
 SHORT_SYMLINK_LEN = 128  # mm/shmem.c: shorter targets live in the inode

@@ -12,10 +12,10 @@ from __future__ import annotations
 import errno
 from itertools import count
 
-from .fs import FILE, Dentry
-from .mounts import Mount, Namespace, preorder
-from .propagation import CL_COPY_MNT_NS_FILE, MountTable
-from .resolve import err
+from daemonstore.model.fs import FILE, Dentry
+from daemonstore.model.mounts import Mount, Namespace, preorder
+from daemonstore.model.propagation import CL_COPY_MNT_NS_FILE, MountTable
+from daemonstore.model.resolve import err
 
 _handles = count(1)
 

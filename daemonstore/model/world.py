@@ -11,15 +11,15 @@ from __future__ import annotations
 import errno
 from dataclasses import replace
 
-from ..host import Propagation, Stat
-from .files import FileOps
-from .fs import Dentry
-from .mounts import Mount, Namespace, preorder
-from .propagation import CL_COPY_MNT_NS_FILE, CL_COPY_UNBINDABLE, MountTable
-from .render import render_namespace
-from .resolve import Resolver, err
-from .space import statvfs as _statvfs
-from .trees import TreeOps
+from daemonstore.host import Propagation, Stat
+from daemonstore.model.files import FileOps
+from daemonstore.model.fs import Dentry
+from daemonstore.model.mounts import Mount, Namespace, preorder
+from daemonstore.model.propagation import CL_COPY_MNT_NS_FILE, CL_COPY_UNBINDABLE, MountTable
+from daemonstore.model.render import render_namespace
+from daemonstore.model.resolve import Resolver, err
+from daemonstore.model.space import statvfs as _statvfs
+from daemonstore.model.trees import TreeOps
 
 _ATIME = frozenset({"noatime", "relatime", "strictatime"})
 _PROPAGATIONS = {p.value for p in Propagation}

@@ -9,7 +9,7 @@ tests/kernel.
 
 from __future__ import annotations
 
-from daemonstore.testing_bus import (  # noqa: F401 - fixtures, used by name
+from daemonstore.testing.bus import (  # noqa: F401 - fixtures, used by name
     bus_world,
     cryptohome_client,
     cryptohome_service,

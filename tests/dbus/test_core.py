@@ -7,15 +7,16 @@ import hashlib
 
 import pytest
 
-from cryptohome_sim import names
 from cryptohome_sim.core import (
     Call,
     Cryptohome,
     CryptohomeError,
     load_or_create_salt,
 )
-from daemonstore import guest, mountinfo, paths, session
+from daemonstore import mountinfo, paths, session
+from daemonstore.dbus import names
 from daemonstore.model import ModelHost
+from daemonstore.session import guest
 
 SALT = bytes(range(16))
 
@@ -145,7 +146,8 @@ def test_refusals(call, kind: str) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_guest_mounts_in_mnt_chrome_and_unmounts_without_a_trace() -> None:
-    """MountEx("$guest", guest=True): the ephemeral vault inside mnt_chrome (daemonstore.guest);
+    """MountEx("$guest", guest=True): the ephemeral vault inside mnt_chrome
+    (daemonstore.session.guest);
     the session is a guest session; Unmount drops the tmpfs and every mount point."""
     host = _host_with_salt()
     core = Cryptohome(host)

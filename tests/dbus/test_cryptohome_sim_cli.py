@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from cryptohome_sim import names
 from cryptohome_sim.bus import PrivateBus
-from cryptohome_sim.client import Client
 from daemonstore import paths
 from daemonstore.cli import main as daemonstore_main
-from daemonstore.testing_bus import spawn_cryptohome_sim
+from daemonstore.dbus import names
+from daemonstore.dbus.client import Client
+from daemonstore.testing.bus import spawn_cryptohome_sim
 
 pytestmark = pytest.mark.dbus
 
@@ -155,7 +155,7 @@ def _serve_kernel_and_login(host: Any, address: str) -> dict[str, Any]:
 
 @pytest.mark.kernel
 def test_root_serves_a_kernel_host_in_a_sandbox(private_bus: PrivateBus) -> None:
-    from daemonstore.sandbox import run_in_sandbox
+    from daemonstore.kernel.sandbox import run_in_sandbox
 
     out = run_in_sandbox(_serve_kernel_and_login, private_bus.address)
     assert "(kernel host)" in out["banner"]
@@ -172,7 +172,8 @@ def test_root_serves_a_kernel_host_in_a_sandbox(private_bus: PrivateBus) -> None
 def _serve_loop_vault_and_login(host: Any, address: str) -> dict[str, Any]:
     """Like _serve_kernel_and_login with ``--vault loop``: alice's vault is an ext4 image on a
     loop device; whatever happens, no loop device stays attached (global resource)."""
-    from daemonstore import loopvault, session
+    from daemonstore import session
+    from daemonstore.session import loop_vault as loopvault
 
     proc, banner = spawn_cryptohome_sim("--root", host.root, "--address", address,
                                         "--vault", "loop")
@@ -205,8 +206,8 @@ def _serve_loop_vault_and_login(host: Any, address: str) -> dict[str, Any]:
 
 @pytest.mark.kernel
 def test_root_with_the_loop_vault(private_bus: PrivateBus) -> None:
-    from daemonstore import loopvault
-    from daemonstore.sandbox import run_in_sandbox
+    from daemonstore.kernel.sandbox import run_in_sandbox
+    from daemonstore.session import loop_vault as loopvault
 
     if loopvault.mkfs_command() is None:
         pytest.skip("needs mkfs.ext4 (Debian: e2fsprogs)")

@@ -8,11 +8,11 @@ import asyncio
 import pytest
 
 from daemonstore import paths
-from daemonstore.client import DaemonStoreClient, NoPrimaryUser
-from daemonstore.host_view import NamespaceView
-from daemonstore.store_check import StoreNotMounted
+from daemonstore.daemon.client import DaemonStoreClient, NoPrimaryUser
+from daemonstore.daemon.store_check import StoreNotMounted
+from daemonstore.host import NamespaceView
 from daemonstore.testing import World
-from daemonstore.testing_bus import RunningCryptohome
+from daemonstore.testing.bus import RunningCryptohome
 
 pytestmark = [pytest.mark.dbus, pytest.mark.asyncio]
 

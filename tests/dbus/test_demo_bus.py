@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from daemonstore import demo
 from daemonstore.cli import main
+from daemonstore.demo import story as demo
 
 pytestmark = pytest.mark.dbus
 

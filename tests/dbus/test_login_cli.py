@@ -9,10 +9,10 @@ import os
 import pytest
 from click.testing import CliRunner, Result
 
-from cryptohome_sim import names
 from cryptohome_sim.bus import PrivateBus
 from daemonstore.cli import main
-from daemonstore.testing_bus import ThreadedCryptohome
+from daemonstore.dbus import names
+from daemonstore.testing.bus import ThreadedCryptohome
 
 pytestmark = pytest.mark.dbus
 

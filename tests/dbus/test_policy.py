@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from cryptohome_sim import names
-from cryptohome_sim.client import CallError, Client
-from daemonstore.testing_bus import RunningCryptohome
+from daemonstore.dbus import names
+from daemonstore.dbus.client import CallError, Client
+from daemonstore.testing.bus import RunningCryptohome
 
 pytestmark = [pytest.mark.dbus, pytest.mark.asyncio]
 

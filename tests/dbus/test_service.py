@@ -8,11 +8,11 @@ import hashlib
 
 import pytest
 
-from cryptohome_sim import names
-from cryptohome_sim.client import CallError, Client
 from daemonstore import paths
+from daemonstore.dbus import names
+from daemonstore.dbus.client import CallError, Client
 from daemonstore.testing import World
-from daemonstore.testing_bus import RunningCryptohome
+from daemonstore.testing.bus import RunningCryptohome
 
 pytestmark = [pytest.mark.dbus, pytest.mark.asyncio]
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from daemonstore.testing_bus import (  # noqa: F401 - fixtures, used by name
+from daemonstore.testing.bus import (  # noqa: F401 - fixtures, used by name
     cryptohome_client,
     cryptohome_service,
     private_bus,

@@ -26,9 +26,9 @@ from typing import Any
 import pytest
 
 from daemonstore import mountinfo, paths, session
-from daemonstore.repair import plan_repair, repair
+from daemonstore.boot import run_startup
+from daemonstore.session.repair import plan_repair, repair
 from daemonstore.testing import World, kernel_world
-from startup import run_startup
 from tests.hardening.conftest import Figures
 from tests.hardening.util import (
     KINDS,

@@ -15,10 +15,10 @@ import threading
 
 import pytest
 
-from cryptohome_sim import names
-from cryptohome_sim.client import CallError, Client
 from daemonstore import mountinfo, paths
-from daemonstore.testing_bus import RunningCryptohome
+from daemonstore.dbus import names
+from daemonstore.dbus.client import CallError, Client
+from daemonstore.testing.bus import RunningCryptohome
 from tests.hardening.conftest import Figures
 
 pytestmark = [pytest.mark.dbus, pytest.mark.asyncio]

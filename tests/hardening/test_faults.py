@@ -30,12 +30,12 @@ from typing import Any
 import pytest
 
 from daemonstore import paths, session
-from daemonstore.faults import FaultHost
+from daemonstore.boot import run_startup
 from daemonstore.host import Host
 from daemonstore.kernel import KernelHost
-from daemonstore.repair import plan_repair, repair
+from daemonstore.session.repair import plan_repair, repair
 from daemonstore.testing import World, kernel_world
-from startup import run_startup
+from daemonstore.testing.faults import FaultHost
 from tests.hardening.conftest import Figures
 from tests.hardening.util import files_state, guarded, mount_state
 

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from daemonstore import kernel, mountinfo, paths
-from daemonstore.activity import activity_path
 from daemonstore.host import Host
+from daemonstore.session.activity import activity_path
 from daemonstore.testing import World
 
 R = TypeVar("R")
@@ -26,7 +26,7 @@ def guard_host(world: World) -> None:
     would fail with EROFS instead of writing to the machine. Per-mount flags belong to this
     namespace's copies: the host's own mounts are not touched. Namespaces cloned afterwards
     (daemon views) inherit the read-only copies."""
-    from daemonstore.sandbox import check_private_namespace
+    from daemonstore.kernel.sandbox import check_private_namespace
 
     check_private_namespace()
     root = world.host.root  # type: ignore[attr-defined]

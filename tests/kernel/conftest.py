@@ -1,5 +1,5 @@
 """Kernel tests need root; every kernel action runs in a forked child inside a private mount
-namespace (daemonstore.sandbox.run_in_sandbox), never in the pytest process.
+namespace (daemonstore.kernel.sandbox.run_in_sandbox), never in the pytest process.
 
 Tests marked ``kernel`` skip with the reason when the machine cannot run them -- except when the
 ``CI`` environment variable is set: CI promises a machine that can, so there a missing capability

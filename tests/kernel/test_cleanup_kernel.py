@@ -164,8 +164,9 @@ def test_kernel_host_statvfs_names_the_sandbox_path() -> None:
 
 
 def _loop_vaults(world: World) -> dict[str, Any]:
-    from daemonstore import loopvault, paths, session
+    from daemonstore import paths, session
     from daemonstore.cleanup import Thresholds, run_cleanup
+    from daemonstore.session import loop_vault as loopvault
 
     out: dict[str, Any] = {}
     try:
@@ -198,7 +199,7 @@ def _loop_vaults(world: World) -> dict[str, Any]:
 
 
 def test_loop_vaults_signed_in_through_the_store_signed_out_left_alone() -> None:
-    from daemonstore import loopvault
+    from daemonstore.session import loop_vault as loopvault
 
     if loopvault.mkfs_command() is None or not os.path.exists(loopvault.LOOP_CONTROL):
         pytest.skip("needs mkfs.ext4 (Debian: e2fsprogs) and /dev/loop-control")

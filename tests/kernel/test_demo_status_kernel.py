@@ -15,11 +15,13 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from daemonstore import demo, paths, status
+from daemonstore import paths
 from daemonstore.cli import main
-from daemonstore.jail import apply_jail, plan_jail, store_jail_argv
-from daemonstore.jail_spec import parse_jail_args
+from daemonstore.demo import story as demo
+from daemonstore.jail.plan import apply_jail, plan_jail, store_jail_argv
+from daemonstore.jail.spec import parse_jail_args
 from daemonstore.kernel import KernelHost, run_in_sandbox
+from daemonstore.report import status
 from daemonstore.testing import World
 
 pytestmark = pytest.mark.kernel

@@ -16,8 +16,8 @@ import os
 
 import pytest
 
-from daemonstore import fuzz
-from daemonstore.scenario import run_on_kernel, run_on_model
+from daemonstore.ops.scenario import run_on_kernel, run_on_model
+from daemonstore.sim import fuzz
 
 pytestmark = pytest.mark.kernel
 

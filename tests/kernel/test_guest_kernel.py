@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from daemonstore import guest, mountinfo, paths, session
+from daemonstore import mountinfo, paths, session
+from daemonstore.session import guest
 from daemonstore.testing import World, kernel_world
 
 pytestmark = pytest.mark.kernel
@@ -203,7 +204,7 @@ def test_model_and_kernel_agree_on_guest_mount_tables() -> None:
 
 
 def _late_chrome(world: World) -> dict[str, Any]:
-    from daemonstore import loopvault
+    from daemonstore.session import loop_vault as loopvault
 
     view = world.daemon("foo")
     out: dict[str, Any] = {}
@@ -225,7 +226,7 @@ def _late_chrome(world: World) -> dict[str, Any]:
 
 
 def test_mnt_chrome_made_late_does_not_keep_a_users_loop_vault_mounted() -> None:
-    from daemonstore import loopvault
+    from daemonstore.session import loop_vault as loopvault
 
     if loopvault.mkfs_command() is None:
         pytest.skip("needs mkfs.ext4 (Debian: e2fsprogs)")

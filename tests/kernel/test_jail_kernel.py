@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from daemonstore import mountinfo, paths
+from daemonstore.boot.apply import run_startup
 from daemonstore.kernel import KernelHost, run_in_sandbox
 from daemonstore.session import sign_in, sign_out
-from startup.apply import run_startup
 
 pytestmark = pytest.mark.kernel
 

@@ -13,7 +13,7 @@ import pytest
 
 from daemonstore import kernel
 from daemonstore.kernel import KernelHost, SandboxRefused, run_in_sandbox
-from daemonstore.sandbox import check_private_namespace
+from daemonstore.kernel.sandbox import check_private_namespace
 from tests.kernel.util import errname, mount_points
 
 pytestmark = pytest.mark.kernel

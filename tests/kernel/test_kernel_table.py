@@ -13,7 +13,7 @@ import pytest
 
 from daemonstore import kernel
 from daemonstore.kernel import KernelHost, SandboxRefused
-from daemonstore.sandbox import check_private_namespace
+from daemonstore.kernel.sandbox import check_private_namespace
 
 
 @pytest.mark.parametrize(("flags", "text"), [

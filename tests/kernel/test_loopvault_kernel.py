@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from daemonstore import loopvault, mountinfo, paths, session
+from daemonstore import mountinfo, paths, session
+from daemonstore.session import loop_vault as loopvault
 from daemonstore.testing import World, kernel_world
 
 pytestmark = pytest.mark.kernel

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from daemonstore import kernel, sandbox
-from daemonstore.kernel import KernelHost, run_in_sandbox
-from daemonstore.sandbox import kernel_available, kernel_unavailable_reason, require_root
+from daemonstore import kernel
+from daemonstore.kernel import KernelHost, run_in_sandbox, sandbox
+from daemonstore.kernel.sandbox import kernel_available, kernel_unavailable_reason, require_root
 from tests.kernel.util import errname, mounts_at
 
 pytestmark = pytest.mark.kernel

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from daemonstore import mountinfo
-from daemonstore.scenario import canonical_result, run_on_kernel, run_on_model
+from daemonstore.ops.scenario import canonical_result, run_on_kernel, run_on_model
 from tests.scenario_files import CONFORMANCE_FILES, expected, scenario_id
 
 pytestmark = pytest.mark.kernel

@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
+from daemonstore.boot import seed as demo
+from daemonstore.boot.apply import apply_plan, run_startup
+from daemonstore.boot.plan import BLOCKED, READY, plan_startup
 from daemonstore.kernel import KernelHost, run_in_sandbox
 from daemonstore.mountinfo import parse
-from startup import demo
-from startup.apply import apply_plan, run_startup
-from startup.plan import BLOCKED, READY, plan_startup
 from tests.kernel.util import mounts_at
 
 pytestmark = pytest.mark.kernel

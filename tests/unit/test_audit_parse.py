@@ -13,7 +13,7 @@ from daemonstore.audit.parse import (
     read_upstart,
     shell_words,
 )
-from daemonstore.jail_spec import parse_jail_args
+from daemonstore.jail.spec import parse_jail_args
 
 JOB = """\
 description "x"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from daemonstore.audit.simulate import NEVER, PROPAGATES, simulate
-from daemonstore.jail_spec import parse_jail_args
+from daemonstore.jail.spec import parse_jail_args
 
 STORE_K = "/run/daemon-store/foo,/run/daemon-store/foo,none,MS_BIND|MS_REC"
 

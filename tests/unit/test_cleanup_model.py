@@ -12,14 +12,14 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-import daemonstore.cleanup.cli as cleanup_cli
+import daemonstore.cli.cleanup as cleanup_cli
 from daemonstore import paths
-from daemonstore.activity import activity_path, read_activity, record_activity
 from daemonstore.cleanup import Thresholds, run_cleanup, watch
 from daemonstore.cleanup.plan import MiB
 from daemonstore.cli import main
 from daemonstore.host import Host
 from daemonstore.model import ModelHost
+from daemonstore.session.activity import activity_path, read_activity, record_activity
 from daemonstore.testing import World
 from tests.cleanup_story import DAEMONS, THRESHOLDS, story
 

@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from daemonstore import mountinfo, scenario, sim
+from daemonstore import mountinfo
 from daemonstore.cli import main
+from daemonstore.ops import scenario
+from daemonstore.sim import files as sim
 from tests.scenario_files import SCENARIO_FILES, expected
 
 

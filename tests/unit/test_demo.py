@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from daemonstore import demo, demo_cli
+from daemonstore.cli import demo as demo_cli
 from daemonstore.cli import main
-from daemonstore.demo_signers import GuestUnavailable, InProcess
+from daemonstore.demo import story as demo
+from daemonstore.demo.signers import GuestUnavailable, InProcess
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +166,7 @@ def test_broken_facts_fail_the_cli(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_kernel_without_root_exits_2(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("daemonstore.sandbox.kernel_unavailable_reason",
+    monkeypatch.setattr("daemonstore.kernel.sandbox.kernel_unavailable_reason",
                         lambda: "needs root (euid 0) for unshare(CLONE_NEWNS) and mount(2)")
     res = CliRunner().invoke(main, ["demo", "--kernel"])
     assert res.exit_code == 2

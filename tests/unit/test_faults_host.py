@@ -1,4 +1,5 @@
-"""daemonstore.faults.FaultHost: counts only the calls that change something, fails exactly the
+"""daemonstore.testing.faults.FaultHost: counts only the calls that change something, fails exactly
+the
 N-th ("raise"), or that one and every later one ("crash": the host as a crash would leave it)."""
 
 from __future__ import annotations
@@ -7,8 +8,8 @@ import errno
 
 import pytest
 
-from daemonstore.faults import FaultHost, count_calls
 from daemonstore.model import ModelHost
+from daemonstore.testing.faults import FaultHost, count_calls
 
 
 def test_reads_pass_uncounted_and_the_nth_change_fails() -> None:

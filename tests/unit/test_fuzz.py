@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from daemonstore import fuzz, mountinfo
-from daemonstore.scenario import (
+from daemonstore import mountinfo
+from daemonstore.ops.scenario import (
     Bind,
     Make,
     Mkdir,
@@ -26,6 +26,7 @@ from daemonstore.scenario import (
     run_on_model,
     to_text,
 )
+from daemonstore.sim import fuzz
 
 
 def test_same_seed_same_text() -> None:
@@ -35,7 +36,7 @@ def test_same_seed_same_text() -> None:
 
 
 def test_deterministic_across_processes_and_hash_seeds() -> None:
-    code = "from daemonstore.fuzz import generate_text; print(generate_text(42, 3), end='')"
+    code = "from daemonstore.sim.fuzz import generate_text; print(generate_text(42, 3), end='')"
     outs = []
     for hashseed in ("1", "2"):
         env = dict(os.environ, PYTHONHASHSEED=hashseed)

@@ -1,9 +1,9 @@
-"""The propagation picture (daemonstore.graph) for a fixed set of mountinfo texts: relabelled
+"""The propagation picture (daemonstore.report.graph) for a fixed set of mountinfo texts: relabelled
 groups, peers, slaves, shared+slave chains, private mounts, hidden mounts; text and DOT."""
 
 from __future__ import annotations
 
-from daemonstore import graph
+from daemonstore.report import graph
 
 ROOT = "1 0 0:40 / / rw - tmpfs sandbox rw"
 INIT = "\n".join([

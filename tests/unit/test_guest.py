@@ -1,4 +1,4 @@
-"""Guest sessions on the model (daemonstore.guest): mnt_chrome created like
+"""Guest sessions on the model (daemonstore.session.guest): mnt_chrome created like
 ``brillo::MountNamespace::Create``, the ephemeral vault inside it, the store binds propagating out
 through the peer copies, data gone at sign-out, leftovers removed, rollback at every step."""
 
@@ -9,8 +9,9 @@ from collections.abc import Callable
 
 import pytest
 
-from daemonstore import guest, mountinfo, paths, session
-from daemonstore.session_ops import EnsureDir, RemoveTree
+from daemonstore import mountinfo, paths, session
+from daemonstore.ops.safe import EnsureDir, RemoveTree
+from daemonstore.session import guest
 from daemonstore.testing import World
 
 FOO = ("foo", 20100, 20100, 0o700)

@@ -4,8 +4,8 @@ nothing out; the traps of the original visibly fail to receive them."""
 from __future__ import annotations
 
 from daemonstore import mountinfo
-from daemonstore.jail import AttachTree, PinTree, Unshare, apply_jail, plan_jail
-from daemonstore.jail_spec import parse_jail_args
+from daemonstore.jail.plan import AttachTree, PinTree, Unshare, apply_jail, plan_jail
+from daemonstore.jail.spec import parse_jail_args
 from daemonstore.model import ModelHost
 
 STORE = "/run/daemon-store/foo"

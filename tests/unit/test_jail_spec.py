@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from daemonstore import mountflags
-from daemonstore.jail_spec import DEFAULT_MOUNT_FLAGS, JailSpecError, parse_jail_args
+from daemonstore.jail.spec import DEFAULT_MOUNT_FLAGS, JailSpecError, parse_jail_args
 
 DOC_FORM = ["-v", "-Kslave", "-k", "tmpfs,/run,tmpfs,MS_NOSUID|MS_NODEV|MS_NOEXEC",
             "-k", "/run/daemon-store/foo,/run/daemon-store/foo,none,MS_BIND|MS_REC",

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from daemonstore import caps
-from daemonstore.jail_options import SHORT, Arg, option_for_config_key
-from daemonstore.jail_spec import JailSpec, JailSpecError, parse_jail_args
+from daemonstore.jail import caps
+from daemonstore.jail.options import SHORT, Arg, option_for_config_key
+from daemonstore.jail.spec import JailSpec, JailSpecError, parse_jail_args
 
 
 def audit(*argv: str) -> JailSpec:

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from daemonstore import paths, status_cli
+from daemonstore import paths
 from daemonstore.cli import main
+from daemonstore.cli import status as status_cli
+from daemonstore.daemon.salt import SaltMissing, read_salt, user_store_path
 from daemonstore.model import ModelHost
-from daemonstore.store_path import SaltMissing, read_salt, user_store_path
 from daemonstore.testing import World
 
 SALT = bytes(range(16))

@@ -16,16 +16,16 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-import daemonstore.repair_cli as repair_cli
+import daemonstore.cli.repair as repair_cli
 from daemonstore import mountinfo, paths, session
-from daemonstore.activity import activity_path
+from daemonstore.boot import run_startup
 from daemonstore.cli import main
-from daemonstore.faults import FaultHost
 from daemonstore.host import Host
 from daemonstore.kernel import SandboxRefused
-from daemonstore.repair import CLEAN_UP, FINISH, TEAR_DOWN, plan_repair, repair
+from daemonstore.session.activity import activity_path
+from daemonstore.session.repair import CLEAN_UP, FINISH, TEAR_DOWN, plan_repair, repair
 from daemonstore.testing import World
-from startup import run_startup
+from daemonstore.testing.faults import FaultHost
 
 DAEMONS = (("foo", 20100, 20100, 0o700), ("bar", 20101, 20102, 0o2750))
 

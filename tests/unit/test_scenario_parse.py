@@ -8,7 +8,7 @@ import pickle
 import pytest
 
 from daemonstore.host import Propagation
-from daemonstore.scenario import (
+from daemonstore.ops.scenario import (
     Bind,
     Make,
     Mkdir,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from daemonstore import mountinfo
-from daemonstore.scenario import canonical_result, run_on_model
+from daemonstore.ops.scenario import canonical_result, run_on_model
 from tests.scenario_files import (
     CONFORMANCE_FILES,
     REGRESSION_FILES,

@@ -1,4 +1,4 @@
-"""startup.apply on the model: the end state, idempotency, convergence from every half-done
+"""daemonstore.boot.apply on the model: the end state, idempotency, convergence from every half-done
 state, the failure policy (one store fails, the others go on; errors are never ignored), the
 symlink guards, dry runs, and propagation into a daemon's slave namespace."""
 
@@ -9,11 +9,11 @@ import errno
 import pytest
 
 from daemonstore import mountinfo
+from daemonstore.boot import seed as demo
+from daemonstore.boot.apply import FAILED, PLANNED, StartupReport, run_startup
+from daemonstore.boot.plan import BLOCKED, READY, plan_startup
 from daemonstore.host import Propagation
 from daemonstore.model import ModelHost
-from startup import demo
-from startup.apply import FAILED, PLANNED, StartupReport, run_startup
-from startup.plan import BLOCKED, READY, plan_startup
 
 S = "/run/daemon-store"
 C = "/run/daemon-store-cache"
@@ -270,7 +270,7 @@ def test_symlink_swapped_in_after_planning_fails_with_eloop() -> None:
     plan = plan_startup(h)
     h.rmdir(f"{S}/a")
     h.symlink("/etc", f"{S}/a")  # the race: planted between plan and apply
-    from startup.apply import apply_plan
+    from daemonstore.boot.apply import apply_plan
 
     report = apply_plan(h, plan)
     bad = {r.path: r for r in report.results}[f"{S}/a"]

@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-import startup.cli as startup_cli
+import daemonstore.cli.startup as startup_cli
+from daemonstore.boot import seed as demo
 from daemonstore.cli import main as daemonstore_main
+from daemonstore.cli.startup import startup_command
 from daemonstore.kernel import SandboxRefused
 from daemonstore.model import ModelHost
-from startup import demo
-from startup.cli import startup_command
 
 
 @pytest.fixture

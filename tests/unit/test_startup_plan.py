@@ -1,4 +1,5 @@
-"""startup.plan on the model: template validation (every skip reason), the plan for each state
+"""daemonstore.boot.plan on the model: template validation (every skip reason), the plan for each
+state
 of a store, the mountinfo questions (MountView), and the plan_ops renderings. No root needed."""
 
 from __future__ import annotations
@@ -7,12 +8,9 @@ import errno
 
 import pytest
 
-from daemonstore import mountinfo, scenario
-from daemonstore.host import Propagation, Stat
-from daemonstore.model import ModelHost
-from daemonstore.plan_ops import Chmod, Chown, MakeDir, SafeBind, SafeMake
-from startup import demo
-from startup.plan import (
+from daemonstore import mountinfo
+from daemonstore.boot import seed as demo
+from daemonstore.boot.plan import (
     BLOCKED,
     MISSING,
     NOT_SHARED,
@@ -25,6 +23,10 @@ from startup.plan import (
     read_system_uids,
     show_path,
 )
+from daemonstore.host import Propagation, Stat
+from daemonstore.model import ModelHost
+from daemonstore.ops import scenario
+from daemonstore.ops.basic import Chmod, Chown, MakeDir, SafeBind, SafeMake
 
 S = "/run/daemon-store"
 C = "/run/daemon-store-cache"

@@ -1,4 +1,4 @@
-"""``daemonstore status``: the pure core (daemonstore.status.analyze) on model worlds and on
+"""``daemonstore status``: the pure core (daemonstore.report.status.analyze) on model worlds and on
 hand-written mountinfo, and the CLI through CliRunner with the backend swapped for a model (the
 kernel runs, with a real second process's namespace found through /proc, are in
 tests/kernel/test_demo_status_kernel.py)."""
@@ -10,10 +10,11 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from daemonstore import status, status_cli
 from daemonstore.cli import main
-from daemonstore.jail import apply_jail, plan_jail
-from daemonstore.jail_spec import parse_jail_args
+from daemonstore.cli import status as status_cli
+from daemonstore.jail.plan import apply_jail, plan_jail
+from daemonstore.jail.spec import parse_jail_args
+from daemonstore.report import status
 from daemonstore.testing import World
 
 S, C = "/run/daemon-store", "/run/daemon-store-cache"
@@ -52,7 +53,7 @@ def test_healthy_world() -> None:
 
 
 def test_groups_match_the_propagation_picture() -> None:
-    from daemonstore import graph
+    from daemonstore.report import graph
 
     world = booted()
     world.daemon("foo")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from daemonstore.daemon.store_check import StoreNotMounted, require_store, store_status
 from daemonstore.model import ModelHost
-from daemonstore.store_check import StoreNotMounted, require_store, store_status
 
 H = "b" * 40
 OTHER = "c" * 40

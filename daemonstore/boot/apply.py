@@ -1,0 +1,253 @@
+"""Carry out a :class:`~daemonstore.boot.plan.StartupPlan` on a Host and report what happened (the
+one
+startup module that changes anything; it calls only the Host it is given).
+
+Failure policy (written here, where it applies; style.md §2.3): chromeos_startup ignores the
+return values of both ``mount()`` calls and only logs mkdir/chmod failures (chromeos-facts.md
+§1), so a store can silently end up unmounted or private, and then every sign-in fails or no
+daemon sees its users (§7 items 3 and 12). Here every step's ``OSError`` is caught and kept:
+
+* a failing step stops *that target* (its remaining steps are not tried) and is reported with
+  the step, the path and the errno;
+* the other targets still go ahead (one broken template must not cost every other daemon its
+  store); a store whose base (``/run/daemon-store``) failed is not attempted;
+* with ``verify=True`` (CLI ``--verify``), one fresh mountinfo read after the steps checks that
+  each store we touched really is a single shared self-bind (belt and braces against a backend
+  whose mount "succeeded" onto the wrong thing). It is off by default because the errnos
+  already say it and the read costs more than all the mounts together (KernelHost re-renders
+  the whole table; bench/startup.py); the next run's plan re-checks every store anyway.
+
+Nothing here raises for an operation failure; exceptions other than ``OSError`` (bugs) propagate.
+Exit codes are the CLI's business (style.md §6); :attr:`StartupReport.complete` is what it maps.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from daemonstore.boot.plan import (
+    BLOCKED,
+    READY,
+    MountView,
+    Orphan,
+    Skipped,
+    StartupPlan,
+    Target,
+    plan_startup,
+    show_path,
+)
+from daemonstore.host import Host
+from daemonstore.ops.scenario import Op
+
+__all__ = ["FAILED", "PLANNED", "StartupReport", "StepFailure", "TargetResult", "apply_plan",
+           "dry_run_report", "run_startup"]
+
+#: outcomes of a target (besides plan.READY and plan.BLOCKED)
+FAILED = "failed"
+PLANNED = "planned"  # dry run: steps would run
+
+#: errnos whose strerror misleads here (bubblewrap's mount_strerror idea, style.md §2.1)
+_HINTS = {
+    errno.ELOOP: "a symlink is in the path; refused without following it",
+    errno.ENOSPC: "for a mount this means the mount limit was hit (see /proc/sys/fs/mount-max)",
+    errno.EPERM: "needs root (CAP_SYS_ADMIN) in this mount namespace",
+    errno.EACCES: "needs root",
+}
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class StepFailure:
+    """One failed step: the step as a line, the path the kernel named, the errno."""
+
+    step: str
+    path: str
+    errno: int
+    strerror: str
+
+    @property
+    def errname(self) -> str:
+        return errno.errorcode.get(self.errno, f"errno {self.errno}")
+
+    def text(self) -> str:
+        hint = _HINTS.get(self.errno)
+        if self.step.startswith("mkdir ") and self.errno == errno.EEXIST:
+            hint = "it appeared after the plan was made; run again"
+        out = f"`{self.step}` failed on {show_path(self.path)}: {self.errname} ({self.strerror})"
+        return out + (f"; {hint}" if hint else "")
+
+    @classmethod
+    def from_oserror(cls, step: str, exc: OSError, path: str) -> StepFailure:
+        code = exc.errno or 0
+        return cls(step, str(exc.filename) if exc.filename else path, code,
+                   exc.strerror or errno.errorcode.get(code, ""))
+
+
+@dataclass(frozen=True)
+class TargetResult:
+    """What happened to one target: ``outcome`` is ready, failed, blocked or planned;
+    ``applied`` are the steps that succeeded (in order)."""
+
+    target: Target
+    outcome: str
+    applied: tuple[Op, ...] = ()
+    failure: StepFailure | None = None
+    reason: str | None = None
+
+    @property
+    def path(self) -> str:
+        return self.target.path
+
+    def line(self) -> str:
+        head = f"{show_path(self.path)}: "
+        if self.failure is not None:
+            return head + self.failure.text()
+        if self.outcome == BLOCKED:
+            return head + f"blocked: {self.target.problem}"
+        if self.reason:
+            return head + f"{self.outcome}: {self.reason}"
+        if self.outcome == PLANNED:
+            return head + f"{self.target.state}, {len(self.target.steps)} step(s) planned"
+        return head + (f"{self.outcome} ({self.target.state} before)"
+                       if self.applied else self.outcome)
+
+    def to_json(self) -> dict[str, Any]:
+        failure = None
+        if self.failure is not None:
+            f = self.failure
+            failure = {"step": f.step, "path": f.path, "errno": f.errname, "message": f.text()}
+        return {
+            "path": self.path, "daemon": self.target.daemon, "state": self.target.state,
+            "outcome": self.outcome, "steps": [op.to_line() for op in self.target.steps],
+            "applied": [op.to_line() for op in self.applied], "problem": self.target.problem,
+            "reason": self.reason, "failure": failure,
+        }
+
+
+@dataclass(frozen=True)
+class StartupReport:
+    """The run's result: one TargetResult per target, plus the plan's skipped and orphans."""
+
+    results: tuple[TargetResult, ...]
+    skipped: tuple[Skipped, ...]
+    orphans: tuple[Orphan, ...]
+    dry_run: bool = False
+
+    @property
+    def stores(self) -> list[TargetResult]:
+        return [r for r in self.results if r.target.is_store]
+
+    @property
+    def problems(self) -> list[TargetResult]:
+        """Targets that are not ready (failed or blocked; in a dry run, blocked only)."""
+        return [r for r in self.results if r.outcome in (FAILED, BLOCKED)]
+
+    @property
+    def complete(self) -> bool:
+        """Every template valid and every store ready (or, dry run, about to be). Orphans do not
+        count: they are left alone on purpose."""
+        return not self.skipped and not self.problems
+
+    @property
+    def changed(self) -> list[TargetResult]:
+        return [r for r in self.results if r.applied]
+
+    def problem_lines(self) -> list[str]:
+        """One line per skipped template and per target that is not ready."""
+        return ([f"skipped {s.line()}" for s in self.skipped]
+                + [r.line() for r in self.problems])
+
+    def summary(self) -> str:
+        stores = self.stores
+        ready = sum(1 for r in stores if r.outcome == READY)
+        verb = "would change" if self.dry_run else "changed"
+        changed = sum(1 for r in stores if (r.outcome == PLANNED if self.dry_run else r.applied))
+        return (f"startup: {len(stores)} stores, {ready} ready, {verb} {changed}, "
+                f"{len(self.problems)} not ready, {len(self.skipped)} templates skipped, "
+                f"{len(self.orphans)} orphans")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "complete": self.complete,
+            "targets": [r.to_json() for r in self.results],
+            "skipped": [{"path": s.path, "reason": s.reason} for s in self.skipped],
+            "orphans": [{"path": o.path, "mounted": o.mounted, "reason": o.reason}
+                        for o in self.orphans],
+            "summary": self.summary(),
+        }
+
+
+def _run_target(host: Host, target: Target, log: Log | None) -> TargetResult:
+    for done, op in enumerate(target.steps):
+        if log is not None:
+            log(op.to_line())  # the intended step before it runs (systemd mount_verbose, §2.3)
+        try:
+            op.apply(host)
+        except OSError as exc:
+            return TargetResult(target, FAILED, target.steps[:done],
+                                StepFailure.from_oserror(op.to_line(), exc, target.path))
+    return TargetResult(target, READY, target.steps)
+
+
+def _verify(host: Host, results: list[TargetResult]) -> list[TargetResult]:
+    """Re-read mountinfo once; a store we changed that is not a shared self-bind now fails."""
+    touched = [i for i, r in enumerate(results)
+               if r.outcome == READY and r.applied and r.target.is_store]
+    if not touched:
+        return results
+    mounts = MountView.from_host(host)
+    out = list(results)
+    for i in touched:
+        problem = mounts.store_problem(out[i].path)
+        if problem is not None:
+            out[i] = TargetResult(out[i].target, FAILED, out[i].applied,
+                                  reason=f"after its steps: {problem}")
+    return out
+
+
+def apply_plan(host: Host, plan: StartupPlan, *, log: Log | None = None,
+               verify: bool = False) -> StartupReport:
+    """Run every target's steps in plan order (see the module docstring for the failure policy).
+    ``log`` receives each step's line before it runs."""
+    results: list[TargetResult] = []
+    failed: set[str] = set()
+    for target in plan.targets:
+        if target.state == BLOCKED:
+            results.append(TargetResult(target, BLOCKED))
+            failed.add(target.path)
+            continue
+        if target.needs in failed:
+            results.append(TargetResult(target, FAILED,
+                                        reason=f"not attempted: {show_path(target.needs)} "
+                                               "is not usable"))
+            continue
+        result = _run_target(host, target, log)
+        if result.outcome == FAILED:
+            failed.add(target.path)
+        results.append(result)
+    if verify:
+        results = _verify(host, results)
+    return StartupReport(tuple(results), plan.skipped, plan.orphans)
+
+
+def dry_run_report(plan: StartupPlan) -> StartupReport:
+    """The report a dry run gives: what would be done, nothing applied."""
+    results = tuple(TargetResult(t, t.state if t.state in (READY, BLOCKED) else PLANNED)
+                    for t in plan.targets)
+    return StartupReport(results, plan.skipped, plan.orphans, dry_run=True)
+
+
+def run_startup(host: Host, *, dry_run: bool = False, log: Log | None = None,
+                verify: bool = False) -> tuple[StartupPlan, StartupReport]:
+    """Plan from the host's current state, then apply (unless ``dry_run``). The same code runs
+    on ModelHost and KernelHost."""
+    plan = plan_startup(host)
+    if dry_run:
+        return plan, dry_run_report(plan)
+    return plan, apply_plan(host, plan, log=log, verify=verify)
+

@@ -1,0 +1,400 @@
+"""Plan the boot step that turns ``/etc/daemon-store`` templates into shared ``/run/daemon-store``
+mounts (pure: reads the Host it is given, never changes it; style.md habit 1).
+
+What chromeos_startup does, and what we do differently (chromeos-facts.md §1):
+
+* For each template ``/etc/daemon-store/<d>`` it makes ``/run/daemon-store/<d>`` and
+  ``/run/daemon-store-cache/<d>`` 0755, self-binds each (``MS_BIND``, no ``MS_REC``) and makes it
+  ``MS_SHARED``. We plan exactly those steps (plus ``chown 0:0``, so the result is 0755
+  root:root whatever the parent's setgid bit or the caller's ids), but only the ones still
+  missing: the plan is computed from the current state, so a second run is empty, a half-done
+  run is finished, and nothing is ever stacked.
+* It validates nothing and follows a symlinked template (``stat()`` in FileEnumerator). We skip,
+  with a reason naming the path, every entry that is not a valid template
+  (:func:`check_template`, design.md "Paths and names"):
+
+  - the name matches ``[A-Za-z0-9_][A-Za-z0-9_.-]*`` without ``..`` (paths.check_daemon_name);
+  - it is a real directory: ``lstat``, never ``stat``; a symlink or a file is skipped;
+  - it is owned by root or by an existing system user: uid 0 always; any other uid must be
+    listed in ``<root>/etc/passwd`` (read with ``safe=True``; a missing or unreadable file means
+    "only root");
+  - it is not group- or world-writable (``mode & 0o022 == 0``). Note: some real ChromeOS
+    templates are group-writable (pvm 0770, debugd 0660, fbpreprocessord 3770; chromeos-facts.md
+    §1, "Templates") and are skipped by this contract.
+
+  The directory ``/etc/daemon-store`` itself must be a real, root-owned directory that is not
+  group/world-writable, or else no template in it can be trusted and all are skipped.
+* The parents ``/run/daemon-store`` and ``/run/daemon-store-cache`` come from tmpfiles.d on
+  ChromeOS (``d /run/daemon-store 0755 root root``). We create them (and ``/run``) when missing
+  and, like tmpfiles' ``d``, reset an existing parent to 0755 root:root.
+* "Is it mounted and shared already?" is decided from one read of the host's mountinfo
+  (:class:`MountView`): a store is *ready* when the mount a path lookup reaches at its path
+  is a self-bind (same device; root = the path inside the parent mount's filesystem), is the
+  only mount stacked there, and has ``shared:N``. A different mount there, or several stacked
+  ones, is *blocked*: reported, never covered by yet another bind.
+* A symlink, a file or anything unreadable at ``/run/daemon-store/<d>`` is *blocked* too: we
+  neither follow nor remove it (and every apply step uses ``safe=True``, so a symlink planted
+  after planning fails with ``ELOOP`` instead of leading a mount outside).
+* A store whose template has gone (or is now invalid) is an *orphan*: reported, never torn down,
+  because users may be signed in and their per-user mounts live below it (chromeos-facts.md §7
+  item 11: tearing down in-use mounts breaks things).
+
+All reads use ``safe=True`` (no symlink in any component; ``ELOOP`` otherwise).
+"""
+
+from __future__ import annotations
+
+import errno
+import posixpath
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from daemonstore import paths
+from daemonstore.host import Host, Propagation, Stat
+from daemonstore.mounttree import MountView, describe_mount, show_path, visible_stack
+from daemonstore.ops.basic import Chmod, Chown, MakeDir, SafeBind, SafeMake
+from daemonstore.ops.scenario import Op
+
+__all__ = [
+    "BLOCKED", "MISSING", "NOT_SHARED", "READY", "UNMOUNTED", "WRONG_ATTRIBUTES",
+    "MountView", "Orphan", "Skipped", "StartupPlan", "Target", "check_template",
+    "describe_mount", "plan_startup", "read_system_uids", "show_path", "visible_stack",
+]
+
+ROOT_UID = 0
+ROOT_GID = 0
+#: mode of the stores and their parents (chromeos_startup's SetPermissions; tmpfiles.d)
+STORE_MODE = 0o755
+PASSWD = "/etc/passwd"
+
+# what the planner found at a target (the steps say what will be done about it)
+READY = "ready"                        # nothing to do
+MISSING = "missing"                    # directory absent: create, chown, bind, make shared
+UNMOUNTED = "unmounted"                # directory there, no mount: bind, make shared
+NOT_SHARED = "not-shared"              # self-bind there but private/slave/unbindable
+WRONG_ATTRIBUTES = "wrong-attributes"  # mounted and shared; only mode/owner to repair
+BLOCKED = "blocked"                    # cannot be made ready safely; ``problem`` says why
+
+
+def _errname(exc: OSError) -> str:
+    return errno.errorcode.get(exc.errno or 0, f"errno {exc.errno}")
+
+
+def _oserror_text(exc: OSError) -> str:
+    text = f"{_errname(exc)} ({exc.strerror})" if exc.strerror else _errname(exc)
+    if exc.errno == errno.ELOOP:
+        text += ": a symlink in the path, refused"
+    return text
+
+
+# ---- records ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """An entry of /etc/daemon-store that is not a valid template, and why."""
+
+    path: str
+    reason: str
+
+    def line(self) -> str:
+        return f"{show_path(self.path)}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """A store without a valid template. Reported, left in place."""
+
+    path: str
+    mounted: bool
+    reason: str
+
+    def line(self) -> str:
+        state = "mounted" if self.mounted else "not mounted"
+        return f"{show_path(self.path)}: {self.reason} ({state}; left in place)"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One directory startup answers for: a store base (``daemon`` None) or a store.
+
+    ``steps`` bring it to the ready state; ``problem`` (state BLOCKED) says why that cannot be
+    done safely. ``needs`` is the base a store depends on: if the base fails, the store is not
+    attempted.
+    """
+
+    path: str
+    daemon: str | None
+    state: str
+    steps: tuple[Op, ...] = ()
+    problem: str | None = None
+    needs: str | None = None
+
+    @property
+    def is_store(self) -> bool:
+        return self.daemon is not None
+
+
+@dataclass(frozen=True)
+class StartupPlan:
+    """Everything one run will do (``targets`` in order), and what it will not (``skipped``
+    templates, ``orphans``). ``templates`` are the valid daemon names."""
+
+    targets: tuple[Target, ...]
+    skipped: tuple[Skipped, ...] = ()
+    orphans: tuple[Orphan, ...] = ()
+    templates: tuple[str, ...] = ()
+
+    @property
+    def steps(self) -> list[Op]:
+        return [op for t in self.targets for op in t.steps]
+
+    @property
+    def stores(self) -> list[Target]:
+        return [t for t in self.targets if t.is_store]
+
+    @property
+    def blocked(self) -> list[Target]:
+        return [t for t in self.targets if t.state == BLOCKED]
+
+    def to_lines(self) -> list[str]:
+        """The dry-run text: steps as shell-like lines (mount steps in the scenario language),
+        everything else as ``#`` comments."""
+        lines = [f"# skip {s.line()}" for s in self.skipped]
+        for t in self.targets:
+            if t.state == BLOCKED:
+                lines.append(f"# blocked {show_path(t.path)}: {t.problem}")
+            elif t.state == READY:
+                lines.append(f"# ready {show_path(t.path)}")
+            else:
+                lines.append(f"# {t.state} {show_path(t.path)}")
+                lines.extend(op.to_line() for op in t.steps)
+        lines.extend(f"# orphan {o.line()}" for o in self.orphans)
+        return lines
+
+
+# ---- templates ----------------------------------------------------------------------------------
+
+
+def read_system_uids(host: Host) -> frozenset[int]:
+    """uids of ``<root>/etc/passwd`` (field 3), plus 0. Missing or unreadable: only root."""
+    try:
+        data = host.read_file(PASSWD, safe=True)
+    except OSError:
+        return frozenset({ROOT_UID})
+    uids = {ROOT_UID}
+    for line in data.decode("utf-8", "replace").splitlines():
+        fields = line.split(":")
+        if len(fields) >= 3 and not line.startswith("#"):
+            try:
+                uids.add(int(fields[2]))
+            except ValueError:
+                continue
+    return frozenset(uids)
+
+
+def check_template(name: str, st: Stat | OSError, system_uids: Iterable[int]) -> str | None:
+    """Why ``/etc/daemon-store/<name>`` is not a valid template (None if it is); ``st`` is its
+    ``lstat`` or the error that gave. The checks run in a fixed order; the first failure wins."""
+    try:
+        paths.check_daemon_name(name)
+    except paths.BadName as exc:
+        return str(exc)
+    if isinstance(st, OSError):
+        return f"cannot inspect: {_oserror_text(st)}"
+    if st.is_symlink:
+        return "is a symlink; templates must be real directories"
+    if not st.is_dir:
+        return "is not a directory"
+    if st.uid != ROOT_UID and st.uid not in system_uids:
+        return f"owned by uid {st.uid}, which is neither root nor a user in {PASSWD}"
+    if st.perm & 0o022:
+        return f"mode {st.perm:04o} is group- or world-writable"
+    return None
+
+
+def _lstat(host: Host, path: str) -> Stat | OSError:
+    try:
+        return host.lstat(path, safe=True)
+    except OSError as exc:
+        return exc
+
+
+def _templates(host: Host) -> tuple[list[str], list[Skipped]]:
+    """Valid daemon names (sorted) and skipped entries."""
+    base = paths.ETC_DAEMON_STORE
+    st = _lstat(host, base)
+    if isinstance(st, OSError):
+        if st.errno == errno.ENOENT:
+            return [], []  # no daemon uses a store on this image
+        return [], [Skipped(base, f"cannot inspect: {_oserror_text(st)}; no template used")]
+    why = None
+    if st.is_symlink:
+        why = "is a symlink"
+    elif not st.is_dir:
+        why = "is not a directory"
+    elif st.uid != ROOT_UID:
+        why = f"owned by uid {st.uid}, not root"
+    elif st.perm & 0o022:
+        why = f"mode {st.perm:04o} is group- or world-writable"
+    if why:
+        return [], [Skipped(base, f"{why}; no template in it can be trusted")]
+    try:
+        names = host.listdir(base, safe=True)
+    except OSError as exc:
+        return [], [Skipped(base, f"cannot list: {_oserror_text(exc)}")]
+    uids = read_system_uids(host)
+    valid, skipped = [], []
+    for name in names:
+        path = f"{base}/{name}"
+        reason = check_template(name, _lstat(host, path), uids)
+        if reason:
+            skipped.append(Skipped(path, reason))
+        else:
+            valid.append(name)
+    return valid, skipped
+
+
+# ---- stores -------------------------------------------------------------------------------------
+
+
+def _attr_steps(path: str, st: Stat) -> list[Op]:
+    steps: list[Op] = []
+    if st.perm != STORE_MODE:
+        steps.append(Chmod(path, STORE_MODE))
+    if (st.uid, st.gid) != (ROOT_UID, ROOT_GID):
+        steps.append(Chown(path, ROOT_UID, ROOT_GID))
+    return steps
+
+
+def _create_steps(path: str) -> list[Op]:
+    return [MakeDir(path, STORE_MODE), Chown(path, ROOT_UID, ROOT_GID)]
+
+
+def _mount_steps(path: str) -> list[Op]:
+    # self-bind without MS_REC, then MS_SHARED, as chromeos_startup does (chromeos-facts.md §1):
+    # the store becomes its own mount and its own peer group, so a daemon that binds only its
+    # store receives only its users' mounts
+    return [SafeBind(path, path), SafeMake(path, Propagation.SHARED)]
+
+
+@dataclass
+class _Base:
+    """Planner scratch for one store base."""
+
+    target: Target
+    exists: bool = False
+    listed: bool = False
+    names: set[str] = field(default_factory=set)
+
+
+def _plan_base(host: Host, base: str, wanted: bool, created: set[str]) -> _Base:
+    """``/run`` then ``/run/daemon-store[-cache]``: create what is missing, repair the base's
+    mode/owner (tmpfiles.d ``d``). ``wanted`` False: only look (for orphans), plan nothing.
+    ``created``: directories an earlier target already plans to create (``/run``); updated."""
+    steps: list[Op] = []
+    parts = base.strip("/").split("/")
+    missing = False
+    last: Stat | None = None
+    for i in range(len(parts)):
+        comp = "/" + "/".join(parts[: i + 1])
+        if comp in created:
+            missing = True
+            continue
+        if missing:
+            steps += _create_steps(comp)
+            if wanted:
+                created.add(comp)
+            continue
+        st = _lstat(host, comp)
+        if isinstance(st, OSError) and st.errno == errno.ENOENT:
+            missing = True
+            steps += _create_steps(comp)
+            if wanted:
+                created.add(comp)
+            continue
+        if isinstance(st, OSError):
+            problem = f"cannot inspect {show_path(comp)}: {_oserror_text(st)}"
+        elif st.is_symlink:
+            problem = f"{show_path(comp)} is a symlink; refusing to follow it"
+        elif not st.is_dir:
+            problem = f"{show_path(comp)} is not a directory"
+        else:
+            last = st
+            continue
+        return _Base(Target(base, None, BLOCKED, problem=problem))
+    if missing or last is None:
+        return _Base(Target(base, None, MISSING, tuple(steps) if wanted else ()))
+    try:
+        names, listed = set(host.listdir(base, safe=True)), True
+    except OSError:  # orphans cannot be listed; the stores are still inspected one by one
+        names, listed = set(), False
+    steps = _attr_steps(base, last) if wanted else []
+    state = WRONG_ATTRIBUTES if steps else READY
+    return _Base(Target(base, None, state, tuple(steps)), exists=True, listed=listed,
+                 names=names)
+
+
+def _plan_store(host: Host, base: _Base, daemon: str, mounts: MountView) -> Target:
+    path = f"{base.target.path}/{daemon}"
+    needs = base.target.path
+
+    def target(state: str, steps: Iterable[Op] = (), problem: str | None = None) -> Target:
+        return Target(path, daemon, state, tuple(steps), problem, needs)
+
+    if base.target.state == BLOCKED:
+        return target(BLOCKED, problem=f"its parent cannot be used: {base.target.problem}")
+    # the base was listed once: a name missing there needs no lstat of its own (a directory
+    # appearing meanwhile makes MakeDir fail with EEXIST, reported, never followed)
+    absent = not base.exists or (base.listed and daemon not in base.names)
+    st = OSError(errno.ENOENT, "absent") if absent else _lstat(host, path)
+    if isinstance(st, OSError):
+        if st.errno == errno.ENOENT:
+            return target(MISSING, _create_steps(path) + _mount_steps(path))
+        return target(BLOCKED, problem=f"cannot inspect: {_oserror_text(st)}")
+    if st.is_symlink:
+        return target(BLOCKED, problem="is a symlink; refusing to follow it "
+                                       "(remove it and run again)")
+    if not st.is_dir:
+        return target(BLOCKED, problem="is not a directory (remove it and run again)")
+    steps = _attr_steps(path, st)
+    stack = mounts.stack(path)
+    if not stack:
+        return target(UNMOUNTED, steps + _mount_steps(path))
+    if len(stack) == 1 and mounts.is_self_bind(stack[0]) and stack[0].shared is None:
+        return target(NOT_SHARED, [*steps, SafeMake(path, Propagation.SHARED)])
+    problem = mounts.store_problem(path)
+    if problem is not None:  # stacked, or a foreign mount: never cover it with another bind
+        return target(BLOCKED, problem=f"{problem}; not adding another mount")
+    return target(WRONG_ATTRIBUTES if steps else READY, steps)
+
+
+def _orphans(base: _Base, valid: set[str], skipped: set[str], mounts: MountView) -> list[Orphan]:
+    out = []
+    for name in sorted(base.names):
+        if name in valid:
+            continue
+        path = f"{base.target.path}/{name}"
+        reason = ("its template was skipped" if name in skipped
+                  else f"no template {paths.ETC_DAEMON_STORE}/{name}")
+        out.append(Orphan(path, bool(mounts.stack(path)), reason))
+    return out
+
+
+def plan_startup(host: Host) -> StartupPlan:
+    """Inspect ``host`` (templates, passwd, the stores, one mountinfo read) and return the plan.
+
+    Order follows chromeos_startup: the ``/run/daemon-store`` pass, then the cache pass."""
+    valid, skipped = _templates(host)
+    mounts = MountView.from_host(host)
+    skipped_names = {posixpath.basename(s.path) for s in skipped}
+    targets: list[Target] = []
+    orphans: list[Orphan] = []
+    created: set[str] = set()
+    for base_path in paths.STORE_BASES:
+        base = _plan_base(host, base_path, bool(valid), created)
+        if valid:
+            targets.append(base.target)
+            targets.extend(_plan_store(host, base, d, mounts) for d in valid)
+        orphans += _orphans(base, set(valid), skipped_names, mounts)
+    return StartupPlan(tuple(targets), tuple(skipped), tuple(orphans), tuple(valid))

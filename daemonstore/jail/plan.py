@@ -1,0 +1,232 @@
+"""The namespace helper: JailSpec -> plan -> enter -> exec (design.md ``jail.py``).
+
+The plan follows ``minijail_enter`` (chromeos-facts.md §5, "Order of operations"): join a
+namespace file if asked (``-V``/``--enter``), ``unshare(CLONE_NEWNS)``, apply the remount mode
+to the whole tree, then the ``-k``/``-b`` mounts in command-line order, creating missing
+destinations. One deliberate improvement: every bind source is *pinned* first
+(``open_tree(OPEN_TREE_CLONE)``), so a later ``-k tmpfs,/run`` cannot hide it. minijail gets the
+same effect only with ``-P`` (sources resolve in the old root); without it the documented
+``-k tmpfs,/run ... -k /run/daemon-store/<d>,...`` would bind from the empty tmpfs. A clone of
+the daemon's slave copy of the store is itself a slave of the store's group, so sign-ins that
+happen later still propagate into the jail (the bind table of propagation-rules.md §2.4).
+
+Plans are data (style.md habit 1): :func:`plan_jail` is pure, :func:`apply_jail` runs the steps
+on any Host (the model for tests and the demo, the kernel for real), :func:`exec_jail` adds the
+privilege drop and ``execvp`` on the kernel.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from daemonstore import mountflags, paths
+from daemonstore.host import Host
+from daemonstore.jail.spec import JailSpec, MountSpec
+
+_BIND_ONLY = mountflags.MS_FLAGS["MS_BIND"] | mountflags.MS_FLAGS["MS_REC"]
+
+
+@dataclass(frozen=True)
+class JailStep:
+    """One step of a jail plan; ``run`` gets a context that carries pinned-tree handles."""
+
+    def run(self, host: Host, ctx: dict[str, str]) -> None:
+        raise NotImplementedError
+
+    def to_line(self) -> str:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class EnterNamespaceFile(JailStep):
+    path: str
+    name: str
+
+    def run(self, host: Host, ctx: dict[str, str]) -> None:
+        host.open_pinned_namespace(self.path, self.name)
+        host.use_namespace(self.name)
+
+    def to_line(self) -> str:
+        return f"setns {shlex.quote(self.path)}  # as {self.name}"
+
+
+@dataclass(frozen=True)
+class Unshare(JailStep):
+    name: str
+    propagation: str | None
+
+    def run(self, host: Host, ctx: dict[str, str]) -> None:
+        host.new_namespace(self.name, self.propagation)
+
+    def to_line(self) -> str:
+        return f"ns {self.name} --propagation {self.propagation or 'unchanged'}"
+
+
+@dataclass(frozen=True)
+class PinTree(JailStep):
+    key: str
+    source: str
+    recursive: bool
+
+    def run(self, host: Host, ctx: dict[str, str]) -> None:
+        ctx[self.key] = host.clone_detached(self.source, recursive=self.recursive)
+
+    def to_line(self) -> str:
+        rec = "|AT_RECURSIVE" if self.recursive else ""
+        return f"open_tree {shlex.quote(self.source)} OPEN_TREE_CLONE{rec}  # -> {self.key}"
+
+
+@dataclass(frozen=True)
+class MkdirP(JailStep):
+    path: str
+
+    def run(self, host: Host, ctx: dict[str, str]) -> None:
+        host.mkdir(self.path, 0o755, parents=True)
+
+    def to_line(self) -> str:
+        return f"mkdir {shlex.quote(self.path)}"
+
+
+@dataclass(frozen=True)
+class AttachTree(JailStep):
+    key: str
+    target: str
+
+    def run(self, host: Host, ctx: dict[str, str]) -> None:
+        host.attach_detached(ctx.pop(self.key), self.target)
+
+    def to_line(self) -> str:
+        return f"move_mount {self.key} {shlex.quote(self.target)}"
+
+
+@dataclass(frozen=True)
+class MountTmpfsWith(JailStep):
+    source: str
+    target: str
+    options: frozenset[str] = field(default_factory=frozenset)
+    data: str = ""
+
+    def run(self, host: Host, ctx: dict[str, str]) -> None:
+        host.mount_tmpfs(self.source, self.target, flags=self.options, data=self.data)
+
+    def to_line(self) -> str:
+        opts = ",".join(sorted(self.options | ({self.data} if self.data else set())))
+        return (f"mount -t tmpfs {'-o ' + opts + ' ' if opts else ''}"
+                f"{shlex.quote(self.source)} {shlex.quote(self.target)}")
+
+
+@dataclass(frozen=True)
+class RemountBind(JailStep):
+    target: str
+    options: frozenset[str]
+
+    def run(self, host: Host, ctx: dict[str, str]) -> None:
+        host.remount_bind(self.target, self.options)
+
+    def to_line(self) -> str:
+        return f"mount -o remount,bind,{','.join(sorted(self.options))} {shlex.quote(self.target)}"
+
+
+#: ``-k`` for the daemon's fresh ``/run`` (chromeos-facts.md §4, the doc's canonical form)
+RUN_TMPFS = "tmpfs,/run,tmpfs,MS_NODEV|MS_NOEXEC|MS_NOSUID"
+
+
+def store_jail_argv(daemon: str, stores: Sequence[str] | None = None) -> list[str]:
+    """The documented daemon-store recipe as ``daemonstore jail`` arguments (no command):
+    ``-v -Kslave -k tmpfs,/run,... -k <store>,<store>,none,MS_BIND|MS_REC`` for each of
+    ``stores`` (default: ``/run/daemon-store/<d>`` and ``/run/daemon-store-cache/<d>``, as
+    dlcservice and regmond do; chromeos-facts.md §4 "Upstart and minijail examples")."""
+    if stores is None:
+        stores = [paths.store(daemon, cache) for cache in (False, True)]
+    argv = ["-v", "-Kslave", "-k", RUN_TMPFS]
+    for store in stores:
+        argv += ["-k", f"{store},{store},none,MS_BIND|MS_REC"]
+    return argv
+
+
+def plan_jail(spec: JailSpec, name: str = "jail") -> list[JailStep]:
+    """The steps that build the jail's mount namespace (pure)."""
+    steps: list[JailStep] = []
+    if spec.enter:
+        steps.append(EnterNamespaceFile(spec.enter, f"{name}-host"))
+    if spec.new_mount_ns:
+        steps.append(Unshare(name, spec.remount_mode))
+    binds = [(f"tree{i}", m) for i, m in enumerate(spec.mounts) if m.is_bind]
+    keys = {id(m): key for key, m in binds}
+    steps += [PinTree(key, m.src, m.recursive) for key, m in binds]
+    for m in spec.mounts:
+        steps.append(MkdirP(m.dest))
+        if m.is_bind:
+            steps.append(AttachTree(keys[id(m)], m.dest))
+            extra = _bind_remount_options(m)
+            if extra:
+                steps.append(RemountBind(m.dest, extra))
+        else:
+            steps.append(MountTmpfsWith(m.src, m.dest, mountflags.options(m.flags), m.data))
+    return steps
+
+
+def _bind_remount_options(m: MountSpec) -> frozenset[str]:
+    """Flags a bind ignores (mount(2): only MS_REC counts) need a second, remount call, as
+    minijail does for ``-b`` read-only."""
+    return mountflags.options(m.flags & ~_BIND_ONLY)
+
+
+def apply_jail(host: Host, steps: list[JailStep]) -> None:
+    """Run the steps; a failure leaves any pinned tree closed and re-raises with the step."""
+    ctx: dict[str, str] = {}
+    try:
+        for step in steps:
+            try:
+                step.run(host, ctx)
+            except OSError as exc:
+                raise JailError(step, exc) from exc
+    finally:
+        for handle in ctx.values():
+            host.drop_detached(handle)
+
+
+class JailError(OSError):
+    """A jail step failed: names the step and the path, keeps the errno."""
+
+    def __init__(self, step: JailStep, exc: OSError) -> None:
+        super().__init__(exc.errno, f"{step.to_line()}: {exc.strerror}", exc.filename)
+        self.step = step
+
+
+def resolve_ids(spec: JailSpec) -> tuple[int | None, int | None]:
+    """Numeric uid/gid for ``-u``/``-g`` (names from the host's user database, as minijail)."""
+    uid = gid = None
+    if spec.user is not None:
+        uid = int(spec.user) if spec.user.isdigit() else pwd.getpwnam(spec.user).pw_uid
+    if spec.group is not None:
+        gid = int(spec.group) if spec.group.isdigit() else grp.getgrnam(spec.group).gr_gid
+    return uid, gid
+
+
+def drop_privileges(uid: int | None, gid: int | None, no_new_privs: bool) -> None:
+    """Groups, then gid, then uid (once the uid is gone, the rest could not be changed)."""
+    from daemonstore.kernel import set_no_new_privs
+
+    if gid is not None:
+        os.setgroups([gid])
+        os.setgid(gid)
+    if uid is not None:
+        os.setuid(uid)
+    if no_new_privs:
+        set_no_new_privs()
+
+
+def exec_jail(host: Host, spec: JailSpec, name: str = "jail") -> None:
+    """Build the jail in this process on the kernel, drop privileges, exec the command."""
+    if not spec.command:
+        raise ValueError("no command to run (put it after --)")
+    uid, gid = resolve_ids(spec)
+    apply_jail(host, plan_jail(spec, name))
+    drop_privileges(uid, gid, spec.no_new_privs)
+    os.execvp(spec.command[0], list(spec.command))
