@@ -25,6 +25,8 @@ from pathlib import Path
 from string import Template
 from xml.sax.saxutils import escape
 
+from daemonstore.errors import DaemonStoreError
+
 #: the file a real system would drop into /etc/dbus-1/system.d/
 POLICY_FILE = "dbus-policy.conf"
 CONFIG_TEMPLATE = "private-bus.conf.in"
@@ -33,7 +35,8 @@ SOCKET_NAME = "system_bus_socket"
 _DBUS_DAEMON_FALLBACK = "/usr/bin/dbus-daemon"
 
 
-class BusError(RuntimeError):
+
+class BusError(DaemonStoreError, RuntimeError):
     """The private bus could not be started (the message says why, with dbus-daemon's stderr)."""
 
 

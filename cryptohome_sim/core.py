@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Concatenate, ParamSpec, TypeVar
 
@@ -25,7 +25,8 @@ from daemonstore.boot.apply import READY, run_startup
 from daemonstore.boot.plan import PASSWD, read_system_uids
 from daemonstore.daemon.salt import load_or_create_salt
 from daemonstore.dbus import names
-from daemonstore.host import Host
+from daemonstore.errors import DaemonStoreError
+from daemonstore.host import Host, in_namespace
 from daemonstore.session import guest as guest_session
 
 T = TypeVar("T")
@@ -36,7 +37,7 @@ T = TypeVar("T")
 INJECTABLE = ("MountEx", "Unmount", "StartSession", "StopSession", "GetSanitizedUsername")
 
 
-class CryptohomeError(Exception):
+class CryptohomeError(DaemonStoreError):
     """A refused or failed request; ``kind`` becomes the last part of the D-Bus error name."""
 
     def __init__(self, kind: str, message: str) -> None:
@@ -121,16 +122,8 @@ class Cryptohome:
         self._calls: list[Call] = []
         self._failures: dict[str, int] = {}
 
-    @contextmanager
-    def _in_root(self) -> Iterator[None]:
-        previous = self.host.current_namespace()
-        if previous != self.namespace:
-            self.host.use_namespace(self.namespace)
-        try:
-            yield
-        finally:
-            if self.host.current_namespace() != previous:
-                self.host.use_namespace(previous)
+    def _in_root(self) -> AbstractContextManager[None]:
+        return in_namespace(self.host, self.namespace)
 
     # ---- call log and injected failures (the control interface) -----------------------------
     def log_call(self, method: str, *args: object) -> None:

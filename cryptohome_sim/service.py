@@ -47,6 +47,7 @@ from dbus_fast.service import ServiceInterface, dbus_method, dbus_signal
 from cryptohome_sim.core import Cryptohome, CryptohomeError
 from daemonstore import paths
 from daemonstore.dbus import names
+from daemonstore.errors import DaemonStoreError
 
 _log = logging.getLogger("cryptohome_sim")
 
@@ -54,7 +55,7 @@ StrList = Annotated[list[str], DBusSignature("as")]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class ServiceError(RuntimeError):
+class ServiceError(DaemonStoreError, RuntimeError):
     """The service could not be put on the bus (connection refused, name taken or denied)."""
 
 

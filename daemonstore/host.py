@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import functools
 import stat as stat_mod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
@@ -225,6 +226,20 @@ class Host(Protocol):
         ``(0, 0)``, as the kernel does."""
         ...
 
+@contextmanager
+def in_namespace(host: Host, name: str) -> Iterator[None]:
+    """Make ``name`` the host's current namespace for the block, then restore the previous one
+    (cryptohome's ``ScopedMountNamespace``): the one scoped setns of the product."""
+    previous = host.current_namespace()
+    if previous != name:
+        host.use_namespace(name)
+    try:
+        yield
+    finally:
+        if host.current_namespace() != previous:
+            host.use_namespace(previous)
+
+
 class NamespaceView:
     """``NamespaceView(host, "d-biod")`` behaves like ``host`` seen from namespace d-biod."""
 
@@ -248,13 +263,7 @@ class NamespaceView:
     def _pinned(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
         def call(*args: Any, **kwargs: Any) -> Any:
-            previous = self._host.current_namespace()
-            if previous != self.namespace:
-                self._host.use_namespace(self.namespace)
-            try:
+            with in_namespace(self._host, self.namespace):
                 return fn(*args, **kwargs)
-            finally:
-                if self._host.current_namespace() != previous:
-                    self._host.use_namespace(previous)
 
         return call

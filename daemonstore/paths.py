@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import re
 
+from daemonstore.errors import DaemonStoreError
+
 ETC_DAEMON_STORE = "/etc/daemon-store"
 RUN_DAEMON_STORE = "/run/daemon-store"
 RUN_DAEMON_STORE_CACHE = "/run/daemon-store-cache"
@@ -30,7 +32,8 @@ _HASH = re.compile(r"[0-9a-f]{40}\Z")
 NAME_MAX = 255
 
 
-class BadName(ValueError):
+
+class BadName(DaemonStoreError, ValueError):
     """A daemon name, user name or hash that must not be used to build a path."""
 
 
@@ -38,8 +41,8 @@ def check_daemon_name(name: str) -> str:
     """Return ``name`` if it is a valid daemon name, else raise BadName saying why."""
     if not name:
         raise BadName("daemon name is empty")
-    # surrogateescape: os.listdir hands a non-UTF-8 byte over as a lone surrogate; encoding it
-    # strictly raised UnicodeEncodeError, and one such template name stopped the whole startup
+    # Names are bytes on disk: os.listdir hands a non-UTF-8 byte over as a lone surrogate, so
+    # measure with surrogateescape (such a name is then refused by the pattern, not a crash).
     if len(name.encode("utf-8", "surrogateescape")) > NAME_MAX:
         raise BadName(f"daemon name {name!r} is longer than {NAME_MAX} bytes")
     if ".." in name:
@@ -54,6 +57,20 @@ def check_hash(value: str) -> str:
     if not _HASH.match(value):
         raise BadName(f"user hash {value!r} is not 40 lowercase hex digits")
     return value
+
+
+def is_daemon_name(name: str) -> bool:
+    """Whether :func:`check_daemon_name` accepts ``name``."""
+    try:
+        check_daemon_name(name)
+    except BadName:
+        return False
+    return True
+
+
+def is_hash(value: str) -> bool:
+    """Whether :func:`check_hash` accepts ``value``."""
+    return bool(_HASH.match(value))
 
 
 def check_username(name: str) -> str:

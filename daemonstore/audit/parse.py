@@ -23,6 +23,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
+from daemonstore.errors import DaemonStoreError
 from daemonstore.jail.options import Arg, option_for_config_key
 
 CONFIG_HEADER = "% minijail-config-file v0"
@@ -31,7 +32,7 @@ _PREFIX_WORDS = frozenset({"exec", "env", "nice", "pre-start", "post-start", "pr
                            "post-stop", "then", "do", "else", "!", "{"})
 
 
-class InputError(ValueError):
+class InputError(DaemonStoreError, ValueError):
     """An input the audit cannot read (missing, not text, or malformed): exit code 2."""
 
 

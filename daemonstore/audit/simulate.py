@@ -53,7 +53,7 @@ def simulate(spec: JailSpec) -> Simulation:
     daemons = store_daemons(spec)
     if not daemons:
         return Simulation("not simulated: no daemon-store bind")
-    bad = [d for d in daemons if not _valid_name(d)]
+    bad = [d for d in daemons if not paths.is_daemon_name(d)]
     if bad:
         return Simulation(f"not simulated: store name {bad[0]!r} is not a daemon name "
                           "(a variable?)")
@@ -101,14 +101,6 @@ def simulate(spec: JailSpec) -> Simulation:
     out.lines.append("the daemon's own mounts leak out: "
                      + (", ".join(out.leaks) if out.leaks else "none"))
     return out
-
-
-def _valid_name(name: str) -> bool:
-    try:
-        paths.check_daemon_name(name)
-    except paths.BadName:
-        return False
-    return True
 
 
 def _under_store(path: str) -> bool:

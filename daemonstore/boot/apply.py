@@ -39,6 +39,7 @@ from daemonstore.boot.plan import (
     plan_startup,
     show_path,
 )
+from daemonstore.errors import errname
 from daemonstore.host import Host
 from daemonstore.ops.scenario import Op
 
@@ -71,7 +72,7 @@ class StepFailure:
 
     @property
     def errname(self) -> str:
-        return errno.errorcode.get(self.errno, f"errno {self.errno}")
+        return errname(self.errno)
 
     def text(self) -> str:
         hint = _HINTS.get(self.errno)
@@ -84,7 +85,7 @@ class StepFailure:
     def from_oserror(cls, step: str, exc: OSError, path: str) -> StepFailure:
         code = exc.errno or 0
         return cls(step, str(exc.filename) if exc.filename else path, code,
-                   exc.strerror or errno.errorcode.get(code, ""))
+                   exc.strerror or errname(code))
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from daemonstore import paths
+from daemonstore.errors import errname
 from daemonstore.host import Host, Propagation, Stat
 from daemonstore.mounttree import MountView, describe_mount, show_path, visible_stack
 from daemonstore.ops.basic import Chmod, Chown, MakeDir, SafeBind, SafeMake
@@ -76,12 +77,8 @@ WRONG_ATTRIBUTES = "wrong-attributes"  # mounted and shared; only mode/owner to 
 BLOCKED = "blocked"                    # cannot be made ready safely; ``problem`` says why
 
 
-def _errname(exc: OSError) -> str:
-    return errno.errorcode.get(exc.errno or 0, f"errno {exc.errno}")
-
-
 def _oserror_text(exc: OSError) -> str:
-    text = f"{_errname(exc)} ({exc.strerror})" if exc.strerror else _errname(exc)
+    text = f"{errname(exc.errno)} ({exc.strerror})" if exc.strerror else errname(exc.errno)
     if exc.errno == errno.ELOOP:
         text += ": a symlink in the path, refused"
     return text

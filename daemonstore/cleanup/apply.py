@@ -38,7 +38,7 @@ from __future__ import annotations
 import errno
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import nullcontext
 from typing import Protocol, cast
 
 from daemonstore import paths, session
@@ -52,7 +52,8 @@ from daemonstore.cleanup.plan import (
     UserFacts,
     plan_cleanup,
 )
-from daemonstore.host import Host, Stat
+from daemonstore.errors import errname
+from daemonstore.host import Host, Stat, in_namespace
 from daemonstore.session.activity import read_activity
 
 #: the filesystem whose free space counts: where the vaults live (``ShadowRoot()``, §6)
@@ -78,10 +79,6 @@ class Disk(Protocol):
     def mountinfo(self, namespace: str | None = None) -> str: ...
 
 
-def _errname(exc: OSError) -> str:
-    return errno.errorcode.get(exc.errno or 0, str(exc.errno))
-
-
 # ---- measuring ---------------------------------------------------------------------------------
 
 
@@ -104,7 +101,8 @@ def _walk(disk: Disk, top: str, mnt_id: int) -> Iterator[tuple[str, Stat | None,
             if stack and stack[-1][0] == path:
                 stack.pop()  # not entered: not removed either (it is gone, or not a dir now)
             # ENOENT: gone; ELOOP/ENOTDIR: replaced by a symlink or a file since its lstat
-            yield path, None, "vanished" if exc.errno == errno.ENOENT else f"error:{_errname(exc)}"
+            gone = exc.errno == errno.ENOENT
+            yield path, None, "vanished" if gone else f"error:{errname(exc.errno)}"
             continue
         for name in reversed(names):
             child = f"{path}/{name}"
@@ -112,7 +110,7 @@ def _walk(disk: Disk, top: str, mnt_id: int) -> Iterator[tuple[str, Stat | None,
                 st = disk.lstat(child, safe=True)
             except OSError as exc:
                 yield child, None, ("vanished" if exc.errno == errno.ENOENT
-                                    else f"error:{_errname(exc)}")
+                                    else f"error:{errname(exc.errno)}")
                 continue
             if st.mnt_id != mnt_id:
                 yield child, st, "mount"
@@ -194,7 +192,7 @@ def _user_caches(disk: Disk, user_hash: str, signed_in: bool,
     try:
         names = disk.listdir(base, safe=True)
     except OSError as exc:
-        warnings.append(f"cannot list {base} ({_errname(exc)}): left alone")
+        warnings.append(f"cannot list {base} ({errname(exc.errno)}): left alone")
         return ()
     caches = []
     for daemon in names:
@@ -222,7 +220,7 @@ def _user_caches(disk: Disk, user_hash: str, signed_in: bool,
         try:
             data, entries = _measure(disk, where, mnt_id)
         except OSError as exc:
-            warnings.append(f"cannot measure {where} ({_errname(exc)}): left alone")
+            warnings.append(f"cannot measure {where} ({errname(exc.errno)}): left alone")
             continue
         caches.append(CacheFacts(daemon, where, mnt_id, data, entries))
     return tuple(caches)
@@ -241,7 +239,7 @@ def gather(disk: Disk, *, signed_in: Sequence[str] | None = None
         names = disk.listdir(paths.SHADOW, safe=True)
     except OSError as exc:
         if exc.errno != errno.ENOENT:
-            warnings.append(f"cannot list {paths.SHADOW} ({_errname(exc)})")
+            warnings.append(f"cannot list {paths.SHADOW} ({errname(exc.errno)})")
         names = []
     homes = []
     for name in names:
@@ -280,7 +278,7 @@ def clear_cache(disk: Disk, step: ClearCache) -> StepResult:
         if exc.errno == errno.ENOENT:
             result.vanished += 1
         else:
-            result.errors.append(f"{step.path}: cannot list ({_errname(exc)})")
+            result.errors.append(f"{step.path}: cannot list ({errname(exc.errno)})")
     return result
 
 
@@ -313,29 +311,12 @@ def _remove(disk: Disk, path: str, st: Stat | None, what: str, result: StepResul
         elif what == "dir" and code in (errno.ENOTEMPTY, errno.EEXIST, errno.EBUSY):
             result.kept_dirs += 1  # something stayed (a mount point) or appeared in it
         elif code in (errno.ELOOP, errno.ENOTDIR, errno.EISDIR, errno.EBUSY):
-            result.skipped.append(f"{path}: {_errname(exc)} (replaced meanwhile), left alone")
+            result.skipped.append(f"{path}: {errname(exc.errno)} (replaced meanwhile), left alone")
         else:
-            result.errors.append(f"{path}: {exc.strerror or _errname(exc)}")
+            result.errors.append(f"{path}: {exc.strerror or errname(exc.errno)}")
 
 
 # ---- a pass, and the watch loop -------------------------------------------------------------
-
-
-@contextmanager
-def _in_namespace(disk: Disk, namespace: str | None) -> Iterator[None]:
-    """Run in ``namespace`` (a Host's), then restore the current one; None: stay."""
-    if namespace is None:
-        yield
-        return
-    host = cast(Host, disk)
-    previous = host.current_namespace()
-    if previous != namespace:
-        host.use_namespace(namespace)
-    try:
-        yield
-    finally:
-        if host.current_namespace() != previous:
-            host.use_namespace(previous)
 
 
 def measure(disk: Disk) -> tuple[int, int]:
@@ -354,7 +335,7 @@ def run_cleanup(disk: Disk, thresholds: Thresholds | None = None, *, dry_run: bo
     namespace to run in (cryptohome's, e.g. ``Cryptohome.namespace``); ``log``: called with each
     step's line before it runs. Raises OSError only when free space cannot be measured."""
     thresholds = thresholds or Thresholds()
-    with _in_namespace(disk, namespace):
+    with nullcontext() if namespace is None else in_namespace(cast(Host, disk), namespace):
         total, free = measure(disk)
         users: list[UserFacts] = []
         warnings: list[str] = []

@@ -20,6 +20,7 @@ from daemonstore import paths
 from daemonstore.daemon.store_check import StoreNotMounted, StoreStatus, store_status
 from daemonstore.dbus import names
 from daemonstore.dbus.client import Client
+from daemonstore.errors import DaemonStoreError
 from daemonstore.host import Host
 
 #: how often the mount is re-checked while waiting: ``started`` is emitted after the mount, but
@@ -34,7 +35,7 @@ class PrimaryStore:
     path: str
 
 
-class NoPrimaryUser(LookupError):
+class NoPrimaryUser(DaemonStoreError, LookupError):
     """Nobody is signed in (``RetrievePrimarySession`` returned empty strings)."""
 
 

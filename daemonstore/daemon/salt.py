@@ -9,12 +9,12 @@ cryptohome's job: :func:`load_or_create_salt`, used by cryptohome_sim and the te
 
 from __future__ import annotations
 
-import errno
 import os
 from collections.abc import Callable
 from typing import Protocol
 
 from daemonstore import paths
+from daemonstore.errors import DaemonStoreError, errname
 from daemonstore.host import Host
 
 __all__ = ["SaltMissing", "load_or_create_salt", "read_salt", "user_store_path"]
@@ -24,7 +24,7 @@ class Reader(Protocol):
     def read_file(self, path: str, *, safe: bool = False) -> bytes: ...
 
 
-class SaltMissing(LookupError):
+class SaltMissing(DaemonStoreError, LookupError):
     """No usable salt; the message says where it looked and what it found."""
 
 
@@ -37,7 +37,7 @@ def read_salt(host: Reader) -> bytes:
         try:
             data = host.read_file(path, safe=True)
         except OSError as exc:
-            name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+            name = errname(exc.errno)
             found.append(f"{path}: {exc.strerror or name}")
             continue
         if 0 < len(data) <= paths.MAX_SALT:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from daemonstore import mountinfo, paths
+from daemonstore.errors import DaemonStoreError
 from daemonstore.host import Host
 
 
@@ -25,7 +26,7 @@ class StoreStatus:
     entry: mountinfo.MountInfoEntry | None = None
 
 
-class StoreNotMounted(RuntimeError):
+class StoreNotMounted(DaemonStoreError, RuntimeError):
     """Raised instead of handing out a path that is not really a mounted store."""
 
     def __init__(self, status: StoreStatus) -> None:

@@ -22,12 +22,13 @@ from dbus_fast import BusType, Message, MessageType
 from dbus_fast.aio import MessageBus
 
 from daemonstore.dbus import names
+from daemonstore.errors import DaemonStoreError
 
 #: no call of ours should take long; a hung service must not hang the CLI forever
 CALL_TIMEOUT = 25.0
 
 
-class ClientError(Exception):
+class ClientError(DaemonStoreError):
     """Base of the errors a client raises; ``str()`` is a one-line reason."""
 
 

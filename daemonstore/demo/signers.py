@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from daemonstore import paths
+from daemonstore.errors import DaemonStoreError
 from daemonstore.testing import World
 
 __all__ = ["GuestUnavailable", "InProcess", "Signer"]
@@ -33,7 +34,7 @@ class Signer(Protocol):
     def logout_guest(self, user_hash: str) -> int: ...
 
 
-class GuestUnavailable(Exception):
+class GuestUnavailable(DaemonStoreError):
     """Guest sessions are not available this way; the message says why."""
 
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 
+from daemonstore.errors import DaemonStoreError
+
 
 class Arg(IntEnum):
     """How an option takes its value (getopt: none, ``:`` required, ``::`` optional)."""
@@ -73,7 +75,7 @@ LONG_EXTRA: dict[str, tuple[str, Arg]] = {"enter": ("V", _R), "no-new-privs": ("
 _ALL_LONG = {**LONG, **LONG_EXTRA}
 
 
-class JailSpecError(ValueError):
+class JailSpecError(DaemonStoreError, ValueError):
     """A bad argument: ``position`` is its index in argv (0-based), ``reason`` says why."""
 
     def __init__(self, position: int, arg: str, reason: str) -> None:

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from daemonstore import mountflags, paths
+from daemonstore.errors import DaemonStoreError
 from daemonstore.host import Host
 from daemonstore.jail.spec import JailSpec, MountSpec
 
@@ -191,7 +192,7 @@ def apply_jail(host: Host, steps: list[JailStep]) -> None:
             host.drop_detached(handle)
 
 
-class JailError(OSError):
+class JailError(DaemonStoreError, OSError):
     """A jail step failed: names the step and the path, keeps the errno."""
 
     def __init__(self, step: JailStep, exc: OSError) -> None:

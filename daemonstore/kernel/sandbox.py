@@ -12,7 +12,6 @@ inside the functions that fork, so that kernel.py can re-export this module's AP
 
 from __future__ import annotations
 
-import errno
 import os
 import pickle
 import signal
@@ -22,6 +21,7 @@ import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Concatenate, NoReturn, ParamSpec, TypeVar
 
+from daemonstore.errors import DaemonStoreError, errname
 from daemonstore.mountinfo import parse as parse_mountinfo
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ SANDBOX_SOURCE = "sandbox"
 # ---- guards ----------------------------------------------------------------------------------
 
 
-class SandboxRefused(PermissionError):
+class SandboxRefused(DaemonStoreError, PermissionError):
     """KernelHost will not run here: in the initial mount namespace, or on a bad sandbox root."""
 
 
@@ -115,7 +115,7 @@ def kernel_unavailable_reason() -> str | None:
             os._exit(min(code, 255))
     code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
     if code:
-        name = errno.errorcode.get(code, f"exit status {code}")
+        name = errname(code)  # the child exits with the errno
         return f"unshare(CLONE_NEWNS) or openat2(2) fails in a forked child: {name}"
     return None
 

@@ -25,13 +25,13 @@ to one line of this language (``to_line``; the dry runs print plans that way).
 
 from __future__ import annotations
 
-import errno
 import re
 import shlex
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
+from daemonstore.errors import DaemonStoreError, errname
 from daemonstore.host import Host, Propagation
 
 __all__ = [
@@ -62,7 +62,7 @@ _NS_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
 _PROPAGATIONS = tuple(p.value for p in Propagation)
 
 
-class ScenarioSyntaxError(ValueError):
+class ScenarioSyntaxError(DaemonStoreError, ValueError):
     """A line of a scenario does not parse; ``line`` is 1-based, ``reason`` says why."""
 
     def __init__(self, line: int, reason: str, text: str = "") -> None:
@@ -392,7 +392,7 @@ def run_scenario(host: Host, ops_or_text: str | Sequence[Op]) -> dict[str, Any]:
         try:
             op.apply(host)
         except OSError as exc:
-            name = errno.errorcode.get(exc.errno or 0, f"E{exc.errno}")
+            name = errname(exc.errno)
             errors.append([op.line, name])
     return {
         "errors": errors,

@@ -260,7 +260,8 @@ def collect_facts(host: Host) -> Facts:
     from daemonstore.session import mounted_users
 
     templates = tuple(name for name in _listdir(host, paths.ETC_DAEMON_STORE)
-                      if _is_dir(host, f"{paths.ETC_DAEMON_STORE}/{name}") and _valid(name))
+                      if paths.is_daemon_name(name)
+                      and _is_dir(host, f"{paths.ETC_DAEMON_STORE}/{name}"))
     store_dirs: dict[str, tuple[str, ...]] = {}
     for base in paths.STORE_BASES:
         for name in _listdir(host, base):
@@ -269,14 +270,6 @@ def collect_facts(host: Host) -> Facts:
                 store_dirs[store] = tuple(n for n in _listdir(host, store)
                                           if _is_dir(host, f"{store}/{n}"))
     return Facts(templates, store_dirs, tuple(mounted_users(host)))
-
-
-def _valid(name: str) -> bool:
-    try:
-        paths.check_daemon_name(name)
-    except paths.BadName:
-        return False
-    return True
 
 
 def _listdir(host: Host, path: str) -> list[str]:

@@ -93,6 +93,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from daemonstore import mountinfo, paths
+from daemonstore.errors import DaemonStoreError, errname
 from daemonstore.host import Host, Propagation, Stat
 from daemonstore.ops.basic import MakeDir, SafeMake
 from daemonstore.ops.safe import (
@@ -162,10 +163,6 @@ _KIND = {0o140000: "socket", 0o100000: "regular file", 0o060000: "block device",
          0o020000: "character device", 0o010000: "fifo"}
 
 
-def _errname(code: int | None) -> str:
-    return errno.errorcode.get(code or 0, f"errno {code}")
-
-
 def _what(st: Stat) -> str:
     return _KIND.get(st.mode & 0o170000, f"file of type {st.mode & 0o170000:o}")
 
@@ -173,7 +170,7 @@ def _what(st: Stat) -> str:
 # ---- errors and results ------------------------------------------------------------------------
 
 
-class SignInError(OSError):
+class SignInError(DaemonStoreError, OSError):
     """Sign-in refused or failed, after rolling back. ``reason`` tells the whole story (which
     step, which path, why); ``path`` is the path involved, ``errno`` the kernel's (or the
     injected EIO; None for a refusal that had none). ``step`` is the plan index that failed
@@ -465,7 +462,7 @@ class _SignInPlanner:
             names = self.host.listdir(base, safe=True)
         except OSError as exc:
             if exc.errno != errno.ENOENT:
-                self.warnings.append(f"cannot list {base} ({_errname(exc.errno)}): no store "
+                self.warnings.append(f"cannot list {base} ({errname(exc.errno)}): no store "
                                      "is mounted for this user")
             return []
         found = []
@@ -576,7 +573,7 @@ def _apply_sign_in(plan: SignInPlan, host: Host, fail_at: int | None, *,
             path = exc.filename if isinstance(exc.filename, str) else op_path(op)
             hint = _HINTS.get(exc.errno or 0)
             reason = (f"sign-in of {plan.user_hash} failed at step {index} ({op.to_line()}) on "
-                      f"{path}: {exc.strerror or _errname(exc.errno)}"
+                      f"{path}: {exc.strerror or errname(exc.errno)}"
                       + (f" ({hint})" if hint else "") + "; rolled back")
             raise SignInError(reason, path, exc.errno, step=index, op=op.to_line(),
                               rollback=notes) from exc
@@ -606,7 +603,7 @@ def _rollback(host: Host, undo: list[Op]) -> list[str]:
             else:
                 op.apply(host)
         except OSError as exc:
-            notes.append(f"{op.to_line()} failed: {exc.strerror or _errname(exc.errno)}")
+            notes.append(f"{op.to_line()} failed: {exc.strerror or errname(exc.errno)}")
     return notes
 
 
@@ -722,7 +719,7 @@ def _apply_sign_out(plan: SignOutPlan, host: Host, *, record: bool = True) -> Si
                                        "mount); never deleted")
             elif exc.errno != errno.ENOENT:
                 result.warnings.append(f"left {op_path(op)} in place: "
-                                       f"{exc.strerror or _errname(exc.errno)}")
+                                       f"{exc.strerror or errname(exc.errno)}")
             continue
         result.removed_dirs.append(op_path(op))
     note = (record_activity(host, plan.user_hash)  # activity.py
@@ -743,7 +740,7 @@ def _sign_out_umount(host: Host, op: ForceUmount, result: SignOutResult) -> None
         else:
             result.failed.append(op.target)
             result.warnings.append(f"could not unmount {op.target}: "
-                                   f"{exc.strerror or _errname(exc.errno)}")
+                                   f"{exc.strerror or errname(exc.errno)}")
         return
     if lazy:
         result.lazily_detached.append(op.target)

@@ -68,12 +68,11 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from shlex import quote as _q
 
 from daemonstore import mountinfo, paths
-from daemonstore.host import Host, Stat
+from daemonstore.host import Host, Stat, in_namespace
 from daemonstore.ops.basic import MakeDir
 from daemonstore.ops.safe import ForceUmount, RemountBind, RemoveTree
 from daemonstore.ops.scenario import NewNamespace, Op, UseNamespace
@@ -210,19 +209,6 @@ class MountEphemeral(Op):
 
 
 # ---- mnt_chrome --------------------------------------------------------------------------------
-
-
-@contextmanager
-def _entered(host: Host, name: str) -> Iterator[None]:
-    """setns into ``name`` for the block, then back (``ScopedMountNamespace``)."""
-    previous = host.current_namespace()
-    if previous != name:
-        host.use_namespace(name)
-    try:
-        yield
-    finally:
-        if host.current_namespace() != previous:
-            host.use_namespace(previous)
 
 
 @dataclass(frozen=True)
@@ -449,7 +435,7 @@ def plan_sign_in_guest(host: Host, user_hash: str, *,
     chrome = plan_chrome_namespace(host)
     view = chrome.name if chrome.existed else host.current_namespace()
     try:
-        with _entered(host, view):
+        with in_namespace(host, view):
             plan = _GuestPlanner(host, user_hash).plan(first_user)
     except _Refused as exc:
         raise _refuse(exc.reason, exc.path, exc.err) from None
@@ -486,7 +472,7 @@ class GuestSignOutPlan(SignOutPlan):
     def apply(self, host: Host) -> SignOutResult:
         if not self.namespace:
             return SignOutResult(self.user_hash, warnings=list(self.warnings))
-        with _entered(host, self.namespace):
+        with in_namespace(host, self.namespace):
             return _apply_sign_out(self, host, record=False)
 
 
@@ -501,7 +487,7 @@ def plan_sign_out_guest(host: Host, user_hash: str) -> GuestSignOutPlan:
                                 (f"{paths.MNT_CHROME} is not a mount namespace: no guest is "
                                  "signed in",), namespace="")
     ephemeral = paths.ephemeral_mount(user_hash)
-    with _entered(host, ns):
+    with in_namespace(host, ns):
         entries = mountinfo.parse(host.mountinfo())
         mine = _user_mounts(entries, user_hash, ephemeral)
         signed_in = any(e.mount_point == ephemeral for e in entries)

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from daemonstore import mountinfo
+from daemonstore.errors import DaemonStoreError
 from daemonstore.ops.scenario import Op, canonical_result, parse, run_on_kernel, run_on_model
 
 
-class ScenarioFileError(Exception):
+class ScenarioFileError(DaemonStoreError):
     """A scenario file cannot be used: unreadable, not UTF-8, or a syntax error (one line)."""
 
 

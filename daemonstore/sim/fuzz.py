@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from daemonstore.errors import DaemonStoreError
 from daemonstore.host import Propagation
 from daemonstore.mountinfo import canonical_diff
 from daemonstore.ops.scenario import (
@@ -349,7 +350,7 @@ def shrink(ops: Sequence[Op], still_fails: Callable[[list[Op]], bool]) -> list[O
     return cur
 
 
-class BackendBroken(RuntimeError):
+class BackendBroken(DaemonStoreError, RuntimeError):
     """A backend fails on every scenario, so comparing is pointless (environment, not model)."""
 
 

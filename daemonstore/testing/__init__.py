@@ -54,7 +54,8 @@ from typing import Any, TypeVar
 
 from daemonstore import paths
 from daemonstore.daemon.salt import load_or_create_salt
-from daemonstore.host import Host, Propagation, Stat
+from daemonstore.errors import DaemonStoreError
+from daemonstore.host import Host, Propagation, Stat, in_namespace
 from daemonstore.session import (
     SessionResult,
     SignOutResult,
@@ -71,7 +72,7 @@ R = TypeVar("R")
 PASSWD = "/etc/passwd"
 
 
-class WorldError(RuntimeError):
+class WorldError(DaemonStoreError, RuntimeError):
     """The world could not be set up as asked (e.g. startup refused a template)."""
 
 
@@ -120,14 +121,8 @@ class World:
     @contextmanager
     def in_namespace(self, name: str) -> Iterator[None]:
         """Make ``name`` current for the block, then restore the previous one."""
-        previous = self.host.current_namespace()
-        if previous != name:
-            self.host.use_namespace(name)
-        try:
+        with in_namespace(self.host, name):
             yield
-        finally:
-            if self.host.current_namespace() != previous:
-                self.host.use_namespace(previous)
 
     # -- daemons
     def install_daemon(self, name: str, uid: int, gid: int, mode: int = 0o700, *,
@@ -367,7 +362,7 @@ class DaemonView:
 
     def visible_users(self, *, cache: bool = False) -> list[str]:
         """Hashes whose store this daemon sees (see :meth:`sees_store`)."""
-        return [h for h in self.listdir(cache=cache) if _is_hash(h)
+        return [h for h in self.listdir(cache=cache) if paths.is_hash(h)
                 and self.sees_store(h, cache=cache)]
 
     def mountinfo(self) -> str:
@@ -453,14 +448,6 @@ def _join(base: str, relpath: str) -> str:
     if not relpath:
         return base
     return f"{base.rstrip('/')}/{relpath}"
-
-
-def _is_hash(value: str) -> bool:
-    try:
-        paths.check_hash(value)
-    except paths.BadName:
-        return False
-    return True
 
 
 def _stat(host: Host, path: str) -> Stat | None:
