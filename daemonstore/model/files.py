@@ -12,10 +12,10 @@ import errno
 import posixpath
 
 from daemonstore.host import Stat
-from daemonstore.model.fs import DIR, FIFO, FILE, SYMLINK, Dentry
+from daemonstore.model.fs import DIR, FIFO, FILE, SYMLINK, Dentry, err
 from daemonstore.model.mounts import Mount, Namespace
 from daemonstore.model.propagation import MountTable
-from daemonstore.model.resolve import MAXSYMLINKS, err
+from daemonstore.model.resolve import MAXSYMLINKS
 
 
 class FileOps:

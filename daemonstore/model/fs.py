@@ -6,6 +6,7 @@ hard links, so nothing is lost by merging the two.
 
 from __future__ import annotations
 
+import errno
 import stat as stat_mod
 from itertools import count
 
@@ -15,6 +16,22 @@ DIR, FILE, SYMLINK, FIFO = "dir", "file", "symlink", "fifo"
 
 _TYPE_BITS = {DIR: stat_mod.S_IFDIR, FILE: stat_mod.S_IFREG, SYMLINK: stat_mod.S_IFLNK,
               FIFO: stat_mod.S_IFIFO}
+
+
+def err(code: int, filename: str | None = None) -> OSError:
+    """The OSError the kernel would raise: errno, its text, and the path involved."""
+    return OSError(code, _STRERROR.get(code, errno.errorcode.get(code, str(code))), filename)
+
+
+_STRERROR = {
+    errno.ENOENT: "No such file or directory", errno.EEXIST: "File exists",
+    errno.ENOTDIR: "Not a directory", errno.EISDIR: "Is a directory",
+    errno.EINVAL: "Invalid argument", errno.EBUSY: "Device or resource busy",
+    errno.ELOOP: "Too many levels of symbolic links", errno.ENOTEMPTY: "Directory not empty",
+    errno.EROFS: "Read-only file system", errno.EPERM: "Operation not permitted",
+    errno.ENXIO: "No such device or address", errno.EOPNOTSUPP: "Operation not supported",
+    errno.EXDEV: "Invalid cross-device link",
+}
 
 
 class Dentry:

@@ -68,8 +68,8 @@ class Mount:
         self.children: list[Mount] = []
         self.group: PeerGroup | None = None
         self.master: Mount | None = None
-        # an ordered set (the kernel's mnt_slave_list is a linked list: O(1) removal; a list
-        # here made every slave's umount scan all its siblings, quadratic in namespaces)
+        # an ordered set: the kernel's mnt_slave_list is a linked list, so removing a slave is
+        # O(1) and keeps the order of the others
         self.slaves: dict[Mount, None] = {}
         self.unbindable = False
         self.flags = flags

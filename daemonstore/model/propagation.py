@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno
 from itertools import count
 
-from daemonstore.model.fs import Dentry, Filesystem, is_subdir
+from daemonstore.model.fs import Dentry, Filesystem, err, is_subdir
 from daemonstore.model.mounts import (
     IdAllocator,
     Mount,
@@ -28,10 +28,6 @@ CL_PRIVATE = 0x10
 CL_COPY_MNT_NS_FILE = 0x40
 
 
-def _err(code: int) -> OSError:
-    return OSError(code, errno.errorcode[code])
-
-
 class MountTable:
     """All mounts of one model world: the mount hash, id allocators and the algorithms."""
 
@@ -39,8 +35,8 @@ class MountTable:
         # (parent, mountpoint dentry) -> the one child attached there (§1.1 invariant 4)
         self.hash: dict[tuple[Mount, Dentry], Mount] = {}
         # the same entries indexed by the mountpoint dentry, parent -> child in hash order
-        # (``struct mountpoint``'s m_list): rmdir/unlink find the mounts on a dentry without
-        # scanning every mount of the world (that scan made sign-out quadratic in stores)
+        # (``struct mountpoint``'s m_list): rmdir/unlink find the mounts on a dentry in time
+        # proportional to those mounts, not to the world
         self.mountpoints: dict[Dentry, dict[Mount, Mount]] = {}
         self.mount_ids = IdAllocator(start=1)
         self.group_ids = IdAllocator(start=1)
@@ -158,7 +154,7 @@ class MountTable:
         (§2.4, SC12); only submounts whose mountpoint lies under ``dentry`` are taken (SC14).
         """
         if not flag & CL_COPY_UNBINDABLE and src.unbindable:
-            raise _err(errno.EINVAL)
+            raise err(errno.EINVAL)
         res = self.clone(src, dentry, flag)
         if not src.children:  # hot path: propagating a single mount
             return res
@@ -368,89 +364,124 @@ class MountTable:
 
     def _propagate_umount(self, victims: list[Mount], doomed: set[Mount]) -> list[Mount]:
         """``propagate_umount()`` (6.17+; propagate_umount.txt): the cognates that may go."""
-        cand: set[Mount] = set()  # T_UMOUNT_CANDIDATE
+        return _UmountPropagation(self, doomed).run(victims)
+
+
+
+class _UmountPropagation:
+    """One ``propagate_umount()`` pass (fs/pnode.c, 6.17+; Documentation/filesystems/
+    propagate_umount.txt): gather the candidates, trim the set until it is non-shifting, take out
+    what is left, then reparent the overmounts that survive. One method per kernel function."""
+
+    def __init__(self, table: MountTable, doomed: set[Mount]) -> None:
+        self.table = table
+        self.doomed = doomed
+        self.cand: set[Mount] = set()  # T_UMOUNT_CANDIDATE
+        self.candidates: list[Mount] = []  # the candidate list, in the kernel's order
+        self.on_list: set[Mount] = set()
+        self.marked: set[Mount] = set()
+        self.to_umount: list[Mount] = []
+
+    def run(self, victims: list[Mount]) -> list[Mount]:
+        self.gather_candidates(victims)
+        for m in self.candidates:
+            if m in self.on_list:
+                self.trim_one(m)
+        for m in self.candidates:
+            if m in self.on_list:
+                self.handle_locked(m)
+        for m in self.to_umount:
+            self.reparent(m)
+        return self.to_umount
+
+    def gather_candidates(self, victims: list[Mount]) -> None:
+        """``gather_candidates()``: every cognate of a victim, in each receiver of its parent."""
         found_order: list[Mount] = []
-        for m in victims:  # gather_candidates()
-            if m in cand:
+        for m in victims:
+            if m in self.cand:
                 continue
-            cand.add(m)
+            self.cand.add(m)
             assert m.parent is not None and m.mountpoint is not None
-            for q in self.receivers(m.parent):
-                child = self.hash.get((q, m.mountpoint))
-                if child is None or child in cand:
+            for q in self.table.receivers(m.parent):
+                child = self.table.hash.get((q, m.mountpoint))
+                if child is None or child in self.cand:
                     continue
-                cand.add(child)
-                if child not in doomed:
+                self.cand.add(child)
+                if child not in self.doomed:
                     found_order.append(child)
         for m in victims:
-            cand.discard(m)
-        candidates = list(reversed(found_order))  # list_add() puts each at the head
-        on_list = set(candidates)
-        to_umount: list[Mount] = []
-        marked: set[Mount] = set()
+            self.cand.discard(m)
+        self.candidates = list(reversed(found_order))  # list_add() puts each at the head
+        self.on_list = set(self.candidates)
 
-        def umount_one(x: Mount) -> None:
-            doomed.add(x)
-            if x.parent is not None and x in x.parent.children:
-                x.parent.children.remove(x)
-            to_umount.append(x)
+    def umount_one(self, m: Mount) -> None:
+        self.doomed.add(m)
+        if m.parent is not None and m in m.parent.children:
+            m.parent.children.remove(m)
+        self.to_umount.append(m)
 
-        def drop(x: Mount) -> None:
-            cand.discard(x)
-            on_list.discard(x)
+    def drop(self, m: Mount) -> None:
+        """Take ``m`` off the candidate list and out of the set."""
+        self.cand.discard(m)
+        self.on_list.discard(m)
 
-        def trim_ancestors(x: Mount) -> None:
-            p = x.parent
-            while p is not None and p in cand:
-                if x in marked:
-                    return
-                marked.add(x)
-                if x is not self.overmount(p):
-                    cand.discard(p)  # left on the list; handled below
-                x, p = p, p.parent
+    def trim_ancestors(self, m: Mount) -> None:
+        """``trim_ancestors()``: a kept mount keeps its candidate ancestors, except where it is
+        their overmount."""
+        p = m.parent
+        while p is not None and p in self.cand:
+            if m in self.marked:
+                return
+            self.marked.add(m)
+            if m is not self.table.overmount(p):
+                self.cand.discard(p)  # left on the list; handle_locked() drops it
+            m, p = p, p.parent
 
-        for m in candidates:  # trim_one(): reduce the set until it is non-shifting
-            if m not in on_list:
-                continue
-            if m not in cand:
-                drop(m)
-                continue
-            found = remove_this = False
-            over = self.overmount(m) if m.children else None
-            for n in m.children:
-                if n not in cand:
-                    found = True
-                    if n is not over:
-                        remove_this = True
-                        break
-            if found:
-                trim_ancestors(m)
-                if remove_this:
-                    drop(m)
-            elif not m.children:
-                drop(m)
-                umount_one(m)
-        for m in candidates:  # handle_locked(): nothing is locked in the model
-            if m not in on_list:
-                continue
-            if m not in cand:
-                drop(m)
-                continue
-            up: Mount | None = m
-            while up is not None and up in cand:
-                drop(up)
-                umount_one(up)
-                up = up.parent
-        for m in to_umount:  # reparent surviving overmounts (SC30, SC39)
-            over = self.overmount(m)
-            if over is not None and over not in doomed:
-                # reparent(): slide down to where the bottom of the doomed stack was attached
-                p: Mount = over
-                while True:
-                    mp, parent = p.mountpoint, p.parent
-                    assert mp is not None and parent is not None
-                    p = parent
-                    if p not in doomed:
-                        break
-                self.change_mountpoint(over, p, mp)
-        return to_umount
+    def trim_one(self, m: Mount) -> None:
+        """``trim_one()``: a candidate with a child that is not a candidate (other than its
+        overmount) stays; a childless candidate goes at once."""
+        if m not in self.cand:
+            self.drop(m)
+            return
+        found = remove_this = False
+        over = self.table.overmount(m) if m.children else None
+        for n in m.children:
+            if n not in self.cand:
+                found = True
+                if n is not over:
+                    remove_this = True
+                    break
+        if found:
+            self.trim_ancestors(m)
+            if remove_this:
+                self.drop(m)
+        elif not m.children:
+            self.drop(m)
+            self.umount_one(m)
+
+    def handle_locked(self, m: Mount) -> None:
+        """``handle_locked()``: nothing is MNT_LOCKED in the model, so every remaining candidate
+        goes, with its candidate ancestors."""
+        if m not in self.cand:
+            self.drop(m)
+            return
+        up: Mount | None = m
+        while up is not None and up in self.cand:
+            self.drop(up)
+            self.umount_one(up)
+            up = up.parent
+
+    def reparent(self, m: Mount) -> None:
+        """``reparent()``: an overmount of a doomed mount that survives slides down to where
+        the bottom of the doomed stack was attached (SC30, SC39)."""
+        over = self.table.overmount(m)
+        if over is None or over in self.doomed:
+            return
+        p: Mount = over
+        while True:
+            mp, parent = p.mountpoint, p.parent
+            assert mp is not None and parent is not None
+            p = parent
+            if p not in self.doomed:
+                break
+        self.table.change_mountpoint(over, p, mp)

@@ -11,27 +11,13 @@ from __future__ import annotations
 import errno
 import posixpath as _posixpath  # pure string functions; the model never imports os
 
-from daemonstore.model.fs import SYMLINK, Dentry
+from daemonstore.model.fs import SYMLINK, Dentry, err
 from daemonstore.model.mounts import Mount, Namespace
 from daemonstore.model.propagation import MountTable
 
 MAXSYMLINKS = 40  # fs/namei.c
 
 
-def err(code: int, filename: str | None = None) -> OSError:
-    """The OSError the kernel would raise: errno, its text, and the path involved."""
-    return OSError(code, _STRERROR.get(code, errno.errorcode.get(code, str(code))), filename)
-
-
-_STRERROR = {
-    errno.ENOENT: "No such file or directory", errno.EEXIST: "File exists",
-    errno.ENOTDIR: "Not a directory", errno.EISDIR: "Is a directory",
-    errno.EINVAL: "Invalid argument", errno.EBUSY: "Device or resource busy",
-    errno.ELOOP: "Too many levels of symbolic links", errno.ENOTEMPTY: "Directory not empty",
-    errno.EROFS: "Read-only file system", errno.EPERM: "Operation not permitted",
-    errno.ENXIO: "No such device or address", errno.EOPNOTSUPP: "Operation not supported",
-    errno.EXDEV: "Invalid cross-device link",
-}
 
 
 class Resolver:

@@ -12,10 +12,9 @@ from __future__ import annotations
 import errno
 from itertools import count
 
-from daemonstore.model.fs import FILE, Dentry
+from daemonstore.model.fs import FILE, Dentry, err
 from daemonstore.model.mounts import Mount, Namespace, preorder
 from daemonstore.model.propagation import CL_COPY_MNT_NS_FILE, MountTable
-from daemonstore.model.resolve import err
 
 _handles = count(1)
 

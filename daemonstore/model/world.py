@@ -13,11 +13,11 @@ from dataclasses import replace
 
 from daemonstore.host import Propagation, Stat
 from daemonstore.model.files import FileOps
-from daemonstore.model.fs import Dentry
+from daemonstore.model.fs import Dentry, err
 from daemonstore.model.mounts import Mount, Namespace, preorder
 from daemonstore.model.propagation import CL_COPY_MNT_NS_FILE, CL_COPY_UNBINDABLE, MountTable
 from daemonstore.model.render import render_namespace
-from daemonstore.model.resolve import Resolver, err
+from daemonstore.model.resolve import Resolver
 from daemonstore.model.space import statvfs as _statvfs
 from daemonstore.model.trees import TreeOps
 
