@@ -47,12 +47,6 @@ class Propagation(StrEnum):
     UNBINDABLE = "unbindable"
 
 
-#: Per-mount flags a host understands (mountinfo field 6 spelling). ``ro`` is the only one that
-#: replaces a default (``rw``); ``relatime`` is the default atime mode of a new mount.
-MOUNT_FLAGS = ("ro", "nosuid", "nodev", "noexec", "noatime", "nodiratime", "relatime",
-               "nosymfollow")
-
-
 @dataclass(frozen=True)
 class Stat:
     """The subset of ``struct stat`` components need; ``mode`` includes the file type bits."""
@@ -115,7 +109,8 @@ class Host(Protocol):
     # ---- mounts -------------------------------------------------------------------------------
     def mount_tmpfs(self, source: str, target: str, *, flags: frozenset[str] = frozenset(),
                     data: str = "", safe: bool = False) -> None:
-        """``mount -t tmpfs SOURCE TARGET`` with per-mount ``flags`` (see MOUNT_FLAGS)."""
+        """``mount -t tmpfs SOURCE TARGET`` with per-mount ``flags`` in mountinfo spelling
+        (``nosuid``, ``nodev``...: the values of mountflags.OPTION_OF)."""
         ...
 
     def bind(self, source: str, target: str, *, recursive: bool = False,

@@ -96,10 +96,9 @@ class MountInfoEntry:
                 f"{escape(self.fstype, '#')} {escape(self.source, '#')} {self.super_options}")
 
 
-# Memoized: an entry is frozen and a function of its line alone, and the lines of a mount table
-# hardly change between two reads (a sign-in adds ~2 per store), while parsing one costs more
-# than the kernel takes to print it (bench/signin.py: planning, and the D-Bus path reads the
-# table three times per sign-in). Bounded, so a long-lived service does not grow without end.
+# Memoized, which cannot change a result: an entry is frozen and a function of its line alone.
+# A mount table hardly changes between two reads while parsing a line costs more than the kernel
+# takes to print it. Bounded, so a long-lived service does not grow without end.
 @functools.lru_cache(maxsize=8192)
 def parse_line(line: str) -> MountInfoEntry:
     """Parse one mountinfo line; unknown optional tags are kept but otherwise ignored."""
@@ -179,9 +178,6 @@ def _replace(entry: MountInfoEntry, **changes: object) -> MountInfoEntry:
 
 
 # ---- canonical form ---------------------------------------------------------------------------
-
-CanonMount = tuple[str, int, tuple[str, int] | None, str, str, str, bool, int | None, int | None]
-
 
 def _canon_namespace(entries: list[MountInfoEntry]) -> list[tuple]:
     """Order one namespace's mounts by (mount point, stack index, ancestry), ids dropped.

@@ -45,10 +45,6 @@ class CallError(ClientError):
         self.error_name = error_name
         self.text = text
 
-    @property
-    def access_denied(self) -> bool:
-        return self.error_name == names.ACCESS_DENIED
-
 
 @dataclass(frozen=True)
 class LoginResult:
