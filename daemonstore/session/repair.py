@@ -299,6 +299,52 @@ def _leftover_mount_points(host: Host, entries: list[mountinfo.MountInfoEntry],
     return [p for p in points if p not in mounted and existing_dir(host, p)]
 
 
+def _repair_signed_in(host: Host, mounts: MountView, user_hash: str) -> UserRepair | None:
+    """Tear down an incomplete session, finish one whose store binds are missing; None when
+    the session is complete."""
+    problems = session_problems(mounts, user_hash)
+    if problems:
+        return UserRepair(user_hash, TEAR_DOWN, ("incomplete session: " + "; ".join(problems),),
+                          plan_sign_out(host, user_hash))
+    finish, reasons = _finish_plan(host, mounts, user_hash)
+    return UserRepair(user_hash, FINISH, tuple(reasons), finish) if finish.steps else None
+
+
+def _clean_up(host: Host, user_hash: str, chronos_owner: str | None) -> UserRepair | None:
+    """Sign-out of a user who is not signed in: leaked mounts, empty mount points."""
+    out = plan_sign_out(host, user_hash)
+    steps = out.steps
+    if user_hash == chronos_owner:  # sign_out names /home/chronos/user only while the vault is up
+        steps = (ForceUmount(paths.HOME_CHRONOS_USER), *steps)
+    if not steps:
+        return None
+    umounts = sum(1 for op in steps if isinstance(op, ForceUmount))
+    why = (f"not signed in, {umounts} mounts left" if umounts
+           else "not signed in, mount points left")
+    return UserRepair(user_hash, CLEAN_UP, (why,),
+                      SignOutPlan(user_hash, tuple(steps), False, out.warnings))
+
+
+def _clean_up_unowned(host: Host, entries: list[mountinfo.MountInfoEntry], signed: list[str],
+                      users: list[UserRepair], chronos_leaked: bool) -> list[UserRepair]:
+    """What belongs to no user: mount points a sign-out left, /home/chronos/user mounted for
+    nobody (e.g. a loop vault's, whose root does not name the user)."""
+    found = []
+    planned = {op_path(op) for u in users for op in u.plan.steps}
+    leftovers = [p for p in _leftover_mount_points(host, entries, signed) if p not in planned]
+    if leftovers:
+        found.append(UserRepair("-", CLEAN_UP, ("mount points a sign-out left: "
+                                                + ", ".join(leftovers),),
+                                SignOutPlan("-", tuple(RemoveDir(p) for p in leftovers),
+                                            False)))
+    if chronos_leaked:
+        found.append(UserRepair("-", CLEAN_UP, (f"{paths.HOME_CHRONOS_USER} is mounted for no "
+                                                "signed-in user",),
+                                SignOutPlan("-", (ForceUmount(paths.HOME_CHRONOS_USER),),
+                                            False)))
+    return found
+
+
 def plan_repair(host: Host) -> RepairPlan:
     """What repair would do on ``host`` now (pure: reads only). The user plans are made against
     the state *after* startup's plan; startup never touches a user's mount, so the two do not
@@ -309,48 +355,19 @@ def plan_repair(host: Host) -> RepairPlan:
     signed = mounted_users(host)
     guests = set(mounted_guests(host))
     candidates, kept = _candidates(host, entries)
-    users: list[UserRepair] = []
-    for h in signed:
-        problems = session_problems(mounts, h)
-        if problems:
-            users.append(UserRepair(h, TEAR_DOWN, ("incomplete session: " + "; ".join(problems),),
-                                    plan_sign_out(host, h)))
-            continue
-        finish, reasons = _finish_plan(host, mounts, h)
-        if finish.steps:
-            users.append(UserRepair(h, FINISH, tuple(reasons), finish))
-    leaked_chronos = _leaked_chronos_user(mounts, signed)
-    chronos_owner = None
+    users = [u for h in signed if (u := _repair_signed_in(host, mounts, h)) is not None]
+    chronos_leaked = _leaked_chronos_user(mounts, signed)
     chronos_user = mounts.top(paths.HOME_CHRONOS_USER)
-    if leaked_chronos and chronos_user and (m := _CHRONOS_USER_ROOT.search(chronos_user.root)):
+    chronos_owner = None
+    if chronos_leaked and chronos_user and (m := _CHRONOS_USER_ROOT.search(chronos_user.root)):
         chronos_owner = m.group(1)
-    for h in sorted(candidates - set(signed)):
-        if h in guests:
-            kept.append(f"{h}: a guest session (daemonstore.session.guest owns it)")
-            continue
-        out = plan_sign_out(host, h)
-        steps = out.steps
-        if h == chronos_owner:  # sign_out names /home/chronos/user only while the vault is up
-            steps = (ForceUmount(paths.HOME_CHRONOS_USER), *steps)
-            leaked_chronos = False
-        if steps:
-            mounts = sum(1 for op in steps if isinstance(op, ForceUmount))
-            why = (f"not signed in, {mounts} mounts left" if mounts
-                   else "not signed in, mount points left")
-            users.append(UserRepair(h, CLEAN_UP, (why,),
-                                    SignOutPlan(h, tuple(steps), False, out.warnings)))
-    planned = {op_path(op) for u in users for op in u.plan.steps}
-    leftovers = [p for p in _leftover_mount_points(host, entries, signed) if p not in planned]
-    if leftovers:
-        users.append(UserRepair("-", CLEAN_UP, ("mount points a sign-out left: "
-                                                + ", ".join(leftovers),),
-                                SignOutPlan("-", tuple(RemoveDir(p) for p in leftovers),
-                                            False)))
-    if leaked_chronos:  # e.g. a loop vault's, whose root does not name the user
-        users.append(UserRepair("-", CLEAN_UP, (f"{paths.HOME_CHRONOS_USER} is mounted for no "
-                                                "signed-in user",),
-                                SignOutPlan("-", (ForceUmount(paths.HOME_CHRONOS_USER),),
-                                            False)))
+    not_signed = sorted(candidates - set(signed))
+    kept += [f"{h}: a guest session (daemonstore.session.guest owns it)"
+             for h in not_signed if h in guests]
+    cleaned = [h for h in not_signed if h not in guests]
+    users += [u for h in cleaned if (u := _clean_up(host, h, chronos_owner)) is not None]
+    chronos_leaked = chronos_leaked and chronos_owner not in cleaned  # else taken with its owner
+    users += _clean_up_unowned(host, entries, signed, users, chronos_leaked)
     return RepairPlan(startup, tuple(users), tuple(kept))
 
 
