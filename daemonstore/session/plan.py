@@ -34,8 +34,8 @@ from daemonstore.ops.scenario import Op
 from daemonstore.session.apply import SignInPlan
 from daemonstore.session.results import SessionResult, SignInError
 
-__all__ = ["BIND_FLAGS", "VAULTS", "Refused", "SignInPlanner", "plan_sign_in", "read_templates",
-           "sign_in"]
+__all__ = ["BIND_FLAGS", "ROOT_ID", "TARGET_MODE", "VAULTS", "VAULT_DIRS", "Refused",
+           "SignInPlanner", "file_type_name", "plan_sign_in", "read_templates", "sign_in"]
 
 #: per-mount flags of every cryptohome bind: kDefaultMountFlags plus nosymfollow
 #: (chromeos-facts.md §2, "Mount flags used for every bind")
@@ -101,7 +101,8 @@ def read_templates(host: Host) -> tuple[list[tuple[str, Stat]], list[str]]:
             return [], []
         return [], [f"cannot list {base} ({errname(exc.errno)}): no store is mounted for this "
                     "user"]
-    found, warnings = [], []
+    found: list[tuple[str, Stat]] = []
+    warnings: list[str] = []
     for name in names:
         path = f"{base}/{name}"
         try:
@@ -127,10 +128,9 @@ class SignInPlanner:
         self.host = host
         self.user_hash = user_hash
         self.vault_kind = vault
-        self.entries = mountinfo.parse(host.mountinfo())
+        self.tree = MountView(mountinfo.parse(host.mountinfo()))
         #: every mount point in this namespace, hidden or not (sign-in refuses to mount on one)
-        self.mount_points = {e.mount_point for e in self.entries}
-        self.tree = MountView(self.entries)
+        self.mount_points = {e.mount_point for e in self.tree.entries}
         self.steps: list[Op] = []
         self.warnings: list[str] = []
         self.stores: list[str] = []
