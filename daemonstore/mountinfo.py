@@ -194,6 +194,10 @@ def _canon_namespace(entries: list[MountInfoEntry]) -> list[tuple]:
         return by_id.get(e.parent_id) if e.parent_id != e.mount_id else None
 
     def stack_index(e: MountInfoEntry) -> int:
+        """How many mounts ``e`` sits on at its mount point (0: directly on its parent's
+        directory). Asked of every mount, hidden ones included, so it follows the parent chain;
+        which mount a lookup of a path lands on is a different question
+        (``mounttree.MountView.top``)."""
         if e.mount_id not in stack:
             depth, cur, seen = 0, e, {e.mount_id}
             # a mount stacked on another one has that one as parent and the same mount point

@@ -1,7 +1,25 @@
-"""Questions startup asks of one mountinfo read (pure: parses text it is given).
+"""The mount tree of one mountinfo read (tier 0, pure: parses text it is given), and the one
+rule for "which mount is at this path".
 
-"Is this store mounted, by itself, shared?" is answered from ``host.mountinfo()`` read once per
-run, never by probing paths (design guidance; chromeos-facts.md §1: the original never checks).
+Questions such as "is this store mounted, by itself, shared?" are answered from
+``host.mountinfo()`` read once per run, never by probing paths (design guidance;
+chromeos-facts.md §1: the original never checks).
+
+**The top of the stack at a path** is the mount a path lookup lands on: :meth:`MountView.top`.
+It walks from the root mount one component at a time, always onto the top of the stack at each
+mount point, as the kernel's lookup does (``__lookup_mnt()`` on (parent mount, mountpoint),
+fs/namespace.c; ``traverse_mounts()``, fs/namei.c). The last mountinfo line at that mount
+point is not the same answer, for two reasons:
+
+* mountinfo lists mounts in the order they were made, and that is not the stacking order: a
+  copy that propagation brings to a mountpoint where a mount already sits is tucked *beneath*
+  it (``attach_recursive_mnt()``, Linux >= 4.11; scenario SC29), so the newest line at the
+  path is a mount hidden under another at the same path;
+* a mount whose parent was overmounted later (an old ``/run/daemon-store/<d>`` below a tmpfs
+  mounted on ``/run/daemon-store``) keeps its line, but no lookup reaches it.
+
+"Is anything mounted at this path, seen or hidden?" is a different question (sign-in refuses
+such a path, sign-out unmounts every such mount): callers ask it of the entries directly.
 """
 
 from __future__ import annotations
@@ -12,7 +30,7 @@ from collections.abc import Sequence
 from daemonstore import mountinfo
 from daemonstore.host import Host
 
-__all__ = ["MountView", "describe_mount", "show_path", "visible_stack"]
+__all__ = ["MountView", "describe_mount", "show_path"]
 
 
 def show_path(path: str) -> str:
@@ -22,7 +40,8 @@ def show_path(path: str) -> str:
 
 
 class MountView:
-    """One read of mountinfo, indexed for the questions startup asks (built once per run)."""
+    """One read of mountinfo, indexed for the questions boot, sign-in, repair and the reports
+    ask (built once per run)."""
 
     def __init__(self, entries: Sequence[mountinfo.MountInfoEntry]) -> None:
         self.entries = list(entries)
@@ -60,6 +79,12 @@ class MountView:
                     stack.append(cur)
         return stack
 
+    def top(self, path: str) -> mountinfo.MountInfoEntry | None:
+        """The mount a lookup of ``path`` lands on, the top of :meth:`stack` (None if ``path``
+        is not a mount point in the visible tree): the one top-of-stack rule (module doc)."""
+        stack = self.stack(path)
+        return stack[-1] if stack else None
+
     def is_self_bind(self, entry: mountinfo.MountInfoEntry) -> bool:
         """Is ``entry`` the directory at its mount point bound onto itself? Same device as the
         mount below, and its root is the mount point's path inside that mount's filesystem."""
@@ -83,12 +108,6 @@ class MountView:
         if stack[0].shared is None:
             return f"its mount is {stack[0].propagation}, not shared"
         return None
-
-
-def visible_stack(entries: Sequence[mountinfo.MountInfoEntry],
-                  path: str) -> list[mountinfo.MountInfoEntry]:
-    """:meth:`MountView.stack` for a one-off question."""
-    return MountView(entries).stack(path)
 
 
 def describe_mount(e: mountinfo.MountInfoEntry) -> str:

@@ -52,14 +52,14 @@ from dataclasses import dataclass, field
 from daemonstore import paths
 from daemonstore.errors import errname
 from daemonstore.host import Host, Propagation, Stat
-from daemonstore.mounttree import MountView, describe_mount, show_path, visible_stack
+from daemonstore.mounttree import MountView, describe_mount, show_path
 from daemonstore.ops.basic import Chmod, Chown, MakeDir, SafeBind, SafeMake
 from daemonstore.ops.scenario import Op
 
 __all__ = [
     "BLOCKED", "MISSING", "NOT_SHARED", "READY", "UNMOUNTED", "WRONG_ATTRIBUTES",
     "MountView", "Orphan", "Skipped", "StartupPlan", "Target", "check_template",
-    "describe_mount", "plan_startup", "read_system_uids", "show_path", "visible_stack",
+    "describe_mount", "plan_startup", "read_system_uids", "show_path",
 ]
 
 ROOT_UID = 0

@@ -7,8 +7,8 @@ the time in nanoseconds since the epoch (decimal ASCII). Persistent, next to the
 like the rest of ``/home/.shadow/<H>``.
 
 Who writes it: ``session`` at the end of every successful sign-in and at every sign-out of a
-signed-in user (the moment the user was last seen). A home without a readable record (made
-before this existed, or written by hand) sorts as the oldest.
+signed-in user (the moment the user was last seen). A home without a readable record (missing,
+or not a number) sorts as the oldest.
 
 Layer: written once against the Host interface (no os). ``time`` only gives the default clock.
 """

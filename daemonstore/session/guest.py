@@ -1,12 +1,9 @@
-"""Guest sessions, the cryptohome side: Chrome's mount namespace ``mnt_chrome`` and the ephemeral
-vault mounted inside it (plan layer: plans are pure records, ``apply`` only calls the Host given;
-runs on the model and, inside ``run_in_sandbox``, on the kernel).
+"""Guest sessions, the cryptohome side (plan layer: plans are pure records, ``apply`` only calls
+the Host given): the ephemeral vault, mounted inside Chrome's namespace
+(:mod:`~daemonstore.session.mnt_chrome`).
 
 Public API::
 
-    plan_chrome_namespace(host) -> ChromeNamespacePlan        pure (opens a pinned file, see below)
-    ensure_chrome_namespace(host) -> str                      the namespace's name in the host
-    chrome_namespace(host) -> str | None                      open it if pinned, never create
     plan_sign_in_guest(host, user_hash, *, first_user=None) -> GuestSignInPlan
     sign_in_guest(host, user_hash, *, first_user=None, fail_at=None) -> SessionResult
         raises session.SignInError after rolling back (inside mnt_chrome)
@@ -17,105 +14,64 @@ Public API::
 The guest's hash is ``paths.sanitize_username(salt, paths.GUEST_USER)`` (``"$guest"``); callers
 (cryptohome_sim, ``daemonstore.testing``) hash it with their salt, as for any user.
 
-**mnt_chrome** (chromeos-facts.md §2, "Entering the mnt_chrome namespace"). session_manager
-makes it with ``brillo::MountNamespace::Create``: a plain ``unshare(CLONE_NEWNS)`` with *no*
-propagation change, then the parent binds the child's ``/proc/<pid>/ns/mnt`` onto
-``/run/namespaces/mnt_chrome`` and remounts that bind nosuid,nodev,noexec. Here that is
-``new_namespace(name)`` (propagation unchanged), back to the previous namespace, mkdir/touch,
-``pin_namespace`` and the remount. Because the propagation is unchanged, mnt_chrome's copies of
-the shared stores ``/run/daemon-store{,-cache}/<d>`` are **peers** of the root namespace's: a bind
-made under them inside mnt_chrome propagates back to the root namespace and from there to the
-daemons' slave copies ("Why daemon-store still works from mnt_chrome"; commits cc17be02bc,
-2df581a4b0). A bind under a *private* path (``/home/root/<H>``) does not leave mnt_chrome -- the
-reason daemons moved to daemon-store (crbug 1069501). If the file is already a pinned mount
-namespace it is opened (``open_pinned_namespace``: an ``open(PATH)``, kept for a later setns).
-It is never removed here: it belongs to session_manager (ui-post-stop unmounts it), so one
-namespace serves every guest session of this host. session_manager makes it before anyone signs
-in; made later (here: at the first guest sign-in, with regular users signed in) the unshare
-would copy their vaults and home binds, whose private parents keep the copies after their
-sign-out -- a loop vault would stay attached -- so those copies are detached inside the new
-namespace at once (:class:`DetachCopy`; their peer store binds are left to propagation).
+**Sign-in** (``Mounter::PerformEphemeralMount``, in its order): reach mnt_chrome (made first if
+needed) and enter it; remove leftovers of an earlier guest (below); the home mount points; a
+tmpfs at ``/run/cryptohome/ephemeral_mount/<H>`` standing in for the ext4 loop device
+(nosuid,nodev,noexec,nosymfollow like every ``MountAndPush``); then the vault directories, home
+binds and store binds exactly as for a regular user (the session planner, with the tmpfs as the
+vault). A failure part-way rolls back in LIFO order inside mnt_chrome, the tmpfs included, with
+``fail_at`` as for a regular sign-in.
 
-**Sign-in** (``Mounter::PerformEphemeralMount``, in its order): enter mnt_chrome (setns); remove
-leftovers of an earlier guest (below); the home mount points (``EnsureUserMountPoints``); a tmpfs
-at ``/run/cryptohome/ephemeral_mount/<H>`` standing in for the ext4 loop device
-(nosuid,nodev,noexec,nosymfollow like every ``MountAndPush``); the vault directories ``root``
-``root/.cache`` ``user`` (``CreateVaultDirectoryStructure``); ``MountHomesAndDaemonStores`` and
-``MountDaemonStoreCacheDirectories`` exactly as for a regular user (``session``'s planner, with
-the tmpfs as the vault: per-daemon ``root/<d>`` with the template's owner and mode, bound to
-``/run/daemon-store[-cache]/<d>/<H>``); then back to the previous namespace. A failure part-way
-rolls back in LIFO order inside mnt_chrome (the tmpfs is unmounted: nothing of the guest is
-left), with ``fail_at`` as for a regular sign-in.
+**Leftovers** (``CleanUpGuestDaemonDirectories``, crbug.com/1069501): the original deletes what
+daemons wrote under the unmounted ``/home/root/<guest hash>``. Here *anything* found inside an
+unmounted guest mount point (``/home/{root,user}/<H>``, ``/home/chronos/u-<H>``, the ephemeral
+mount point, every ``/run/daemon-store[-cache]/<d>/<H>``) is removed first: a guest's data must
+never reach the next guest. Removal never follows a symlink and never crosses a mount
+(``RemoveTree``).
 
-**Leftovers** (``CleanUpGuestDaemonDirectories``, crbug.com/1069501): the original deletes
-``/home/root/<guest hash>/{session_manager,shill,shill_logs}``, data daemons wrote under the
-unmounted mount point. Here *anything* found inside an unmounted guest mount point
-(``/home/{root,user}/<H>``, ``/home/chronos/u-<H>``, the ephemeral mount point, every
-``/run/daemon-store[-cache]/<d>/<H>``) is removed first: a guest's data must never reach the next
-guest. Removal never follows a symlink and never crosses a mount (session_ops.RemoveTree).
-
-**Sign-out** (``Mounter::UnmountAll``): inside mnt_chrome every mount of the guest is unmounted in
-reverse mount order (ForceUmount: lazy detach on EBUSY); the store umounts propagate to the root
-namespace and the daemons' copies; the tmpfs goes last, and the guest's data with it. Then the
-mount points are removed with whatever was written below them meanwhile.
+**Sign-out** (``Mounter::UnmountAll``): inside mnt_chrome every mount of the guest is unmounted
+in reverse mount order (lazy detach on EBUSY); the store umounts propagate to the root namespace
+and the daemons' copies; the tmpfs goes last, and the guest's data with it. Then the mount
+points are removed with whatever was written below them meanwhile.
 
 Where the original differs: when mnt_chrome cannot be created or entered, session_manager carries
-on and the helper mounts in the root namespace; here the guest sign-in fails instead (a guest
-session outside mnt_chrome is a different, undocumented arrangement).
+on and the helper mounts in the root namespace; here the guest sign-in fails instead.
 """
 
 from __future__ import annotations
 
-import errno
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from shlex import quote as _q
+from typing import ClassVar
 
 from daemonstore import mountinfo, paths
 from daemonstore.host import Host, Stat, in_namespace
-from daemonstore.ops.basic import MakeDir
-from daemonstore.ops.safe import ForceUmount, RemountBind, RemoveTree
-from daemonstore.ops.scenario import NewNamespace, Op, UseNamespace
-from daemonstore.session import (
-    ROOT_ID,
-    VAULT_DIRS,
-    SessionResult,
-    SignInError,
-    SignInPlan,
-    SignOutPlan,
-    SignOutResult,
-    _apply_sign_in,
-    _apply_sign_out,
-    _existing_dir,
-    _lines,
-    _Refused,
-    _SignInPlanner,
-    _user_mounts,
-    mounted_users,
+from daemonstore.ops.safe import ForceUmount, RemoveTree
+from daemonstore.ops.scenario import Op
+from daemonstore.session.apply import SignInPlan
+from daemonstore.session.mnt_chrome import (
+    CHROME_NS,
+    chrome_namespace,
+    guest_refused,
+    plan_chrome_namespace,
+    setup_hint,
 )
+from daemonstore.session.plan import ROOT_ID, VAULT_DIRS, Refused, SignInPlanner
+from daemonstore.session.queries import existing_dir, user_mounts
+from daemonstore.session.results import SessionResult, SignInError, SignOutResult
+from daemonstore.session.sign_out import SignOutPlan
 
 __all__ = [
-    "CHROME_NS",
-    "ChromeNamespacePlan",
     "GuestSignInPlan",
     "GuestSignOutPlan",
-    "chrome_namespace",
-    "ensure_chrome_namespace",
     "mounted_guests",
-    "plan_chrome_namespace",
     "plan_sign_in_guest",
     "plan_sign_out_guest",
     "sign_in_guest",
     "sign_out_guest",
 ]
 
-#: the name the host knows Chrome's namespace by (``mnt_chrome-2`` ... if that name is taken by
-#: an older namespace whose file was unmounted meanwhile)
-CHROME_NS = "mnt_chrome"
-RUN_NAMESPACES = "/run/namespaces"
 RUN_CRYPTOHOME = "/run/cryptohome"
-#: MountNamespace::Create remounts the ns file bind MS_NOSUID|MS_NODEV|MS_NOEXEC
-PIN_FLAGS = frozenset({"nosuid", "nodev", "noexec"})
 #: the ephemeral vault: MountAndPush's flags (kDefaultMountFlags | MS_NOSYMFOLLOW); the tmpfs
 #: root gets an ext4 root's mode (a bare tmpfs root would be 1777)
 EPHEMERAL_SOURCE = "ephemeral"
@@ -126,65 +82,7 @@ RUN_CRYPTOHOME_MODE = 0o700
 EPHEMERAL_POINT_MODE = 0o700
 
 
-#: why pinning a just-made namespace can be EINVAL on the kernel: mnt_ns_loop() wants the
-#: pinned namespace's id larger than the caller's, and Linux 6.18 allocates namespace ids in
-#: per-CPU batches (a later namespace made on another CPU may get a smaller id).
-#: run_in_sandbox keeps its child on one CPU for this reason.
-_PIN_HINT = (" (the kernel pins only a namespace whose id is larger than the caller's "
-             "namespace's; namespace ids come in per-CPU batches, so create the namespaces "
-             "from a process kept on one CPU, e.g. under taskset -c 0)")
-
 # ---- plan steps --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CreateFile(Op):
-    """``touch P`` of a missing file (the ns file's mount point); planned only when missing."""
-
-    path: str
-    mode: int = 0o644
-
-    def apply(self, host: Host) -> None:
-        host.write_file(self.path, b"", mode=self.mode, safe=True)
-
-    def to_line(self) -> str:
-        return f"touch {_q(self.path)}"
-
-
-@dataclass(frozen=True)
-class PinNamespace(Op):
-    """``mount --bind /proc/<pid>/ns/mnt P``: keep namespace ``name`` alive and enterable."""
-
-    name: str
-    path: str
-
-    def apply(self, host: Host) -> None:
-        host.pin_namespace(self.name, self.path)
-
-    def to_line(self) -> str:
-        return f"mount --bind /proc/<pid in {self.name}>/ns/mnt {_q(self.path)}"
-
-
-@dataclass(frozen=True)
-class DetachCopy(Op):
-    """``umount -l P`` inside a just-made mnt_chrome, of its copy of a signed-in user's vault or
-    home bind. session_manager makes mnt_chrome before anyone signs in; made later, it would
-    keep these copies, and their parents there are private, so the user's sign-out in the root
-    namespace would not reach them: the vault (a loop device, too) would stay mounted in
-    mnt_chrome. The parent being private is also why detaching the copy does not propagate
-    back. Already gone (EINVAL/ENOENT) is fine."""
-
-    path: str
-
-    def apply(self, host: Host) -> None:
-        try:
-            host.umount(self.path, detach=True, safe=True)
-        except OSError as exc:
-            if exc.errno not in (errno.EINVAL, errno.ENOENT):
-                raise
-
-    def to_line(self) -> str:
-        return f"umount -l {_q(self.path)}  # a signed-in user's mount, copied by the unshare"
 
 
 @dataclass(frozen=True)
@@ -208,130 +106,6 @@ class MountEphemeral(Op):
         return f"mount -t tmpfs -o {opts} {_q(self.source)} {_q(self.target)}"
 
 
-# ---- mnt_chrome --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ChromeNamespacePlan:
-    """How to reach mnt_chrome: ``steps`` (run in the current namespace) create and pin it;
-    none when it exists (``existed``: already opened under ``name``)."""
-
-    name: str
-    steps: tuple[Op, ...] = ()
-    existed: bool = False
-
-    def to_lines(self) -> list[str]:
-        if self.existed:
-            return [f"# {paths.MNT_CHROME} exists: setns into it (known as {self.name})"]
-        return [f"# create {paths.MNT_CHROME} as session_manager does "
-                "(MountNamespace::Create)"] + [op.to_line() for op in self.steps]
-
-    def apply(self, host: Host) -> str:
-        for op in self.steps:
-            op.apply(host)
-        return self.name
-
-
-def _pinned(host: Host, path: str) -> bool:
-    """Is an nsfs file bound at ``path`` (the top mount there) in the current namespace?"""
-    tops = [e for e in mountinfo.parse(host.mountinfo()) if e.mount_point == path]
-    return bool(tops) and tops[-1].fstype == "nsfs"
-
-
-def _candidate_names() -> Iterator[str]:
-    yield CHROME_NS
-    n = 2
-    while True:
-        yield f"{CHROME_NS}-{n}"
-        n += 1
-
-
-def _open_pinned(host: Host, path: str) -> str:
-    """Open the pinned file under the first name that is free or already means it."""
-    for name in _candidate_names():
-        try:
-            host.open_pinned_namespace(path, name)
-        except OSError as exc:
-            if exc.errno == errno.EEXIST:  # that name is another (older) namespace
-                continue
-            raise
-        return name
-    raise AssertionError("unreachable")  # the candidates never end
-
-
-def _refuse(reason: str, path: str, err: int | None) -> SignInError:
-    return SignInError(f"guest sign-in refused: {reason}; nothing was changed", path, err)
-
-
-def plan_chrome_namespace(host: Host) -> ChromeNamespacePlan:
-    """Plan reaching mnt_chrome from the current namespace (the root namespace, where
-    session_manager runs). Changes no mount; if the file is already pinned it is opened and
-    registered in the host (``open(PATH)``). SignInError if something other than a regular
-    file or a pinned namespace sits at the path (a symlink is never followed)."""
-    path = paths.MNT_CHROME
-    try:
-        st = host.lstat(path, safe=True)
-    except FileNotFoundError:
-        st = None
-    except OSError as exc:
-        raise _refuse(f"cannot inspect {path}: {exc.strerror}", path, exc.errno) from None
-    if st is not None and not st.is_file:
-        raise _refuse(f"{path} is not a regular file (a symlink or directory there is never "
-                      "used as Chrome's namespace)", path, errno.EINVAL)
-    if st is not None and _pinned(host, path):
-        try:
-            return ChromeNamespacePlan(_open_pinned(host, path), existed=True)
-        except OSError as exc:
-            raise _refuse(f"{path} is bound but is not a mount namespace file "
-                          f"({exc.strerror})", path, exc.errno) from None
-    taken = set(host.namespaces())
-    name = next(n for n in _candidate_names() if n not in taken)
-    steps: list[Op] = [NewNamespace(name)]
-    steps += [DetachCopy(p) for p in _signed_in_copies(host)]
-    steps.append(UseNamespace(host.current_namespace()))
-    for directory in ("/run", RUN_NAMESPACES):
-        if not host.exists(directory):
-            steps.append(MakeDir(directory, 0o755))
-    if st is None:
-        steps.append(CreateFile(path))
-    steps += [PinNamespace(name, path), RemountBind(path, PIN_FLAGS)]
-    return ChromeNamespacePlan(name, tuple(steps))
-
-
-def _signed_in_copies(host: Host) -> list[str]:
-    """Mount points of the signed-in users' vaults and home binds in the current namespace
-    (the new namespace copies them), newest first. Their store binds are left alone: those
-    are peers, so the users' sign-outs remove them everywhere anyway."""
-    entries = mountinfo.parse(host.mountinfo())
-    points = [e.mount_point for e in entries]
-    wanted: set[str] = {paths.HOME_CHRONOS_USER}
-    for h in mounted_users(host):
-        wanted |= {paths.vault_mount(h), paths.home_user(h), paths.home_root(h),
-                   paths.home_chronos(h)}
-    found: list[str] = []
-    for point in reversed(points):
-        if point in wanted and point not in found:
-            found.append(point)
-    return found
-
-
-def ensure_chrome_namespace(host: Host) -> str:
-    """Create mnt_chrome if it is not a pinned namespace file yet, else open it; its name."""
-    return plan_chrome_namespace(host).apply(host)
-
-
-def chrome_namespace(host: Host) -> str | None:
-    """mnt_chrome's name if the file is a pinned namespace (opened now), else None."""
-    try:
-        if not host.lstat(paths.MNT_CHROME, safe=True).is_file:
-            return None
-        if not _pinned(host, paths.MNT_CHROME):
-            return None
-        return _open_pinned(host, paths.MNT_CHROME)
-    except OSError:
-        return None
-
-
 # ---- sign-in -----------------------------------------------------------------------------------
 
 
@@ -342,36 +116,39 @@ class GuestSignInPlan(SignInPlan):
 
     namespace: str = CHROME_NS
     setup: tuple[Op, ...] = ()
+    records_activity: ClassVar[bool] = False  # no /home/.shadow/<H> to keep the record in
+
+    def header(self) -> str:
+        return (f"guest sign-in of {self.user_hash} inside {self.namespace} "
+                f"({paths.ephemeral_mount(self.user_hash)} is a tmpfs): "
+                f"{len(self.steps)} steps, {len(self.stores)} stores")
 
     def to_lines(self, *, numbered: bool = False) -> list[str]:
         head = [f"# setup, in the current namespace: {op.to_line()}" for op in self.setup]
-        body = _lines(f"guest sign-in of {self.user_hash} inside {self.namespace} "
-                      f"({paths.ephemeral_mount(self.user_hash)} is a tmpfs): "
-                      f"{len(self.steps)} steps, {len(self.stores)} stores",
-                      self.warnings, self.steps, numbered)
-        return head + body
+        return head + super().to_lines(numbered=numbered)
 
     def apply(self, host: Host, *, fail_at: int | None = None) -> SessionResult:
-        previous = host.current_namespace()
-        try:
-            for op in self.setup:
-                try:
-                    op.apply(host)
-                except OSError as exc:
-                    hint = _PIN_HINT if (isinstance(op, PinNamespace)
-                                         and exc.errno == errno.EINVAL) else ""
-                    raise SignInError(
-                        f"guest sign-in of {self.user_hash} failed: cannot set up "
-                        f"{paths.MNT_CHROME} ({op.to_line()}): {exc.strerror}{hint}; nothing "
-                        "was mounted for the guest", paths.MNT_CHROME, exc.errno) from exc
-            host.use_namespace(self.namespace)
-            return _apply_sign_in(self, host, fail_at, record=False)
-        finally:
-            if host.current_namespace() != previous:
-                host.use_namespace(previous)
+        """Set up mnt_chrome from the current namespace (which the setup comes back to, and
+        so does a failure), then sign in inside it."""
+        with in_namespace(host, host.current_namespace()):
+            self.set_up(host)
+        with in_namespace(host, self.namespace):
+            return super().apply(host, fail_at=fail_at)
+
+    def set_up(self, host: Host) -> None:
+        """Run ``setup`` (create and pin mnt_chrome); SignInError if a step fails."""
+        for op in self.setup:
+            try:
+                op.apply(host)
+            except OSError as exc:
+                raise SignInError(
+                    f"guest sign-in of {self.user_hash} failed: cannot set up "
+                    f"{paths.MNT_CHROME} ({op.to_line()}): {exc.strerror}"
+                    f"{setup_hint(op, exc)}; nothing was mounted for the guest",
+                    paths.MNT_CHROME, exc.errno) from exc
 
 
-class _GuestPlanner(_SignInPlanner):
+class _GuestPlanner(SignInPlanner):
     """session's planner with the ephemeral tmpfs as the vault (it starts empty, so everything
     inside it is planned as missing) and the leftovers removed first."""
 
@@ -391,7 +168,7 @@ class _GuestPlanner(_SignInPlanner):
         return super().plan(first_user)
 
     def leftover_points(self) -> list[str]:
-        h = self.h
+        h = self.user_hash
         found = [paths.home_root(h), paths.home_user(h), paths.home_chronos(h), self.vault_mount]
         for base in paths.STORE_BASES:
             try:
@@ -403,8 +180,8 @@ class _GuestPlanner(_SignInPlanner):
 
     def plan_leftovers(self) -> None:
         for path in self.leftover_points():
-            if path in self.mount_points or not _existing_dir(self.host, path):
-                continue  # a mount point is refused later (free()); a non-directory too
+            if path in self.mount_points or not existing_dir(self.host, path):
+                continue  # a mount point is refused later (require_unmounted()); so is a file
             try:
                 if not self.host.listdir(path, safe=True):
                     continue
@@ -437,8 +214,8 @@ def plan_sign_in_guest(host: Host, user_hash: str, *,
     try:
         with in_namespace(host, view):
             plan = _GuestPlanner(host, user_hash).plan(first_user)
-    except _Refused as exc:
-        raise _refuse(exc.reason, exc.path, exc.err) from None
+    except Refused as exc:
+        raise guest_refused(exc.reason, exc.path, exc.err) from None
     warnings = list(plan.warnings)
     if not chrome.existed:
         warnings.insert(0, f"{paths.MNT_CHROME} does not exist yet: it is created first, "
@@ -463,17 +240,17 @@ class GuestSignOutPlan(SignOutPlan):
     nothing to do)."""
 
     namespace: str = field(default=CHROME_NS)
+    records_activity: ClassVar[bool] = False  # no /home/.shadow/<H> to keep the record in
 
-    def to_lines(self, *, numbered: bool = False) -> list[str]:
+    def header(self) -> str:
         where = f"inside {self.namespace}" if self.namespace else "(no mnt_chrome)"
-        return _lines(f"guest sign-out of {self.user_hash} {where}: {len(self.steps)} steps",
-                      self.warnings, self.steps, numbered)
+        return f"guest sign-out of {self.user_hash} {where}: {len(self.steps)} steps"
 
     def apply(self, host: Host) -> SignOutResult:
         if not self.namespace:
             return SignOutResult(self.user_hash, warnings=list(self.warnings))
         with in_namespace(host, self.namespace):
-            return _apply_sign_out(self, host, record=False)
+            return super().apply(host)
 
 
 def plan_sign_out_guest(host: Host, user_hash: str) -> GuestSignOutPlan:
@@ -489,7 +266,7 @@ def plan_sign_out_guest(host: Host, user_hash: str) -> GuestSignOutPlan:
     ephemeral = paths.ephemeral_mount(user_hash)
     with in_namespace(host, ns):
         entries = mountinfo.parse(host.mountinfo())
-        mine = _user_mounts(entries, user_hash, ephemeral)
+        mine = user_mounts(entries, user_hash, ephemeral)
         signed_in = any(e.mount_point == ephemeral for e in entries)
         steps: list[Op] = [ForceUmount(e.mount_point) for e in reversed(mine)]
         for base in reversed(paths.STORE_BASES):
@@ -498,11 +275,11 @@ def plan_sign_out_guest(host: Host, user_hash: str) -> GuestSignOutPlan:
             except OSError:
                 continue
             steps += [RemoveTree(t) for d in daemons
-                      if _existing_dir(host, t := f"{base}/{d}/{user_hash}")]
+                      if existing_dir(host, t := f"{base}/{d}/{user_hash}")]
         steps += [RemoveTree(p) for p in (paths.home_root(user_hash),
                                            paths.home_user(user_hash),
                                            paths.home_chronos(user_hash), ephemeral)
-                  if _existing_dir(host, p)]
+                  if existing_dir(host, p)]
     warnings = () if signed_in else (f"the guest {user_hash} is not signed in (no mount at "
                                      f"{ephemeral} in {ns})",)
     return GuestSignOutPlan(user_hash, tuple(steps), signed_in, warnings, namespace=ns)

@@ -25,9 +25,9 @@ What it does, in order (SECURITY.md, "daemonstore repair"):
    the vault was mounted, chromeos-facts.md §7 item 1) is reported and kept.
 
 Never deleted: anything that is not an empty directory (``rmdir`` only). Never touched: guest
-sessions (an ephemeral vault in ``mnt_chrome``: :mod:`daemonstore.session.guest` owns them), names
-that
-are not 40 lowercase hex digits (reported), anything outside the daemon-store and home paths.
+sessions (an ephemeral vault in ``mnt_chrome``: :mod:`daemonstore.session.guest` owns them),
+names that are not 40 lowercase hex digits (reported), anything outside the daemon-store and
+home paths.
 
 A second run right after a first one has nothing to do (tests/hardening prove both halves).
 """
@@ -41,6 +41,7 @@ from daemonstore import mountinfo, paths
 from daemonstore.boot.apply import StartupReport, apply_plan, dry_run_report
 from daemonstore.boot.plan import StartupPlan, plan_startup
 from daemonstore.host import Host, Propagation
+from daemonstore.mounttree import MountView
 from daemonstore.ops.safe import (
     BindDir,
     EnsureDir,
@@ -51,22 +52,16 @@ from daemonstore.ops.safe import (
     op_path,
 )
 from daemonstore.ops.scenario import Op
-from daemonstore.session import (
-    BIND_FLAGS,
-    SignInError,
-    SignInPlan,
-    SignOutPlan,
-    _existing_dir,
-    _SignInPlanner,
-    _user_mounts,
-    mounted_users,
-    plan_sign_out,
-)
+from daemonstore.session.apply import SignInPlan
+from daemonstore.session.guest import mounted_guests
+from daemonstore.session.plan import BIND_FLAGS, TARGET_MODE, read_templates
+from daemonstore.session.queries import existing_dir, mounted_users, store_user, user_mounts
+from daemonstore.session.results import SignInError
+from daemonstore.session.sign_out import SignOutPlan, plan_sign_out
 
 __all__ = ["RepairPlan", "RepairReport", "UserRepair", "plan_repair", "repair",
            "session_problems"]
 
-TARGET_MODE = 0o700
 #: a dir vault's /home/chronos/user shows <sandbox>/home/.shadow/<H>/vault/user
 _CHRONOS_USER_ROOT = re.compile(r"/\.shadow/([0-9a-f]{40})/vault/user\Z")
 
@@ -74,12 +69,6 @@ _CHRONOS_USER_ROOT = re.compile(r"/\.shadow/([0-9a-f]{40})/vault/user\Z")
 TEAR_DOWN = "tear-down"    # an incomplete sign-in (or sign-out): everything of the user unmounted
 FINISH = "finish"          # core complete: missing store binds made
 CLEAN_UP = "clean-up"      # not signed in: leaked mounts unmounted, empty mount points removed
-
-
-def _top(entries: list[mountinfo.MountInfoEntry], path: str) -> mountinfo.MountInfoEntry | None:
-    """The mount at the top of the stack at ``path`` (the last one made there), or None."""
-    at = [e for e in entries if e.mount_point == path]
-    return at[-1] if at else None
 
 
 def _mount_problem(e: mountinfo.MountInfoEntry | None, path: str,
@@ -96,9 +85,10 @@ def _mount_problem(e: mountinfo.MountInfoEntry | None, path: str,
     return None
 
 
-def session_problems(entries: list[mountinfo.MountInfoEntry], user_hash: str) -> list[str]:
-    """What is missing from the core of a signed-in user's session (empty: complete). The core
-    is everything sign-in mounts before the stores, in its order (session.py docstring)."""
+def session_problems(mounts: MountView, user_hash: str) -> list[str]:
+    """What is missing from the core of a signed-in user's session (empty: complete), judged
+    by the mount on top at each path. The core is everything sign-in mounts before the stores,
+    in its order (session/plan.py docstring)."""
     vm = paths.vault_mount(user_hash)
     core: list[tuple[str, str | None]] = [
         (vm, None), (f"{vm}/user", Propagation.SHARED), (f"{vm}/root", Propagation.SHARED),
@@ -106,9 +96,10 @@ def session_problems(entries: list[mountinfo.MountInfoEntry], user_hash: str) ->
         (paths.home_user(user_hash), Propagation.SLAVE),
         (paths.home_root(user_hash), Propagation.SLAVE),
     ]
-    if any(e.mount_point == paths.HOME_CHRONOS_USER for e in _user_mounts(entries, user_hash)):
+    if any(e.mount_point == paths.HOME_CHRONOS_USER
+           for e in user_mounts(mounts.entries, user_hash)):
         core.append((paths.HOME_CHRONOS_USER, Propagation.SLAVE))
-    found = (_mount_problem(_top(entries, path), path, prop) for path, prop in core)
+    found = (_mount_problem(mounts.top(path), path, prop) for path, prop in core)
     return [p for p in found if p is not None]
 
 
@@ -229,10 +220,8 @@ def _candidates(host: Host, entries: list[mountinfo.MountInfoEntry]) -> tuple[se
     odd: list[str] = []
     for e in entries:
         mp = e.mount_point
-        for base in paths.STORE_BASES:
-            parts = mp[len(base) + 1:].split("/") if mp.startswith(base + "/") else []
-            if len(parts) >= 2:
-                hashes.add(parts[1])
+        if (h := store_user(mp)) is not None:
+            hashes.add(h)
         for base in ("/home/user/", "/home/root/", "/home/chronos/u-"):
             if mp.startswith(base):
                 hashes.add(mp[len(base):].split("/")[0])
@@ -260,22 +249,22 @@ def _candidates(host: Host, entries: list[mountinfo.MountInfoEntry]) -> tuple[se
     return valid, odd
 
 
-def _finish_plan(host: Host, entries: list[mountinfo.MountInfoEntry],
+def _finish_plan(host: Host, mounts: MountView,
                  user_hash: str) -> tuple[SignInPlan, list[str]]:
     """Steps that make a signed-in user's missing or half-made store binds (sign-in's own ops:
     EnsureDir decides at apply time whether to create or repair, so the vault kind does not
     matter)."""
-    planner = _SignInPlanner(host, user_hash)  # only its template enumeration is used
+    templates, _skipped = read_templates(host)  # sign-in reports the skipped ones
     steps: list[Op] = []
     reasons: list[str] = []
     stores: list[str] = []
     for cache in (False, True):
-        for name, template in planner.templates():
+        for name, template in templates:
             store = paths.store(name, cache)
-            if _top(entries, store) is None:
+            if mounts.top(store) is None:
                 continue  # no store: sign-in skips it too
             target = paths.user_store(name, user_hash, cache)
-            e = _top(entries, target)
+            e = mounts.top(target)
             if e is not None:
                 if BIND_FLAGS - set(e.options):
                     reasons.append(f"{target} lacks its flags")
@@ -284,23 +273,19 @@ def _finish_plan(host: Host, entries: list[mountinfo.MountInfoEntry],
             reasons.append(f"{target} is not mounted")
             source = paths.vault_store(user_hash, name, cache)
             steps.append(EnsureDir(source, template.perm, template.uid, template.gid))
-            try:
-                exists = host.lstat(target, safe=True).is_dir
-            except OSError:
-                exists = False
-            if not exists:
+            if not existing_dir(host, target):
                 steps.append(MakeTarget(target, TARGET_MODE))
             steps += [BindDir(source, target), RemountBind(target, BIND_FLAGS)]
             stores.append(store)
     return SignInPlan(user_hash, False, tuple(steps), tuple(stores)), reasons
 
 
-def _leaked_chronos_user(entries: list[mountinfo.MountInfoEntry], signed: list[str]) -> bool:
+def _leaked_chronos_user(mounts: MountView, signed: list[str]) -> bool:
     """/home/chronos/user is mounted but belongs to no signed-in user (its vault is gone)."""
-    if _top(entries, paths.HOME_CHRONOS_USER) is None:
+    if mounts.top(paths.HOME_CHRONOS_USER) is None:
         return False
     return not any(e.mount_point == paths.HOME_CHRONOS_USER
-                   for h in signed for e in _user_mounts(entries, h))
+                   for h in signed for e in user_mounts(mounts.entries, h))
 
 
 def _leftover_mount_points(host: Host, entries: list[mountinfo.MountInfoEntry],
@@ -311,7 +296,53 @@ def _leftover_mount_points(host: Host, entries: list[mountinfo.MountInfoEntry],
     hashes, _odd = _hashes_in(host, paths.SHADOW)
     points = [paths.HOME_CHRONOS_USER, *(paths.vault_mount(h) for h in sorted(hashes)
                                          if h not in signed)]
-    return [p for p in points if p not in mounted and _existing_dir(host, p)]
+    return [p for p in points if p not in mounted and existing_dir(host, p)]
+
+
+def _repair_signed_in(host: Host, mounts: MountView, user_hash: str) -> UserRepair | None:
+    """Tear down an incomplete session, finish one whose store binds are missing; None when
+    the session is complete."""
+    problems = session_problems(mounts, user_hash)
+    if problems:
+        return UserRepair(user_hash, TEAR_DOWN, ("incomplete session: " + "; ".join(problems),),
+                          plan_sign_out(host, user_hash))
+    finish, reasons = _finish_plan(host, mounts, user_hash)
+    return UserRepair(user_hash, FINISH, tuple(reasons), finish) if finish.steps else None
+
+
+def _clean_up(host: Host, user_hash: str, chronos_owner: str | None) -> UserRepair | None:
+    """Sign-out of a user who is not signed in: leaked mounts, empty mount points."""
+    out = plan_sign_out(host, user_hash)
+    steps = out.steps
+    if user_hash == chronos_owner:  # sign_out names /home/chronos/user only while the vault is up
+        steps = (ForceUmount(paths.HOME_CHRONOS_USER), *steps)
+    if not steps:
+        return None
+    umounts = sum(1 for op in steps if isinstance(op, ForceUmount))
+    why = (f"not signed in, {umounts} mounts left" if umounts
+           else "not signed in, mount points left")
+    return UserRepair(user_hash, CLEAN_UP, (why,),
+                      SignOutPlan(user_hash, tuple(steps), False, out.warnings))
+
+
+def _clean_up_unowned(host: Host, entries: list[mountinfo.MountInfoEntry], signed: list[str],
+                      users: list[UserRepair], chronos_leaked: bool) -> list[UserRepair]:
+    """What belongs to no user: mount points a sign-out left, /home/chronos/user mounted for
+    nobody (e.g. a loop vault's, whose root does not name the user)."""
+    found = []
+    planned = {op_path(op) for u in users for op in u.plan.steps}
+    leftovers = [p for p in _leftover_mount_points(host, entries, signed) if p not in planned]
+    if leftovers:
+        found.append(UserRepair("-", CLEAN_UP, ("mount points a sign-out left: "
+                                                + ", ".join(leftovers),),
+                                SignOutPlan("-", tuple(RemoveDir(p) for p in leftovers),
+                                            False)))
+    if chronos_leaked:
+        found.append(UserRepair("-", CLEAN_UP, (f"{paths.HOME_CHRONOS_USER} is mounted for no "
+                                                "signed-in user",),
+                                SignOutPlan("-", (ForceUmount(paths.HOME_CHRONOS_USER),),
+                                            False)))
+    return found
 
 
 def plan_repair(host: Host) -> RepairPlan:
@@ -320,53 +351,23 @@ def plan_repair(host: Host) -> RepairPlan:
     interfere."""
     startup = plan_startup(host)
     entries = mountinfo.parse(host.mountinfo())
+    mounts = MountView(entries)
     signed = mounted_users(host)
-    from daemonstore.session.guest import mounted_guests  # guest imports session; keep this lazy
-
     guests = set(mounted_guests(host))
     candidates, kept = _candidates(host, entries)
-    users: list[UserRepair] = []
-    for h in signed:
-        problems = session_problems(entries, h)
-        if problems:
-            users.append(UserRepair(h, TEAR_DOWN, ("incomplete session: " + "; ".join(problems),),
-                                    plan_sign_out(host, h)))
-            continue
-        finish, reasons = _finish_plan(host, entries, h)
-        if finish.steps:
-            users.append(UserRepair(h, FINISH, tuple(reasons), finish))
-    leaked_chronos = _leaked_chronos_user(entries, signed)
+    users = [u for h in signed if (u := _repair_signed_in(host, mounts, h)) is not None]
+    chronos_leaked = _leaked_chronos_user(mounts, signed)
+    chronos_user = mounts.top(paths.HOME_CHRONOS_USER)
     chronos_owner = None
-    if leaked_chronos and (m := _CHRONOS_USER_ROOT.search(_top(entries,
-                                                              paths.HOME_CHRONOS_USER).root)):
+    if chronos_leaked and chronos_user and (m := _CHRONOS_USER_ROOT.search(chronos_user.root)):
         chronos_owner = m.group(1)
-    for h in sorted(candidates - set(signed)):
-        if h in guests:
-            kept.append(f"{h}: a guest session (daemonstore.session.guest owns it)")
-            continue
-        out = plan_sign_out(host, h)
-        steps = out.steps
-        if h == chronos_owner:  # sign_out names /home/chronos/user only while the vault is up
-            steps = (ForceUmount(paths.HOME_CHRONOS_USER), *steps)
-            leaked_chronos = False
-        if steps:
-            mounts = sum(1 for op in steps if isinstance(op, ForceUmount))
-            why = (f"not signed in, {mounts} mounts left" if mounts
-                   else "not signed in, mount points left")
-            users.append(UserRepair(h, CLEAN_UP, (why,),
-                                    SignOutPlan(h, tuple(steps), False, out.warnings)))
-    planned = {op_path(op) for u in users for op in u.plan.steps}
-    leftovers = [p for p in _leftover_mount_points(host, entries, signed) if p not in planned]
-    if leftovers:
-        users.append(UserRepair("-", CLEAN_UP, ("mount points a sign-out left: "
-                                                + ", ".join(leftovers),),
-                                SignOutPlan("-", tuple(RemoveDir(p) for p in leftovers),
-                                            False)))
-    if leaked_chronos:  # e.g. a loop vault's, whose root does not name the user
-        users.append(UserRepair("-", CLEAN_UP, (f"{paths.HOME_CHRONOS_USER} is mounted for no "
-                                                "signed-in user",),
-                                SignOutPlan("-", (ForceUmount(paths.HOME_CHRONOS_USER),),
-                                            False)))
+    not_signed = sorted(candidates - set(signed))
+    kept += [f"{h}: a guest session (daemonstore.session.guest owns it)"
+             for h in not_signed if h in guests]
+    cleaned = [h for h in not_signed if h not in guests]
+    users += [u for h in cleaned if (u := _clean_up(host, h, chronos_owner)) is not None]
+    chronos_leaked = chronos_leaked and chronos_owner not in cleaned  # else taken with its owner
+    users += _clean_up_unowned(host, entries, signed, users, chronos_leaked)
     return RepairPlan(startup, tuple(users), tuple(kept))
 
 

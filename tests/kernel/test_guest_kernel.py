@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from daemonstore import mountinfo, paths, session
-from daemonstore.session import guest
+from daemonstore.session import guest, mnt_chrome
 from daemonstore.testing import World, kernel_world
 
 pytestmark = pytest.mark.kernel
@@ -144,7 +144,7 @@ def test_a_busy_guest_store_is_lazily_detached_and_still_gone_everywhere() -> No
 def _every_step(world: World) -> tuple[int, list[str]]:
     world.daemon("foo")
     world.salt  # noqa: B018 - the salt file exists before the snapshots
-    guest.ensure_chrome_namespace(world.host)
+    mnt_chrome.ensure_chrome_namespace(world.host)
     h = world.hash_of(GUEST)
     count = len(guest.plan_sign_in_guest(world.host, h).steps)
     problems = []

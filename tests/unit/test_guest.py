@@ -11,7 +11,7 @@ import pytest
 
 from daemonstore import mountinfo, paths, session
 from daemonstore.ops.safe import EnsureDir, RemoveTree
-from daemonstore.session import guest
+from daemonstore.session import guest, mnt_chrome
 from daemonstore.testing import World
 
 FOO = ("foo", 20100, 20100, 0o700)
@@ -40,7 +40,7 @@ def points_with(world: World, needle: str) -> dict[str, list[str]]:
 
 def test_mnt_chrome_is_a_plain_unshare_pinned_on_its_file() -> None:
     world = world_with(FOO)
-    plan = guest.plan_chrome_namespace(world.host)
+    plan = mnt_chrome.plan_chrome_namespace(world.host)
     assert [op.to_line() for op in plan.steps] == [
         "ns mnt_chrome",  # no --propagation: the copies of the shared stores stay peers
         "use init",
@@ -50,7 +50,7 @@ def test_mnt_chrome_is_a_plain_unshare_pinned_on_its_file() -> None:
         "mount -o remount,bind,nodev,noexec,nosuid /run/namespaces/mnt_chrome",
     ]
     assert world.host.namespaces() == ["init"]  # planning created nothing
-    assert guest.ensure_chrome_namespace(world.host) == "mnt_chrome"
+    assert mnt_chrome.ensure_chrome_namespace(world.host) == "mnt_chrome"
     assert world.host.current_namespace() == "init"
     (pin,) = at(world.host.mountinfo(), paths.MNT_CHROME)
     assert pin.fstype == "nsfs" and {"nosuid", "nodev", "noexec"} <= set(pin.options)
@@ -59,9 +59,9 @@ def test_mnt_chrome_is_a_plain_unshare_pinned_on_its_file() -> None:
         (chrome_copy,) = at(world.host.mountinfo("mnt_chrome"), store)
         assert root_copy.shared is not None and chrome_copy.shared == root_copy.shared  # peers
     # a second call opens the pinned file: same namespace, nothing new
-    again = guest.plan_chrome_namespace(world.host)
+    again = mnt_chrome.plan_chrome_namespace(world.host)
     assert again.existed and again.steps == () and again.name == "mnt_chrome"
-    assert guest.ensure_chrome_namespace(world.host) == "mnt_chrome"
+    assert mnt_chrome.ensure_chrome_namespace(world.host) == "mnt_chrome"
     assert world.host.namespaces() == ["init", "mnt_chrome"]
 
 
@@ -69,10 +69,10 @@ def test_an_existing_empty_file_is_pinned_in_place() -> None:
     world = world_with()
     world.host.mkdir("/run/namespaces", 0o755)
     world.host.write_file(paths.MNT_CHROME, b"")
-    lines = [op.to_line() for op in guest.plan_chrome_namespace(world.host).steps]
+    lines = [op.to_line() for op in mnt_chrome.plan_chrome_namespace(world.host).steps]
     assert not any(line.startswith(("touch", "mkdir")) for line in lines)
-    assert guest.ensure_chrome_namespace(world.host) == "mnt_chrome"
-    assert guest.chrome_namespace(world.host) == "mnt_chrome"
+    assert mnt_chrome.ensure_chrome_namespace(world.host) == "mnt_chrome"
+    assert mnt_chrome.chrome_namespace(world.host) == "mnt_chrome"
 
 
 @pytest.mark.parametrize("planted", ["symlink", "directory"])
@@ -84,7 +84,7 @@ def test_a_symlink_or_directory_at_the_path_is_refused(planted: str) -> None:
     else:
         world.host.mkdir(paths.MNT_CHROME, 0o755)
     with pytest.raises(session.SignInError) as exc:
-        guest.ensure_chrome_namespace(world.host)
+        mnt_chrome.ensure_chrome_namespace(world.host)
     assert exc.value.path == paths.MNT_CHROME and exc.value.errno == errno.EINVAL
     assert world.host.namespaces() == ["init"]
 
@@ -92,11 +92,11 @@ def test_a_symlink_or_directory_at_the_path_is_refused(planted: str) -> None:
 def test_a_name_taken_by_an_unpinned_namespace_gets_a_fresh_one() -> None:
     """ui-post-stop unmounts the file; the next session_manager makes a new namespace."""
     world = world_with()
-    assert guest.ensure_chrome_namespace(world.host) == "mnt_chrome"
+    assert mnt_chrome.ensure_chrome_namespace(world.host) == "mnt_chrome"
     world.host.umount(paths.MNT_CHROME)
-    assert guest.chrome_namespace(world.host) is None
-    assert guest.ensure_chrome_namespace(world.host) == "mnt_chrome-2"
-    assert guest.chrome_namespace(world.host) == "mnt_chrome-2"
+    assert mnt_chrome.chrome_namespace(world.host) is None
+    assert mnt_chrome.ensure_chrome_namespace(world.host) == "mnt_chrome-2"
+    assert mnt_chrome.chrome_namespace(world.host) == "mnt_chrome-2"
 
 
 # ---- the story ----------------------------------------------------------------------------------
@@ -107,7 +107,7 @@ def test_guest_store_reaches_daemons_and_the_root_namespace_and_is_gone_after(
         chrome_first: bool) -> None:
     world = world_with(FOO, BAR)
     if chrome_first:
-        guest.ensure_chrome_namespace(world.host)
+        mnt_chrome.ensure_chrome_namespace(world.host)
     view = world.daemon("foo")  # slave clone of the root namespace, before the guest
     h = world.login_guest()
     assert h == paths.sanitize_username(world.salt, GUEST)
@@ -218,7 +218,7 @@ def test_sign_out_of_a_guest_who_is_not_signed_in() -> None:
     plan = guest.plan_sign_out_guest(world.host, h)  # no mnt_chrome at all
     assert plan.steps == () and plan.namespace == "" and not plan.signed_in
     assert plan.apply(world.host).ok
-    guest.ensure_chrome_namespace(world.host)
+    mnt_chrome.ensure_chrome_namespace(world.host)
     plan = guest.plan_sign_out_guest(world.host, h)
     assert plan.steps == () and "not signed in" in plan.warnings[0]
 
@@ -235,7 +235,7 @@ def _fresh() -> World:
     world = world_with(FOO, BAR)
     world.daemon("foo")
     world.salt  # noqa: B018 - the salt file exists before the snapshots
-    guest.ensure_chrome_namespace(world.host)
+    mnt_chrome.ensure_chrome_namespace(world.host)
     return world
 
 
@@ -284,7 +284,7 @@ def test_a_failure_after_creating_mnt_chrome_keeps_the_namespace() -> None:
     world = world_with(FOO)
     with pytest.raises(session.SignInError):
         world.login_guest(fail_at=0)
-    assert guest.chrome_namespace(world.host) == "mnt_chrome"  # session_manager's, not ours
+    assert mnt_chrome.chrome_namespace(world.host) == "mnt_chrome"  # session_manager's, not ours
     assert guest.mounted_guests(world.host) == []
 
 
@@ -359,11 +359,11 @@ def test_ensure_dir_creates_repairs_and_refuses() -> None:
 def test_mnt_chrome_made_while_a_user_is_signed_in_keeps_no_copy_of_her_vault() -> None:
     """session_manager makes mnt_chrome before anyone signs in; made later, the unshare copies
     alice's vault and home binds, whose private parents would keep them after her sign-out.
-    The copies are detached inside the new namespace at once (guest.DetachCopy)."""
+    The copies are detached inside the new namespace at once (mnt_chrome.DetachCopy)."""
     world = world_with(FOO)
     view = world.daemon("foo")
     a = world.login("alice")
-    plan = guest.plan_chrome_namespace(world.host)
+    plan = mnt_chrome.plan_chrome_namespace(world.host)
     detached = [op.to_line().split("  #")[0] for op in plan.steps if "umount -l" in op.to_line()]
     assert detached == [f"umount -l {p}" for p in (
         paths.home_root(a), paths.home_user(a), paths.home_chronos(a), paths.HOME_CHRONOS_USER,
