@@ -131,10 +131,15 @@ def ephemeral_mount(user_hash: str) -> str:
     return f"{EPHEMERAL_MOUNT}/{check_hash(user_hash)}"
 
 
+def store_in_vault(daemon: str, cache: bool = False) -> str:
+    """A store's directory relative to the vault mount: ``root/<d>`` or ``root/.cache/<d>``."""
+    sub = f"root/{CACHE_DIR}" if cache else "root"
+    return f"{sub}/{check_daemon_name(daemon)}"
+
+
 def vault_store(user_hash: str, daemon: str, cache: bool = False) -> str:
     """Bind source: ``<vault mount>/root/<d>`` or ``<vault mount>/root/.cache/<d>``."""
-    sub = f"root/{CACHE_DIR}" if cache else "root"
-    return f"{vault_mount(user_hash)}/{sub}/{check_daemon_name(daemon)}"
+    return f"{vault_mount(user_hash)}/{store_in_vault(daemon, cache)}"
 
 
 def home_root(user_hash: str) -> str:

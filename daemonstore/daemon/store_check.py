@@ -48,9 +48,7 @@ def store_status(host: Host, daemon: str, user_hash: str, *, cache: bool = False
     if top is None or top.mount_point != path:
         return StoreStatus(path, False, "exists but nothing is mounted on it (the user is not "
                            "signed in, or sign-in has not finished)")
-    # the store's directory inside the vault, root[/.cache]/<d>, as paths.vault_store lays it out
-    vault = paths.vault_mount(user_hash) + "/"
-    sub = paths.vault_store(user_hash, daemon, cache).removeprefix(vault)
+    sub = paths.store_in_vault(daemon, cache)
     if not top.root.endswith("/" + sub):
         return StoreStatus(path, False, f"the mount there has root {top.root!r}, not the "
                            f"user's vault directory {sub!r}", top)

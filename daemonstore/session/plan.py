@@ -175,10 +175,10 @@ class SignInPlanner:
         return st
 
     def store_source(self, name: str, cache: bool) -> str:
-        """Bind source of store ``name``: its directory in the vault (:func:`paths.vault_store`)
-        under this planner's vault mount (a guest's is its tmpfs)."""
-        in_vault = paths.vault_store(self.user_hash, name, cache)
-        return self.vault_mount + in_vault.removeprefix(paths.vault_mount(self.user_hash))
+        """Bind source of store ``name``: its directory in the vault
+        (:func:`paths.store_in_vault`) under this planner's vault mount (a guest's is its
+        tmpfs)."""
+        return f"{self.vault_mount}/{paths.store_in_vault(name, cache)}"
 
     def backing(self, path: str) -> str:
         """Where a path inside the (not yet mounted) vault is seen at plan time."""
