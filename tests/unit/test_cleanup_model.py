@@ -20,7 +20,7 @@ from daemonstore.cli import main
 from daemonstore.host import Host
 from daemonstore.model import ModelHost
 from daemonstore.session.activity import activity_path, read_activity, record_activity
-from daemonstore.testing import World
+from daemonstore.world import World
 from tests.cleanup_story import DAEMONS, THRESHOLDS, story
 
 #: with the ``world`` fixture: 40 MiB free (less a few pages) when every cache is empty

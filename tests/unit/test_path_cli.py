@@ -15,7 +15,7 @@ from daemonstore.cli import main
 from daemonstore.cli import status as status_cli
 from daemonstore.daemon.salt import SaltMissing, read_salt, user_store_path
 from daemonstore.model import ModelHost
-from daemonstore.testing import World
+from daemonstore.world import World
 
 SALT = bytes(range(16))
 

@@ -24,8 +24,8 @@ from daemonstore.host import Host
 from daemonstore.kernel import SandboxRefused
 from daemonstore.session.activity import activity_path
 from daemonstore.session.repair import CLEAN_UP, FINISH, TEAR_DOWN, plan_repair, repair
-from daemonstore.testing import World
 from daemonstore.testing.faults import FaultHost
+from daemonstore.world import World
 
 DAEMONS = (("foo", 20100, 20100, 0o700), ("bar", 20101, 20102, 0o2750))
 

@@ -15,7 +15,7 @@ from daemonstore.cli import status as status_cli
 from daemonstore.jail.plan import apply_jail, plan_jail
 from daemonstore.jail.spec import parse_jail_args
 from daemonstore.report import status
-from daemonstore.testing import World
+from daemonstore.world import World
 
 S, C = "/run/daemon-store", "/run/daemon-store-cache"
 
