@@ -38,6 +38,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from daemonstore import paths
+from daemonstore.boot.seed import install_template
 from daemonstore.daemon.salt import load_or_create_salt
 from daemonstore.errors import DaemonStoreError
 from daemonstore.host import Host, Propagation, Stat, in_namespace
@@ -53,8 +54,6 @@ from daemonstore.session import (
 __all__ = ["DaemonView", "KernelWorld", "World", "WorldError", "kernel_world", "snapshot"]
 
 R = TypeVar("R")
-
-PASSWD = "/etc/passwd"
 
 
 class WorldError(DaemonStoreError, RuntimeError):
@@ -116,15 +115,8 @@ class World:
         daemon's ebuild does; a passwd line is added for a new uid, as the ebuild's user would
         exist) and, with ``startup``, run the boot step. ``startup=False`` models a template
         installed without a reboot: no store until :meth:`run_startup`."""
-        template = paths.template(name)
-        host = self.host
         with self.in_namespace(self.namespace):
-            if uid != 0 and not _in_passwd(host, uid):
-                host.write_file(PASSWD, f"{name}:x:{uid}:{gid}::/dev/null:/bin/false\n".encode(),
-                                append=True, safe=True)
-            host.mkdir(template, mode, safe=True)
-            host.chown(template, uid, gid, follow_symlinks=False, safe=True)
-            host.chmod(template, mode, follow_symlinks=False, safe=True)  # after chown
+            install_template(self.host, name, uid, gid, mode)
         if startup:
             problems = self.run_startup(name)
             if problems:
@@ -445,15 +437,3 @@ def _stat(host: Host, path: str) -> Stat | None:
 def _is_dir(host: Host, path: str) -> bool:
     st = _stat(host, path)
     return st is not None and st.is_dir
-
-
-def _in_passwd(host: Host, uid: int) -> bool:
-    try:
-        text = host.read_file(PASSWD, safe=True).decode("utf-8", "replace")
-    except OSError:
-        return False
-    for line in text.splitlines():
-        fields = line.split(":")
-        if len(fields) >= 3 and fields[2] == str(uid):
-            return True
-    return False
