@@ -23,27 +23,22 @@ from daemonstore.cli.login import login, logout
 from daemonstore.cli.repair import repair_command
 from daemonstore.cli.startup import startup_command
 from daemonstore.cli.status import path_command, status_command
+from daemonstore.command import CannotRun
 from daemonstore.sim import files as sim
 from daemonstore.sim import fuzz
-
-
-class BadInput(click.ClickException):
-    """One-line reason, exit 2 (click's own usage errors also exit 2)."""
-
-    exit_code = 2
 
 
 def _load(path: str) -> sim.Loaded:
     try:
         return sim.load(path)
     except sim.ScenarioFileError as exc:
-        raise BadInput(str(exc)) from None
+        raise CannotRun(str(exc)) from None
 
 
 def _need_kernel(hint: str = "") -> None:
     reason = sim.kernel_unavailable()
     if reason:
-        raise BadInput(reason + hint)
+        raise CannotRun(reason + hint)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -112,7 +107,7 @@ def sim_fuzz(seed: int, count: int, ops_min: int, ops_max: int, out: str | None,
              no_shrink: bool) -> None:
     """Random scenarios on model and kernel; shrink and print every divergence."""
     if ops_min > ops_max:
-        raise BadInput(f"--ops-min {ops_min} is larger than --ops-max {ops_max}")
+        raise CannotRun(f"--ops-min {ops_min} is larger than --ops-max {ops_max}")
     _need_kernel()
     from daemonstore.ops.scenario import run_on_kernel, run_on_model
 
@@ -121,7 +116,7 @@ def sim_fuzz(seed: int, count: int, ops_min: int, ops_max: int, out: str | None,
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise BadInput(f"--out {out}: {exc.strerror}") from None
+            raise CannotRun(f"--out {out}: {exc.strerror}") from None
     report = fuzz.FuzzReport()
     runs = fuzz.fuzz(seed, count, run_on_model, run_on_kernel, ops_min=ops_min,
                      ops_max=ops_max, do_shrink=not no_shrink)

@@ -15,14 +15,9 @@ from pathlib import Path
 
 import click
 
+from daemonstore.command import CannotRun
 from daemonstore.demo import story as demo
 from daemonstore.report import graph
-
-
-class CannotRun(click.ClickException):
-    """One-line reason, exit 2."""
-
-    exit_code = 2
 
 
 def graph_paths(name: str) -> tuple[Path, Path]:

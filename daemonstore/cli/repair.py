@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from daemonstore.command import CannotRun, close_host, open_host
+from daemonstore.command import host_for
 from daemonstore.session.repair import repair
 
 EXIT_CONSISTENT = 0
@@ -40,16 +40,8 @@ def repair_command(root: str, dry_run: bool, as_json: bool) -> None:
     """Converge after a crash: finish startup, tear down sign-ins that were cut short (or finish
     their missing store binds), unmount binds of users who are not signed in, remove empty
     leftover mount points. Never deletes user data; a second run changes nothing."""
-    try:
-        host = open_host(root)
-    except OSError as exc:  # SandboxRefused is a PermissionError
-        raise CannotRun(f"--root {root}: {exc.strerror or exc}") from None
-    try:
+    with host_for(root) as host:
         plan, report = repair(host, dry_run=dry_run)
-    except OSError as exc:
-        raise CannotRun(f"--root {root}: {exc}") from None
-    finally:
-        close_host(host)
     code = EXIT_CONSISTENT if report.ok else EXIT_INCOMPLETE
     if as_json:
         out: dict[str, Any] = {
