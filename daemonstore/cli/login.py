@@ -1,6 +1,6 @@
 """``daemonstore login USER [--guest]`` / ``daemonstore logout USER``: sign in and out through the
 cryptohome and session manager services on a bus (thin click commands over
-:class:`daemonstore.dbus.client.Client`; registered in cli.py with ``main.add_command``).
+:class:`daemonstore.dbus.client.Client`; registered in ``cli/__init__.py``).
 
 login  = cryptohome ``MountEx``, then ``StartSession`` (emits ``started``);
 logout = ``StopSession`` (emits ``stopping``, ``stopped``), then cryptohome ``Unmount``

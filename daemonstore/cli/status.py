@@ -1,6 +1,6 @@
 """``daemonstore status [--root DIR] [--json]`` and ``daemonstore path DAEMON USER [--cache]
 [--root DIR]`` (thin click commands over :mod:`daemonstore.report.status` and
-:mod:`daemonstore.daemon.salt`; registered in cli.py with ``main.add_command``).
+:mod:`daemonstore.daemon.salt`; registered in ``cli/__init__.py``).
 
 status exits 0 when it found no problem, 1 when it reported problems, 2 when it cannot run here:
 it reads the stores through a KernelHost on ``--root``, which refuses the machine's initial mount
