@@ -9,11 +9,8 @@ request) with:
   the daemon's ebuild does) and the boot step, so ``/run/daemon-store{,-cache}/foo`` are shared
   self-binds;
 * ``world.daemon("foo")``: a :class:`DaemonView`, the daemon's mount namespace built by the
-  namespace helper's planner (``jail.plan_jail``) the way minijail sets up a daemon
-  (``minijail0 -v -Kslave -k tmpfs,/run,tmpfs,...
-  -k /run/daemon-store/foo,/run/daemon-store/foo,none,MS_BIND|MS_REC``, and the same for the
-  cache; chromeos-facts.md §5): a clone of the root namespace made slave, a private tmpfs on
-  ``/run``, and recursive binds of only this daemon's stores;
+  namespace helper's planner the way minijail sets up a daemon (chromeos-facts.md §5): a slave
+  clone of the root namespace, a private tmpfs on ``/run``, recursive binds of its stores only;
 * ``world.login("alice")`` / ``world.logout("alice")``: sign-in and sign-out through
   :mod:`daemonstore.session` (``vault="loop"`` on the kernel: an ext4 image on a loop device);
   ``world.login_guest()`` / ``world.logout_guest()`` for the guest (user ``"$guest"``: an

@@ -29,7 +29,6 @@ from daemonstore.command import host_for, step_logger
 
 EXIT_OK = 0
 EXIT_SHORT = 1
-EXIT_CANNOT_RUN = 2
 
 _EPILOG = """\b
 Exit codes:

@@ -20,7 +20,6 @@ from daemonstore.session.repair import repair
 
 EXIT_CONSISTENT = 0
 EXIT_INCOMPLETE = 1
-EXIT_CANNOT_RUN = 2
 
 _EPILOG = """\b
 Exit codes:

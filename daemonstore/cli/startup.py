@@ -29,7 +29,6 @@ from daemonstore.command import host_for, step_logger
 
 EXIT_COMPLETE = 0
 EXIT_INCOMPLETE = 1
-EXIT_CANNOT_RUN = 2
 
 _EPILOG = """\b
 Exit codes:
