@@ -101,6 +101,13 @@ def figures(rows: dict[tuple[int, int], dict[str, Any]], quick: bool) -> dict[st
         fig["slope_store_us"] = fig["scaling_stores"]["slope_us"]
         fig["slope_namespace_us"] = fig["scaling_namespaces"]["slope_us"]
     fig["targets"] = TARGETS
+    fig["met"] = judge(fig, quick)
+    fig["kernel"] = os.uname().release
+    return fig
+
+
+def judge(fig: dict[str, Any], quick: bool) -> dict[str, bool]:
+    """Each target of :data:`TARGETS`, judged on the figures (``linear`` only over all sizes)."""
     # judged on the same-round pairs: the kernel's own time for the very same syscalls swings
     # between rounds on a shared machine (two modes, ~25 and ~40 ms at S=64 N=100, for the
     # floor as for ours), so one lucky round can decide a ratio of two bests either way
@@ -123,6 +130,4 @@ def figures(rows: dict[tuple[int, int], dict[str, Any]], quick: bool) -> dict[st
         # the difference of two timings whose kernel part swings by up to 1.6x between rounds,
         # so it moved between -0.5 and 8 us across sizes in one run. Our own work is judged
         # exactly instead, by instruction and Host-call counts (bench/instructions.py).
-    fig["met"] = met
-    fig["kernel"] = os.uname().release
-    return fig
+    return met
