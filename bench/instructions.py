@@ -3,7 +3,7 @@
 
 Usage (``valgrind`` on PATH; the kernel part needs root and runs in sandbox children)::
 
-    .venv/bin/python bench/instructions.py [--quick] [--jobs J] [--no-kernel]
+    .venv/bin/python -m bench.instructions [--quick] [--jobs J] [--no-kernel]
 
 Why: on this shared 2-CPU machine one doubling of a timed benchmark swings between 1.8x and
 2.7x, for the kernel's own syscall floor as much as for our code, so "linear in scale" cannot be
@@ -30,7 +30,7 @@ the phases (``gc.freeze``), as in the timed benchmarks.
   3.19 does not know openat2, syscall 437, and our kernel backend refuses to run without it):
   the Host calls of one sign-in apply and sign-out apply at the same sizes, recorded with
   bench/floor.py's Recorder. Each Host call is a fixed short syscall sequence
-  (bench/floor.py ``SEQUENCES``, proven by ``bench/signin.py --check-floor``), so this is the
+  (bench/floor.py ``SEQUENCES``, proven by ``python -m bench.signin --check-floor``), so this is the
   syscall work our code asks of the kernel, counted exactly; the kernel's time for it is the
   floor of bench/signin.py.
 
@@ -68,11 +68,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH.parent))
-sys.path.insert(0, str(BENCH))
+from bench import fits
 
-import fits  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+#: how a child runs this module (from the repository root: ``bench`` is not installed)
+CHILD = [sys.executable, "-m", "bench.instructions", "--child"]
 
 #: one more unit of scale may cost at most this much more at the largest size than at the
 #: smallest (marginal instructions per unit): the definition of "linear" judged here
@@ -90,14 +90,13 @@ COLLECTED = re.compile(r"Collected : (\d+)")
 
 
 def _signin_world(stores: int, namespaces: int) -> tuple[Any, Any]:
-    import signin
-
+    from bench import signin
     from daemonstore import session
     from daemonstore.model import ModelHost
 
     h = ModelHost()
     signin.setup(h, stores, namespaces)
-    warm = signin._hash("warm", 0)
+    warm = signin.user_hash("warm", 0)
     session.plan_sign_in(h, warm).apply(h)
     session.plan_sign_out(h, warm).apply(h)
     return h, session
@@ -106,8 +105,7 @@ def _signin_world(stores: int, namespaces: int) -> tuple[Any, Any]:
 def child(kind: str, a: int, b: int, phases: int) -> None:
     """The workload ``kind`` at size (a, b), set-up then its first ``phases`` phases."""
     if kind == "propagation":
-        import propagation
-
+        from bench import propagation
         from daemonstore.model import ModelHost
 
         h = ModelHost()
@@ -144,16 +142,15 @@ def warm_bytecode() -> None:
     """Run each workload once, natively and tiny, before counting: the first process to import
     a changed module compiles it and writes its .pyc, work that must not land in one count."""
     for kind in ("propagation", "signin"):
-        subprocess.run([sys.executable, __file__, "--child", kind, "2", "2", "3"], check=True,
-                       cwd=BENCH.parent)
+        subprocess.run([*CHILD, kind, "2", "2", "3"], check=True, cwd=ROOT)
 
 
 def count(kind: str, a: int, b: int, phases: int, tmp: str) -> int:
     """User-space instructions of a child process running the workload under callgrind."""
     argv = [*_NO_ASLR, "valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/cg.%p",
-            sys.executable, __file__, "--child", kind, str(a), str(b), str(phases)]
+            *CHILD, kind, str(a), str(b), str(phases)]
     env = {**os.environ, "PYTHONHASHSEED": "0"}
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=BENCH.parent)
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=ROOT)
     found = COLLECTED.findall(proc.stderr)
     if proc.returncode != 0 or not found:
         raise RuntimeError(f"callgrind {kind} {a} {b} {phases} failed (exit "
@@ -199,14 +196,13 @@ def make_series(sizes: list[tuple[int, int]], axis: int, key: str,
 
 def kernel_calls(sizes: list[tuple[int, int]]) -> list[dict[str, int]]:
     """Host calls of one sign-in apply / sign-out apply per size, on the real kernel."""
-    import signin
-
+    from bench import signin
     from daemonstore.kernel import run_in_sandbox
 
     def one(h: Any, stores: int, namespaces: int) -> dict[str, int]:
         signin.setup(h, stores, namespaces)
-        signin.cycle_ours(h, signin._hash("warm", 0), lambda: None)
-        calls = signin.record(h, signin._hash("rec", 0))
+        signin.cycle_ours(h, signin.user_hash("warm", 0), lambda: None)
+        calls = signin.record(h, signin.user_hash("rec", 0))
         return {"sign-in apply": len(calls["apply"]),
                 "sign-out": len(calls["out_plan"]) + len(calls["out_apply"])}
 
@@ -242,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         child(kind, int(a), int(b), int(k))
         return 0
     if shutil.which("valgrind") is None:
-        print("bench/instructions.py: needs valgrind on PATH", file=sys.stderr)
+        print("python -m bench.instructions: needs valgrind on PATH", file=sys.stderr)
         return 2
     version = subprocess.run(["valgrind", "--version"], capture_output=True,
                              text=True).stdout.strip()

@@ -34,17 +34,11 @@ import argparse
 import gc
 import json
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import fits  # noqa: E402
-
-from daemonstore.host import Host  # noqa: E402
-from daemonstore.model import ModelHost  # noqa: E402
+from bench import fits
+from daemonstore.host import Host
+from daemonstore.model import ModelHost
 
 BINDS = 64
 

@@ -3,9 +3,9 @@ chart of time against scale (bench driver; pure Python, the charts from bench/sv
 
 Usage (root: the kernel parts run in sandbox children)::
 
-    .venv/bin/python bench/run_all.py [--quick] [--write-readme]
+    .venv/bin/python -m bench.run_all [--quick] [--write-readme]
 
-Runs bench/propagation.py, bench/startup.py, bench/signin.py and bench/instructions.py one after
+Runs bench/propagation.py, bench/boot.py, bench/signin.py and bench/instructions.py one after
 the other (their output passes through), takes the JSON object each prints last, and writes
 
 * ``bench/results/figures.json`` -- the four objects, keyed by benchmark, and ``machine``
@@ -31,9 +31,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import svgplot  # noqa: E402
+from bench import svgplot
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -42,18 +40,20 @@ README = ROOT / "README.md"
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 #: the timed benchmarks first; instructions (callgrind, counts do not depend on load) runs last so
 #: that its two busy CPUs never overlap a timed run
-BENCHMARKS = ("propagation", "startup", "signin", "instructions")
+#: figure key -> the module that measures it (the startup figures come from bench/boot.py)
+BENCHMARKS = {"propagation": "bench.propagation", "startup": "bench.boot",
+              "signin": "bench.signin", "instructions": "bench.instructions"}
 
 
-def run(name: str, quick: bool) -> dict[str, Any]:
-    """Run bench/NAME.py, echo its output, return the JSON object on its last line."""
-    argv = [sys.executable, str(BENCH / f"{name}.py"), *(["--quick"] if quick else [])]
+def run(module: str, quick: bool) -> dict[str, Any]:
+    """Run ``python -m MODULE``, echo its output, return the JSON object on its last line."""
+    argv = [sys.executable, "-m", module, *(["--quick"] if quick else [])]
     print(f"$ {' '.join(argv[1:])}", flush=True)
     proc = subprocess.run(argv, stdout=subprocess.PIPE, text=True, cwd=ROOT)
     sys.stdout.write(proc.stdout)
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
-        raise SystemExit(f"bench/{name}.py failed (exit {proc.returncode})")
+        raise SystemExit(f"{module} failed (exit {proc.returncode})")
     return json.loads(lines[-1])
 
 
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         figures = json.loads((RESULTS / "figures.json").read_text())
     else:
         load = os.getloadavg()[0]
-        figures = {name: run(name, args.quick) for name in BENCHMARKS}
+        figures = {name: run(module, args.quick) for name, module in BENCHMARKS.items()}
         figures["machine"] = {"load_before": load, "cpus": os.cpu_count()}
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / "figures.json").write_text(json.dumps(figures, indent=1) + "\n")
@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     (RESULTS / "benchmarks.md").write_text(md + "\n")
     print("\n" + md)
     if args.write_readme:
-        write_readme("Regenerate with `sudo .venv/bin/python bench/run_all.py --write-readme` "
+        write_readme("Regenerate with `sudo .venv/bin/python -m bench.run_all --write-readme` "
                      "(about 8 minutes, 5 of\nthem callgrind; the benchmarks' docstrings say what "
                      "each figure measures).\n\n" + md)
         print(f"\nwrote the table into {README}")

@@ -18,32 +18,20 @@ import click
 from cryptohome_sim import bus as private_bus
 from cryptohome_sim.core import Cryptohome
 from cryptohome_sim.service import Service, ServiceError
+from daemonstore.command import CannotRun, open_root
 from daemonstore.host import Host
 
 ENV_ADDRESS = "DBUS_SYSTEM_BUS_ADDRESS"
 
 
-class BadInput(click.ClickException):
-    """One-line reason, exit 2."""
-
-    exit_code = 2
-
-
 def _host(root: str | None, model: bool) -> Host:
     if model == (root is not None):
-        raise BadInput("give exactly one of --model (a fresh model) or --root DIR (the kernel)")
+        raise CannotRun("give exactly one of --model (a fresh model) or --root DIR (the kernel)")
     if model:
         from daemonstore.model import ModelHost
 
         return ModelHost()
-    from daemonstore.kernel import KernelHost, SandboxRefused
-
-    try:
-        return KernelHost(root)  # type: ignore[arg-type]  # root is set: checked above
-    except SandboxRefused as exc:
-        raise BadInput(f"--root {root}: {exc}") from None
-    except OSError as exc:
-        raise BadInput(f"--root {root}: {exc.strerror or exc}") from None
+    return open_root(root)  # type: ignore[arg-type]  # root is set: checked above
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -63,10 +51,10 @@ def main(root: str | None, model: bool, address: str | None, spawn_bus: bool, va
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
                         format="cryptohome-sim: %(message)s")
     if spawn_bus and address:
-        raise BadInput("--spawn-bus and --address exclude each other")
+        raise CannotRun("--spawn-bus and --address exclude each other")
     address = address or (None if spawn_bus else os.environ.get(ENV_ADDRESS))
     if not address and not spawn_bus:
-        raise BadInput(f"no bus address: pass --address, set ${ENV_ADDRESS} or use --spawn-bus")
+        raise CannotRun(f"no bus address: pass --address, set ${ENV_ADDRESS} or use --spawn-bus")
     host = _host(root, model)  # before any bus: a refused KernelHost must not leave a bus behind
     if vault == "loop":
         _check_loop_vault(host)
@@ -104,7 +92,7 @@ def _check_loop_vault(host: Host) -> None:
     if reason is None and loopvault.mkfs_command() is None:
         reason = "mkfs.ext4 not found (install e2fsprogs)"
     if reason is not None:
-        raise BadInput(f"--vault loop: {reason}")
+        raise CannotRun(f"--vault loop: {reason}")
 
 
 def _exit_on_signal(signum: int, _frame: object) -> None:

@@ -22,7 +22,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 from daemonstore import paths, session
 from daemonstore.boot.apply import READY, run_startup
-from daemonstore.boot.plan import PASSWD, read_system_uids
+from daemonstore.boot.seed import install_template
 from daemonstore.daemon.salt import load_or_create_salt
 from daemonstore.dbus import names
 from daemonstore.errors import DaemonStoreError
@@ -347,15 +347,7 @@ class Cryptohome:
             raise CryptohomeError("InvalidArgs", f"mode {mode:o} has bits outside 07777")
         if self.host.exists(template):
             raise CryptohomeError("Exists", f"{template} already exists")
-        for directory in ("/etc", paths.ETC_DAEMON_STORE):
-            if not self.host.exists(directory):
-                self.host.mkdir(directory, 0o755, safe=True)
-        if uid != 0 and uid not in read_system_uids(self.host):
-            self.host.write_file(PASSWD, f"{name}:x:{uid}:{gid}::/dev/null:/bin/false\n".encode(),
-                                 append=True, safe=True)
-        self.host.mkdir(template, mode, safe=True)
-        self.host.chown(template, uid, gid, follow_symlinks=False, safe=True)
-        self.host.chmod(template, mode, follow_symlinks=False, safe=True)  # after chown: setuid
+        install_template(self.host, name, uid, gid, mode)
         _plan, report = run_startup(self.host)
         mine = [r for r in report.results if r.target.daemon == name]
         problems = [r.line() for r in mine if r.outcome != READY]

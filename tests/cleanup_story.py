@@ -11,7 +11,7 @@ from typing import Any
 from daemonstore import paths
 from daemonstore.cleanup import Thresholds, run_cleanup
 from daemonstore.cleanup.plan import MiB
-from daemonstore.testing import World, snapshot
+from daemonstore.world import World, snapshot
 
 DAEMONS = [("bar", 20101, 20101, 0o700), ("baz", 20102, 20102, 0o700),
            ("foo", 20100, 20100, 0o700)]

@@ -1,6 +1,6 @@
 """``audit --simulate``: build a jail on the pure model and watch a sign-in (model layer only).
 
-A booted world (``testing.World`` on a ModelHost: the daemon's template installed and startup
+A booted world (``world.World`` on a ModelHost: the daemon's template installed and startup
 run, so ``/run/daemon-store{,-cache}/<d>`` are shared self-binds) gets the jail the way
 ``daemonstore jail`` builds it (``jail.plan_jail`` / ``jail.apply_jail``: the same JailSpec the
 audit parsed). Then:
@@ -28,7 +28,7 @@ from daemonstore.audit.rules import real_problems, store_daemons
 from daemonstore.host import Stat
 from daemonstore.jail.plan import apply_jail, plan_jail
 from daemonstore.jail.spec import JailSpec
-from daemonstore.testing import World
+from daemonstore.world import World
 
 PROPAGATES = "sign-in propagates"
 NEVER = "never sees sign-ins"

@@ -3,7 +3,7 @@
 
 The backend is the real kernel, ``KernelHost(--root)``, with its safety rules (a tmpfs mount point
 in a private mount namespace; never the machine's initial namespace). Tests swap
-:func:`open_host` for a model host.
+:func:`daemonstore.command.open_host` for a model host.
 """
 
 from __future__ import annotations
@@ -25,11 +25,10 @@ from daemonstore.cleanup.plan import (
     format_size,
     parse_size,
 )
-from daemonstore.command import CannotRun, open_host, step_logger
+from daemonstore.command import host_for, step_logger
 
 EXIT_OK = 0
 EXIT_SHORT = 1
-EXIT_CANNOT_RUN = 2
 
 _EPILOG = """\b
 Exit codes:
@@ -101,27 +100,21 @@ def cleanup_command(root: str, dry_run: bool, as_json: bool, target: int | None,
         thresholds = Thresholds(**{k: v for k, v in given.items() if v is not None})
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    try:
-        host = open_host(root)
-    except OSError as exc:  # SandboxRefused is a PermissionError
-        raise CannotRun(f"--root {root}: {exc.strerror or exc}") from None
     log = step_logger(verbose, err=as_json)
-    try:
-        if interval is None:
-            report = run_cleanup(host, thresholds, dry_run=dry_run, log=log)
-            _output(report, root, host.kind, as_json)
-            code = EXIT_OK if report.ok else EXIT_SHORT
-        else:
-            watch(host, thresholds, interval=interval, count=count, dry_run=dry_run, log=log,
-                  on_report=lambda r: _output(r, root, host.kind, as_json))
+    with host_for(root, explain=_unmeasurable) as host:
+        try:
+            if interval is None:
+                report = run_cleanup(host, thresholds, dry_run=dry_run, log=log)
+                _output(report, root, host.kind, as_json)
+                code = EXIT_OK if report.ok else EXIT_SHORT
+            else:
+                watch(host, thresholds, interval=interval, count=count, dry_run=dry_run,
+                      log=log, on_report=lambda r: _output(r, root, host.kind, as_json))
+                code = EXIT_OK
+        except KeyboardInterrupt:
             code = EXIT_OK
-    except OSError as exc:
-        raise CannotRun(f"--root {root}: cannot measure the free space of /home/.shadow: "
-                        f"{exc.strerror or exc}") from None
-    except KeyboardInterrupt:
-        code = EXIT_OK
-    finally:
-        close = getattr(host, "close", None)
-        if close is not None:
-            close()
     sys.exit(code)
+
+
+def _unmeasurable(exc: OSError) -> str:
+    return f"cannot measure the free space of /home/.shadow: {exc.strerror or exc}"

@@ -1,5 +1,5 @@
 """``daemonstore demo [--kernel] [--graph FILE] [--bus]`` (thin click command over
-:mod:`daemonstore.demo.story`; registered in cli.py with ``main.add_command``).
+:mod:`daemonstore.demo`; registered in ``cli/__init__.py``).
 
 Exit codes: 0 the story ran and every fact held, 1 a fact did not hold (printed) or the sandbox
 failed, 2 cannot run as asked (``--kernel`` without root, ``--bus`` without dbus-daemon, an
@@ -8,65 +8,14 @@ unwritable ``--graph`` path).
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import sys
-from pathlib import Path
 
 import click
 
+from daemonstore.command import CannotRun
 from daemonstore.demo import story as demo
-from daemonstore.report import graph
-
-
-class CannotRun(click.ClickException):
-    """One-line reason, exit 2."""
-
-    exit_code = 2
-
-
-def graph_paths(name: str) -> tuple[Path, Path]:
-    """``--graph out.svg`` (or ``out.dot``, or ``out``) -> (out.dot, out.svg)."""
-    path = Path(name)
-    stem = path.with_suffix("") if path.suffix in (".svg", ".dot") else path
-    return stem.with_name(stem.name + ".dot"), stem.with_name(stem.name + ".svg")
-
-
-def write_graph(result: demo.DemoResult, name: str) -> list[str]:
-    """Write the DOT file and, if Graphviz's ``dot`` is installed, the SVG; lines to print."""
-    dot_path, svg_path = graph_paths(name)
-    try:
-        dot_path.write_text(graph.render_dot(result.picture(), result.aliases), encoding="utf-8")
-    except OSError as exc:
-        raise CannotRun(f"--graph {name}: cannot write {dot_path}: {exc.strerror}") from None
-    lines = [f"graph: wrote {dot_path}"]
-    exe = shutil.which("dot")
-    if exe is None:
-        return lines + [f"graph: Graphviz 'dot' is not installed, so no {svg_path}; render it "
-                        f"elsewhere with: dot -Tsvg {dot_path} -o {svg_path}"]
-    done = subprocess.run([exe, "-Tsvg", str(dot_path), "-o", str(svg_path)],
-                          capture_output=True, text=True, timeout=60, check=False)
-    if done.returncode != 0:
-        reason = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
-        return lines + [f"graph: dot failed ({reason}); kept {dot_path}"]
-    return lines + [f"graph: wrote {svg_path}"]
-
-
-def broken_facts(result: demo.DemoResult) -> list[str]:
-    """The story's promises, checked (a demo that silently shows a failure would be worse than
-    none): stores gone everywhere after sign-out, files in the vault and back at re-sign-in."""
-    facts = result.facts
-    broken = [f"still visible after sign-out in {ns}: {', '.join(kinds)}"
-              for ns, kinds in facts.get("visible_after_sign_out", {}).items() if kinds]
-    broken += [f"{d}: the file did not land in the vault"
-               for d, ok in facts.get("landed_in_vault", {}).items() if not ok]
-    broken += [f"{d}: the file was not back after signing in again"
-               for d, ok in facts.get("files_back", {}).items() if not ok]
-    guest = facts.get("guest")
-    if isinstance(guest, dict) and (guest["seen_after"] or guest["file_left"]):
-        broken.append(f"the guest's stores or files outlived the guest session: {guest}")
-    broken += [f"status problem: {p}" for p in facts.get("problems", [])]
-    return broken
+from daemonstore.demo.facts import broken_facts
+from daemonstore.demo.picture import GraphUnwritable, write_graph
 
 
 @click.command("demo")
@@ -102,7 +51,11 @@ def demo_command(kernel: bool, graph_file: str | None, bus: bool) -> None:
     for line in demo.render(result):
         click.echo(line)
     if graph_file:
-        for line in write_graph(result, graph_file):
+        try:
+            lines = write_graph(result, graph_file)
+        except GraphUnwritable as exc:
+            raise CannotRun(f"--graph {graph_file}: {exc}") from None
+        for line in lines:
             click.echo(line)
     broken = broken_facts(result)
     if broken:

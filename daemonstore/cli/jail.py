@@ -16,6 +16,8 @@ from typing import Any
 
 import click
 
+from daemonstore import command
+from daemonstore.command import CannotRun
 from daemonstore.jail.plan import JailError, exec_jail, plan_jail
 from daemonstore.jail.spec import JailSpecError, parse_jail_args
 
@@ -65,8 +67,7 @@ def jail_command(ctx: click.Context) -> None:
     try:
         spec = parse_jail_args(args)
     except JailSpecError as exc:
-        _fail(2, f"bad jail argument: {exc}")
-        return
+        raise CannotRun(f"bad jail argument: {exc}") from None
     for warning in spec.warnings:
         click.echo(f"warning: {warning}", err=True)
     steps = plan_jail(spec, opts["name"])
@@ -76,25 +77,17 @@ def jail_command(ctx: click.Context) -> None:
         click.echo("exec " + " ".join(spec.command))
         return
     if not spec.command:
-        _fail(2, "no command to run: put it after the options (or after --)")
+        raise CannotRun("no command to run: put it after the options (or after --)")
     if opts["root"] is None:
-        _fail(2, "--root DIR is required: the jail only runs on a sandbox root (a tmpfs in a "
-                 "private mount namespace)")
-    from daemonstore.kernel import KernelHost, SandboxRefused
-
+        raise CannotRun("--root DIR is required: the jail only runs on a sandbox root (a tmpfs "
+                        "in a private mount namespace)")
     try:
-        host = KernelHost(opts["root"])
-    except (SandboxRefused, OSError) as exc:
-        _fail(2, f"cannot use --root {opts['root']}: {exc}")
+        host = command.open_host(opts["root"])
+    except OSError as exc:  # SandboxRefused is a PermissionError
+        raise CannotRun(f"cannot use --root {opts['root']}: {exc}") from None
     try:
         exec_jail(host, spec, opts["name"])
     except JailError as exc:
-        _fail(1, f"jail failed: {exc}")
+        raise click.ClickException(f"jail failed: {exc}") from None
     except (OSError, KeyError) as exc:
-        _fail(1, f"cannot start {spec.command[0]}: {exc}")
-
-
-def _fail(code: int, message: str) -> None:
-    err = click.ClickException(message)
-    err.exit_code = code
-    raise err
+        raise click.ClickException(f"cannot start {spec.command[0]}: {exc}") from None

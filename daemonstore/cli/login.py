@@ -1,6 +1,6 @@
 """``daemonstore login USER [--guest]`` / ``daemonstore logout USER``: sign in and out through the
 cryptohome and session manager services on a bus (thin click commands over
-:class:`daemonstore.dbus.client.Client`; registered in cli.py with ``main.add_command``).
+:class:`daemonstore.dbus.client.Client`; registered in ``cli/__init__.py``).
 
 login  = cryptohome ``MountEx``, then ``StartSession`` (emits ``started``);
 logout = ``StopSession`` (emits ``stopping``, ``stopped``), then cryptohome ``Unmount``
@@ -22,22 +22,17 @@ from typing import TypeVar
 import click
 
 from daemonstore import paths
+from daemonstore.command import CannotRun
 from daemonstore.dbus.client import Client, ClientError
 
 ENV_ADDRESS = "DBUS_SYSTEM_BUS_ADDRESS"
 T = TypeVar("T")
 
 
-class BadInput(click.ClickException):
-    """One-line reason, exit 2."""
-
-    exit_code = 2
-
-
 def _address(address: str | None) -> str:
     found = address or os.environ.get(ENV_ADDRESS)
     if not found:
-        raise BadInput(f"no bus: pass --address or set {ENV_ADDRESS}")
+        raise CannotRun(f"no bus: pass --address or set {ENV_ADDRESS}")
     return found
 
 
@@ -45,7 +40,7 @@ def _user(username: str) -> str:
     try:
         return paths.check_username(username)
     except paths.BadName as exc:
-        raise BadInput(str(exc)) from None
+        raise CannotRun(str(exc)) from None
 
 
 def _run(address: str, what: str, call: Callable[[Client], Awaitable[T]]) -> T:

@@ -1,5 +1,5 @@
 """``daemonstore repair [--root DIR] [--dry-run] [--json]``: a thin click command over
-:mod:`daemonstore.session.repair` (registered in cli.py with ``main.add_command``).
+:mod:`daemonstore.session.repair` (registered in ``cli/__init__.py``).
 
 Exit codes: 0 the host is consistent (after the changes, or it already was); 1 something could
 not be repaired (a blocked store, a mount that would not go, a store bind that could not be
@@ -15,12 +15,11 @@ from typing import Any
 
 import click
 
-from daemonstore.command import CannotRun, close_host, open_host
+from daemonstore.command import host_for
 from daemonstore.session.repair import repair
 
 EXIT_CONSISTENT = 0
 EXIT_INCOMPLETE = 1
-EXIT_CANNOT_RUN = 2
 
 _EPILOG = """\b
 Exit codes:
@@ -40,25 +39,12 @@ def repair_command(root: str, dry_run: bool, as_json: bool) -> None:
     """Converge after a crash: finish startup, tear down sign-ins that were cut short (or finish
     their missing store binds), unmount binds of users who are not signed in, remove empty
     leftover mount points. Never deletes user data; a second run changes nothing."""
-    try:
-        host = open_host(root)
-    except OSError as exc:  # SandboxRefused is a PermissionError
-        raise CannotRun(f"--root {root}: {exc.strerror or exc}") from None
-    try:
+    with host_for(root) as host:
         plan, report = repair(host, dry_run=dry_run)
-    except OSError as exc:
-        raise CannotRun(f"--root {root}: {exc}") from None
-    finally:
-        close_host(host)
     code = EXIT_CONSISTENT if report.ok else EXIT_INCOMPLETE
     if as_json:
-        out: dict[str, Any] = {
-            "root": root, "dry_run": dry_run, "exit_code": code, "ok": report.ok,
-            "summary": report.summary(), "lines": report.lines(),
-            "users": [{"hash": u.user_hash, "action": u.kind, "reasons": list(u.reasons),
-                       "steps": [op.to_line() for op in u.steps], "notes": notes, "ok": ok}
-                      for u, notes, ok in report.users],
-            "kept": list(report.kept), "startup": report.startup.to_json()}
+        out: dict[str, Any] = {"root": root, "dry_run": dry_run, "exit_code": code,
+                               **report.to_json()}
         if dry_run:
             out["plan"] = plan.to_lines()
         click.echo(json.dumps(out))

@@ -25,11 +25,10 @@ from typing import Any
 import click
 
 from daemonstore.boot.apply import run_startup
-from daemonstore.command import CannotRun, close_host, open_host, step_logger
+from daemonstore.command import host_for, step_logger
 
 EXIT_COMPLETE = 0
 EXIT_INCOMPLETE = 1
-EXIT_CANNOT_RUN = 2
 
 _EPILOG = """\b
 Exit codes:
@@ -62,17 +61,9 @@ def startup_command(root: str, dry_run: bool, as_json: bool, verify: bool,
     world-writable) are skipped with a reason; the rest go ahead. Idempotent: a second run
     changes nothing.
     """
-    try:
-        host = open_host(root)
-    except OSError as exc:  # SandboxRefused is a PermissionError
-        raise CannotRun(f"--root {root}: {exc.strerror or exc}") from None
     log = step_logger(verbose, err=as_json)
-    try:
+    with host_for(root) as host:  # an OSError: the host itself failed (mountinfo unreadable)
         plan, report = run_startup(host, dry_run=dry_run, log=log, verify=verify)
-    except OSError as exc:  # the host itself failed (e.g. mountinfo unreadable)
-        raise CannotRun(f"--root {root}: {exc}") from None
-    finally:
-        close_host(host)
     code = EXIT_COMPLETE if report.complete else EXIT_INCOMPLETE
     if as_json:
         out: dict[str, Any] = {"root": root, "backend": host.kind, "exit_code": code,

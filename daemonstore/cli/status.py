@@ -1,6 +1,6 @@
 """``daemonstore status [--root DIR] [--json]`` and ``daemonstore path DAEMON USER [--cache]
 [--root DIR]`` (thin click commands over :mod:`daemonstore.report.status` and
-:mod:`daemonstore.daemon.salt`; registered in cli.py with ``main.add_command``).
+:mod:`daemonstore.daemon.salt`; registered in ``cli/__init__.py``).
 
 status exits 0 when it found no problem, 1 when it reported problems, 2 when it cannot run here:
 it reads the stores through a KernelHost on ``--root``, which refuses the machine's initial mount
@@ -18,22 +18,9 @@ from typing import Any
 import click
 
 from daemonstore import paths
-from daemonstore.command import CannotRun, close_host, open_host
+from daemonstore.command import CannotRun, host_for, one_line
 from daemonstore.daemon.salt import SaltMissing, user_store_path
 from daemonstore.report import status
-
-
-def open_reader(root: str) -> Any:
-    """What ``path`` reads the salt with (tests may replace it by a model host)."""
-    from daemonstore.kernel.rootfs import ReadOnlyRoot
-
-    return ReadOnlyRoot(root)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = getattr(exc, "strerror", None) or str(exc)
-    return text.splitlines()[0] if text else type(exc).__name__
-
 
 _ROOT_HELP = ("Sandbox root holding etc/daemon-store, run/ and home/ (a tmpfs mount point in a "
               "private mount namespace).")
@@ -45,16 +32,8 @@ _ROOT_HELP = ("Sandbox root holding etc/daemon-store, run/ and home/ (a tmpfs mo
 def status_command(root: str, as_json: bool) -> None:
     """Stores, signed-in users, and which mount namespaces receive which store (every process's
     namespace holding the sandbox, found through /proc); problems found. Exit 1 if any."""
-    try:
-        host = open_host(root)
-    except OSError as exc:  # SandboxRefused is a PermissionError
-        raise CannotRun(f"--root {root}: {_one_line(exc)}") from None
-    try:
+    with host_for(root, explain=one_line) as host:
         report = status.status_of(host, scan_processes=host.kind == "kernel")
-    except OSError as exc:
-        raise CannotRun(f"--root {root}: {_one_line(exc)}") from None
-    finally:
-        close_host(host)
     if as_json:
         out: dict[str, Any] = {"root": root, "backend": host.kind, **report.to_json()}
         click.echo(json.dumps(out))
@@ -79,13 +58,8 @@ def path_command(daemon: str, user: str, cache: bool, root: str) -> None:
         paths.check_username(user)
     except paths.BadName as exc:
         raise CannotRun(str(exc)) from None
-    try:
-        reader = open_reader(root)
-    except OSError as exc:
-        raise CannotRun(f"--root {root}: {_one_line(exc)}") from None
-    try:
-        click.echo(user_store_path(reader, daemon, user, cache=cache))
-    except SaltMissing as exc:
-        raise CannotRun(f"--root {root}: {exc}") from None
-    finally:
-        close_host(reader)
+    with host_for(root, read_only=True) as reader:
+        try:
+            click.echo(user_store_path(reader, daemon, user, cache=cache))
+        except SaltMissing as exc:
+            raise CannotRun(f"--root {root}: {exc}") from None

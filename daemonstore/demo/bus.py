@@ -2,11 +2,12 @@
 a private ``dbus-daemon``, cryptohome_sim serving the demo's Host on it, and the client that
 ``daemonstore login``/``logout`` use).
 
-One thread, one asyncio loop (as ``testing_bus.bus_world``): the service is started on a private
-loop that only runs while a client call is awaited, so the service and the story never touch the
-Host at the same time. The bus is private (a generated configuration, a socket in a fresh
-temporary directory) and is stopped by the pid this module started; the machine's own buses are
-never contacted (the address is passed explicitly, ``DBUS_SYSTEM_BUS_ADDRESS`` is not read).
+One thread, one asyncio loop (as the ``bus_world`` fixture of :mod:`daemonstore.testing.bus`):
+the service is started on a private loop that only runs while a client call is awaited, so the
+service and the story never touch the Host at the same time. The bus is private (a generated
+configuration, a socket in a fresh temporary directory) and is stopped by the pid this module
+started; the machine's own buses are never contacted (the address is passed explicitly,
+``DBUS_SYSTEM_BUS_ADDRESS`` is not read).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from cryptohome_sim.core import Cryptohome
 from cryptohome_sim.service import Service
 from daemonstore import paths
 from daemonstore.dbus.client import CallError, Client
-from daemonstore.testing import World
+from daemonstore.world import World
 
 __all__ = ["OverBus", "over_bus", "private_bus"]
 

@@ -11,7 +11,7 @@ from typing import Protocol
 
 from daemonstore import paths
 from daemonstore.errors import DaemonStoreError
-from daemonstore.testing import World
+from daemonstore.world import World
 
 __all__ = ["GuestUnavailable", "InProcess", "Signer"]
 

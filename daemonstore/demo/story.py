@@ -33,7 +33,7 @@ from daemonstore.daemon import store_check
 from daemonstore.demo.signers import GuestUnavailable, InProcess, Signer
 from daemonstore.host import Host
 from daemonstore.report import graph, status
-from daemonstore.testing import DaemonView, World
+from daemonstore.world import DaemonView, World
 
 __all__ = ["DAEMONS", "DemoDaemon", "DemoResult", "GRAPH_PREFIXES", "USERS", "render",
            "run_demo"]

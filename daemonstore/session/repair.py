@@ -191,6 +191,14 @@ class RepairReport:
                 f"down, {kinds.count(FINISH)} finished, {kinds.count(CLEAN_UP)} users cleaned "
                 f"up; {failed + len(self.startup.problems)} problems")
 
+    def to_json(self) -> dict[str, object]:
+        """The report as JSON-ready data (``daemonstore repair --json``)."""
+        return {"ok": self.ok, "summary": self.summary(), "lines": self.lines(),
+                "users": [{"hash": u.user_hash, "action": u.kind, "reasons": list(u.reasons),
+                           "steps": [op.to_line() for op in u.steps], "notes": notes, "ok": ok}
+                          for u, notes, ok in self.users],
+                "kept": list(self.kept), "startup": self.startup.to_json()}
+
 
 # ---- planning ----------------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """Pytest fixtures for D-Bus tests: a private bus and a running cryptohome_sim on it (testing
 layer; the bus-driven counterpart of ``World.login``, which calls ``session.sign_in`` directly).
 
-Fixtures (import them into a conftest, or let ``daemonstore.testing`` re-export them):
+Fixtures (import them into a conftest):
 
 ``private_bus``
     a private ``dbus-daemon`` (:class:`cryptohome_sim.bus.PrivateBus`: ``address``, ``pid``);
@@ -14,7 +14,7 @@ Fixtures (import them into a conftest, or let ``daemonstore.testing`` re-export 
 ``cryptohome_client`` (async)
     a second, independent connection (a :class:`daemonstore.dbus.client.Client`).
 ``bus_world`` (async)
-    a :class:`daemonstore.testing.World` on the host that ``cryptohome_service`` serves, with
+    a :class:`daemonstore.world.World` on the host that ``cryptohome_service`` serves, with
     ``world.bus`` a connected Client: install daemons and open daemon views with the World,
     sign in with ``await world.bus.login("alice")`` (over the bus, ``started`` emitted), check
     with ``view.sees_store("alice")``. One thread, one loop: the World and the service never
@@ -49,7 +49,7 @@ from cryptohome_sim.service import Service
 from daemonstore.dbus.client import Client, LoginResult, LogoutResult
 from daemonstore.host import Host
 from daemonstore.model import ModelHost
-from daemonstore.testing import World
+from daemonstore.world import World
 
 T = TypeVar("T")
 ENV_ADDRESS = "DBUS_SYSTEM_BUS_ADDRESS"

@@ -11,8 +11,8 @@ from daemonstore import paths
 from daemonstore.daemon.client import DaemonStoreClient, NoPrimaryUser
 from daemonstore.daemon.store_check import StoreNotMounted
 from daemonstore.host import NamespaceView
-from daemonstore.testing import World
 from daemonstore.testing.bus import RunningCryptohome
+from daemonstore.world import World
 
 pytestmark = [pytest.mark.dbus, pytest.mark.asyncio]
 

@@ -11,8 +11,8 @@ import pytest
 from daemonstore import paths
 from daemonstore.dbus import names
 from daemonstore.dbus.client import CallError, Client
-from daemonstore.testing import World
 from daemonstore.testing.bus import RunningCryptohome
+from daemonstore.world import World
 
 pytestmark = [pytest.mark.dbus, pytest.mark.asyncio]
 

@@ -28,7 +28,7 @@ import pytest
 from daemonstore import mountinfo, paths, session
 from daemonstore.boot import run_startup
 from daemonstore.session.repair import plan_repair, repair
-from daemonstore.testing import World, kernel_world
+from daemonstore.world import World, kernel_world
 from tests.hardening.conftest import Figures
 from tests.hardening.util import (
     KINDS,

@@ -34,8 +34,8 @@ from daemonstore.boot import run_startup
 from daemonstore.host import Host
 from daemonstore.kernel import KernelHost
 from daemonstore.session.repair import plan_repair, repair
-from daemonstore.testing import World, kernel_world
 from daemonstore.testing.faults import FaultHost
+from daemonstore.world import World, kernel_world
 from tests.hardening.conftest import Figures
 from tests.hardening.util import files_state, guarded, mount_state
 

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from daemonstore import paths
-from daemonstore.testing import World, kernel_world
+from daemonstore.world import World, kernel_world
 from tests.hardening.conftest import FULL, Figures
 from tests.hardening.util import guarded
 

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from daemonstore import kernel, mountinfo, paths
 from daemonstore.host import Host
 from daemonstore.session.activity import activity_path
-from daemonstore.testing import World
+from daemonstore.world import World
 
 R = TypeVar("R")
 

@@ -1,6 +1,6 @@
-"""Smoke test: ``bench/signin.py --quick`` runs to the end and prints its figures as the last line
-(one JSON object with the documented keys). Timings are never asserted here: that is the
-benchmark's own report, on an otherwise idle machine."""
+"""Smoke test: ``python -m bench.signin --quick`` runs to the end and prints its figures as the
+last line (one JSON object with the documented keys). Timings are never asserted here: that is
+the benchmark's own report, on an otherwise idle machine."""
 
 from __future__ import annotations
 
@@ -17,9 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_signin_bench_quick_runs_and_ends_with_its_figures() -> None:
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "signin.py"), "--quick",
-                           "--repeat", "1"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "bench.signin", "--quick", "--repeat", "1"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     figures = json.loads(proc.stdout.strip().splitlines()[-1])
     for key in ("apply_ms", "floor_ms", "shell_ms", "dbus_e2e_ms", "plan_ms", "signout_ms",

@@ -19,7 +19,7 @@ from daemonstore.cli import main
 from daemonstore.host import Host
 from daemonstore.kernel import KernelHost, run_in_sandbox
 from daemonstore.model import ModelHost
-from daemonstore.testing import World, kernel_world
+from daemonstore.world import World, kernel_world
 from tests.cleanup_story import DAEMONS, THRESHOLDS, story
 from tests.kernel.util import errname
 

@@ -22,7 +22,7 @@ from daemonstore.jail.plan import apply_jail, plan_jail, store_jail_argv
 from daemonstore.jail.spec import parse_jail_args
 from daemonstore.kernel import KernelHost, run_in_sandbox
 from daemonstore.report import status
-from daemonstore.testing import World
+from daemonstore.world import World
 
 pytestmark = pytest.mark.kernel
 

@@ -2,7 +2,7 @@
 binds made inside it reach the root namespace and a daemon's slave namespace through the peer
 copies of the stores; data gone at sign-out; rollback at every step; model == kernel.
 
-Every body runs in run_in_sandbox's forked child (``daemonstore.testing.kernel_world``)."""
+Every body runs in run_in_sandbox's forked child (``daemonstore.world.kernel_world``)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 
 from daemonstore import mountinfo, paths, session
 from daemonstore.session import guest, mnt_chrome
-from daemonstore.testing import World, kernel_world
+from daemonstore.world import World, kernel_world
 
 pytestmark = pytest.mark.kernel
 

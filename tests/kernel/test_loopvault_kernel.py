@@ -15,7 +15,7 @@ import pytest
 
 from daemonstore import mountinfo, paths, session
 from daemonstore.session import loop_vault as loopvault
-from daemonstore.testing import World, kernel_world
+from daemonstore.world import World, kernel_world
 
 pytestmark = pytest.mark.kernel
 

@@ -2,7 +2,7 @@
 detach the model cannot show), a failure at every step, attacks, and model == kernel.
 
 Every body runs in run_in_sandbox's forked child (a private mount namespace on a tmpfs sandbox)
-through ``daemonstore.testing.kernel_world``; assertions inside a body re-raise here."""
+through ``daemonstore.world.kernel_world``; assertions inside a body re-raise here."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from daemonstore import mountinfo, paths, session
-from daemonstore.testing import World, kernel_world
+from daemonstore.world import World, kernel_world
 
 pytestmark = pytest.mark.kernel
 

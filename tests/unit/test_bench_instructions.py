@@ -1,6 +1,6 @@
-"""Smoke test of ``bench/instructions.py``: the callgrind counts it judges linearity by are exact
-(the same workload counted twice gives the same number) and it ends with its figures. The
-counts are not timings: they do not depend on the machine's load, so the model's linear
+"""Smoke test of ``python -m bench.instructions``: the callgrind counts it judges linearity by
+are exact (the same workload counted twice gives the same number) and it ends with its figures.
+The counts are not timings: they do not depend on the machine's load, so the model's linear
 propagation cost (marginal instructions per namespace flat within 15% over 8x) is asserted too."""
 
 from __future__ import annotations
@@ -12,16 +12,15 @@ from pathlib import Path
 
 import pytest
 
+from bench import instructions
+
 pytestmark = pytest.mark.valgrind
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "bench"))
-
-import instructions  # noqa: E402
 
 
 def test_instruction_counts_repeat_exactly_and_model_propagation_is_linear() -> None:
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "instructions.py"), "--quick",
+    proc = subprocess.run([sys.executable, "-m", "bench.instructions", "--quick",
                            "--only", "propagation"], cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -12,15 +12,14 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-import daemonstore.cli.cleanup as cleanup_cli
-from daemonstore import paths
+from daemonstore import command, paths
 from daemonstore.cleanup import Thresholds, run_cleanup, watch
 from daemonstore.cleanup.plan import MiB
 from daemonstore.cli import main
 from daemonstore.host import Host
 from daemonstore.model import ModelHost
 from daemonstore.session.activity import activity_path, read_activity, record_activity
-from daemonstore.testing import World
+from daemonstore.world import World
 from tests.cleanup_story import DAEMONS, THRESHOLDS, story
 
 #: with the ``world`` fixture: 40 MiB free (less a few pages) when every cache is empty
@@ -403,7 +402,7 @@ def test_model_usage_is_pages_of_file_data() -> None:
 
 @pytest.fixture
 def cli_world(monkeypatch: pytest.MonkeyPatch, world: World) -> World:
-    monkeypatch.setattr(cleanup_cli, "open_host", lambda root: world.host)
+    monkeypatch.setattr(command, "open_host", lambda root: world.host)
     fill(world, "bob", "foo", "blob", 20)
     fill(world, "carol", "foo", "blob", 10)
     return world
@@ -467,7 +466,7 @@ def test_cli_bad_input_exits_2(cli_world: World, args: list[str], message: str) 
 
 
 def test_cli_cannot_measure_exits_2(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cleanup_cli, "open_host", lambda root: ModelHost())
+    monkeypatch.setattr(command, "open_host", lambda root: ModelHost())
     res = CliRunner().invoke(main, ["cleanup", "--root", "/r"])
     assert res.exit_code == 2
     assert "cannot measure the free space of /home/.shadow" in res.output
@@ -477,7 +476,7 @@ def test_cli_refused_root_exits_2(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(root: str) -> Host:
         raise PermissionError(errno.EPERM, "refusing to run in the initial mount namespace")
 
-    monkeypatch.setattr(cleanup_cli, "open_host", refuse)
+    monkeypatch.setattr(command, "open_host", refuse)
     res = CliRunner().invoke(main, ["cleanup", "--root", "/r"])
     assert res.exit_code == 2 and "initial mount namespace" in res.output
 

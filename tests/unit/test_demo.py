@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from daemonstore.cli import demo as demo_cli
 from daemonstore.cli import main
+from daemonstore.demo import picture
 from daemonstore.demo import story as demo
+from daemonstore.demo.facts import broken_facts
 from daemonstore.demo.signers import GuestUnavailable, InProcess
 
 
@@ -36,7 +37,7 @@ def test_story_facts(result: demo.DemoResult) -> None:
                                                "daemon-crash": []}
     assert facts["files_back"] == {"biod": True, "shill": True, "crash": True}
     assert facts["problems"] == []
-    assert demo_cli.broken_facts(result) == []
+    assert broken_facts(result) == []
 
 
 def test_guest_session(result: demo.DemoResult) -> None:
@@ -112,7 +113,7 @@ def test_cli_demo(lines: list[str]) -> None:
 
 def test_cli_graph_without_dot_keeps_the_dot_file(tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(demo_cli.shutil, "which", lambda name: None)
+    monkeypatch.setattr(picture.shutil, "which", lambda name: None)
     res = CliRunner().invoke(main, ["demo", "--graph", str(tmp_path / "out.svg")])
     assert res.exit_code == 0, res.output
     dot = (tmp_path / "out.dot").read_text()
@@ -129,7 +130,7 @@ def test_cli_graph_runs_dot_when_installed(tmp_path: Path,
     fake = tmp_path / "dot"  # records its argv and writes the -o file, like dot -Tsvg
     fake.write_text('#!/bin/sh\necho "$@" > "$0.args"\necho "<svg/>" > "$4"\n')
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
-    monkeypatch.setattr(demo_cli.shutil, "which", lambda name: str(fake))
+    monkeypatch.setattr(picture.shutil, "which", lambda name: str(fake))
     res = CliRunner().invoke(main, ["demo", "--graph", str(tmp_path / "pic")])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "pic.svg").read_text() == "<svg/>\n"
@@ -148,7 +149,7 @@ def test_cli_graph_unwritable_exits_2(tmp_path: Path) -> None:
     ("out.svg", "out.dot", "out.svg"), ("out.dot", "out.dot", "out.svg"),
     ("out", "out.dot", "out.svg"), ("a/b.c", "a/b.c.dot", "a/b.c.svg")])
 def test_graph_paths(name: str, dot: str, svg: str) -> None:
-    assert demo_cli.graph_paths(name) == (Path(dot), Path(svg))
+    assert picture.graph_paths(name) == (Path(dot), Path(svg))
 
 
 def test_broken_facts_fail_the_cli(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,7 +12,7 @@ import pytest
 from daemonstore import mountinfo, paths, session
 from daemonstore.ops.safe import EnsureDir, RemoveTree
 from daemonstore.session import guest, mnt_chrome
-from daemonstore.testing import World
+from daemonstore.world import World
 
 FOO = ("foo", 20100, 20100, 0o700)
 BAR = ("bar", 20101, 20102, 0o750)

@@ -10,12 +10,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from daemonstore import paths
+from daemonstore import command, paths
 from daemonstore.cli import main
-from daemonstore.cli import status as status_cli
 from daemonstore.daemon.salt import SaltMissing, read_salt, user_store_path
 from daemonstore.model import ModelHost
-from daemonstore.testing import World
+from daemonstore.world import World
 
 SALT = bytes(range(16))
 
@@ -44,7 +43,7 @@ def test_same_hash_as_a_world_signing_in(monkeypatch: pytest.MonkeyPatch) -> Non
     world = World.model(seed=5)
     world.install_daemon("foo", 0, 0)
     user_hash = world.login("bob")
-    monkeypatch.setattr(status_cli, "open_reader", lambda root: world.host)
+    monkeypatch.setattr(command, "open_reader", lambda root: world.host)
     assert run("foo", "bob") == (0, f"/run/daemon-store/foo/{user_hash}\n")
 
 

@@ -16,16 +16,15 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-import daemonstore.cli.repair as repair_cli
-from daemonstore import mountinfo, paths, session
+from daemonstore import command, mountinfo, paths, session
 from daemonstore.boot import run_startup
 from daemonstore.cli import main
 from daemonstore.host import Host
 from daemonstore.kernel import SandboxRefused
 from daemonstore.session.activity import activity_path
 from daemonstore.session.repair import CLEAN_UP, FINISH, TEAR_DOWN, plan_repair, repair
-from daemonstore.testing import World
 from daemonstore.testing.faults import FaultHost
+from daemonstore.world import World
 
 DAEMONS = (("foo", 20100, 20100, 0o700), ("bar", 20101, 20102, 0o2750))
 
@@ -209,7 +208,7 @@ def test_names_that_are_not_hashes_are_left_alone() -> None:
 @pytest.fixture
 def host(monkeypatch: pytest.MonkeyPatch) -> World:
     world = build()
-    monkeypatch.setattr(repair_cli, "open_host", lambda root: world.host)
+    monkeypatch.setattr(command, "open_host", lambda root: world.host)
     return world
 
 
@@ -249,7 +248,7 @@ def test_cli_exit_2_when_it_cannot_run(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(root: str) -> Host:
         raise SandboxRefused("refusing to run in the machine's initial mount namespace")
 
-    monkeypatch.setattr(repair_cli, "open_host", refuse)
+    monkeypatch.setattr(command, "open_host", refuse)
     res = CliRunner().invoke(main, ["repair", "--root", "/"])
     assert res.exit_code == 2 and "initial mount namespace" in res.output
 

@@ -12,7 +12,7 @@ from daemonstore import paths, session
 from daemonstore.mountinfo import MountInfoEntry, parse
 from daemonstore.ops.safe import ForceUmount
 from daemonstore.ops.scenario import parse_line
-from daemonstore.testing import World
+from daemonstore.world import World
 
 FOO = ("foo", 20100, 20100, 0o700)
 BAR = ("bar", 20101, 20102, 0o750)

@@ -11,7 +11,7 @@ import errno
 import pytest
 
 from daemonstore import paths, session
-from daemonstore.testing import World
+from daemonstore.world import World
 
 FOO = ("foo", 20100, 20100, 0o700)
 

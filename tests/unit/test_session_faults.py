@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from daemonstore import paths, session
-from daemonstore.testing import World
+from daemonstore.world import World
 
 DAEMONS = (("foo", 20100, 20100, 0o700), ("bar", 20101, 20102, 0o750),
            ("baz", 20103, 20103, 0o700))

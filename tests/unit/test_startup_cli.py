@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-import daemonstore.cli.startup as startup_cli
+from daemonstore import command
 from daemonstore.boot import seed as demo
 from daemonstore.cli import main as daemonstore_main
 from daemonstore.cli.startup import startup_command
@@ -21,7 +21,7 @@ from daemonstore.model import ModelHost
 @pytest.fixture
 def host(monkeypatch: pytest.MonkeyPatch) -> ModelHost:
     h = ModelHost()
-    monkeypatch.setattr(startup_cli, "open_host", lambda root: h)
+    monkeypatch.setattr(command, "open_host", lambda root: h)
     return h
 
 
@@ -105,7 +105,7 @@ def test_refusal_to_run_is_exit_2_with_one_line(monkeypatch: pytest.MonkeyPatch)
     def refuse(root: str) -> ModelHost:
         raise SandboxRefused("refusing to run in the machine's initial mount namespace")
 
-    monkeypatch.setattr(startup_cli, "open_host", refuse)
+    monkeypatch.setattr(command, "open_host", refuse)
     res = invoke("--root", "/somewhere")
     assert res.exit_code == 2
     assert res.stderr.strip().splitlines() == [

@@ -10,12 +10,12 @@ import json
 import pytest
 from click.testing import CliRunner
 
+from daemonstore import command
 from daemonstore.cli import main
-from daemonstore.cli import status as status_cli
 from daemonstore.jail.plan import apply_jail, plan_jail
 from daemonstore.jail.spec import parse_jail_args
 from daemonstore.report import status
-from daemonstore.testing import World
+from daemonstore.world import World
 
 S, C = "/run/daemon-store", "/run/daemon-store-cache"
 
@@ -153,7 +153,7 @@ def test_hidden_copy_does_not_count() -> None:
 @pytest.fixture
 def world(monkeypatch: pytest.MonkeyPatch) -> World:
     w = booted()
-    monkeypatch.setattr(status_cli, "open_host", lambda root: w.host)
+    monkeypatch.setattr(command, "open_host", lambda root: w.host)
     return w
 
 

@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 from daemonstore import paths
-from daemonstore.testing import KernelWorld, World, WorldError, snapshot
+from daemonstore.world import KernelWorld, World, WorldError, snapshot
 
 pytest_plugins = ["pytester"]
 

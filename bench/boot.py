@@ -3,7 +3,7 @@ the bare syscall floor and a naive shell-out baseline, all measured in the same 
 
 Usage (root; every trial runs in a fresh sandbox child: private mount namespace, tmpfs root)::
 
-    .venv/bin/python bench/startup.py [--quick] [--templates N] [--repeat K] [--check-floor]
+    .venv/bin/python -m bench.boot [--quick] [--templates N] [--repeat K] [--check-floor]
 
 Each trial builds the same tree in a fresh sandbox: N valid templates (root, 0700) in
 ``/etc/daemon-store``, ``/etc/passwd``, and ``/run``, ``/run/daemon-store`` and
@@ -61,17 +61,13 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import floor  # noqa: E402  (bench/floor.py)
-
-from daemonstore.boot import seed as demo  # noqa: E402
-from daemonstore.boot.apply import apply_plan  # noqa: E402
-from daemonstore.boot.plan import plan_startup  # noqa: E402
-from daemonstore.kernel import (  # noqa: E402
+from bench import floor, harness
+from daemonstore.boot import seed
+from daemonstore.boot.apply import apply_plan
+from daemonstore.boot.plan import plan_startup
+from daemonstore.kernel import (
     O_CLOEXEC,
     O_DIRECTORY,
     O_PATH,
@@ -79,7 +75,7 @@ from daemonstore.kernel import (  # noqa: E402
     OpenHow,
     run_in_sandbox,
 )
-from daemonstore.mountinfo import parse  # noqa: E402
+from daemonstore.mountinfo import parse
 
 TARGET_RATIO_FLOOR = 1.5
 BASES = ("/run/daemon-store", "/run/daemon-store-cache")
@@ -88,11 +84,11 @@ MS_SHARED = 1 << 20
 
 
 def _prepare(h: KernelHost, templates: int) -> list[str]:
-    demo.install(h, demo.many(templates), (("root", 0),))
+    seed.install(h, seed.many(templates), (("root", 0),))
     h.mkdir("/run", 0o755)
     for base in BASES:
         h.mkdir(base, 0o755)
-    return [f"{base}/{e.name}" for base in BASES for e in demo.many(templates)]
+    return [f"{base}/{e.name}" for base in BASES for e in seed.many(templates)]
 
 
 def _check(h: KernelHost, stores: list[str]) -> None:
@@ -213,37 +209,23 @@ def trial_shell(h: KernelHost, templates: int) -> float:
     return (t1 - t0) * 1e3
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer repetitions (CI smoke run)")
-    ap.add_argument("--templates", type=int, default=64)
-    ap.add_argument("--repeat", type=int, default=None, help="trials per variant")
-    ap.add_argument("--check-floor", action="store_true",
-                    help="compare ours' and the floor's syscalls under strace, then exit")
-    ap.add_argument("--trace-child", action="store_true", help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
-    if os.geteuid() != 0:
-        print("bench/startup.py: needs root (a private mount namespace and mount(2))",
-              file=sys.stderr)
-        return 2
-    repeat = args.repeat or (3 if args.quick else 15)
-    n = args.templates
-    if args.check_floor:
-        counts = floor.strace_counts([sys.executable, __file__, "--trace-child",
-                                      "--templates", "4"])
-        return 0 if floor.compare(counts, ["run"]) else 1
+def trace(templates: int) -> None:
+    """Under strace (``--check-floor``): ours and the floor once each, marked."""
+    calls = run_in_sandbox(record_calls, templates)
+    floor.start_marking()
+    run_in_sandbox(trial_ours, templates)
+    run_in_sandbox(trial_floor, templates, calls)
+
+
+def trials(n: int, repeat: int) -> dict[str, list[float]]:
+    """Every variant ``repeat`` times, interleaved (so drift hits every variant alike), after
+    one warm-up run each (imports, caches); each trial in a fresh sandbox."""
     calls = run_in_sandbox(record_calls, n)
-    if args.trace_child:  # under strace: ours and the floor once each, marked
-        floor.start_marking()
-        run_in_sandbox(trial_ours, n)
-        run_in_sandbox(trial_floor, n, calls)
-        return 0
     times: dict[str, list[float]] = {"ours": [], "plan": [], "floor": [], "path_floor": [],
                                      "shell": [], "ours_cpu": [], "floor_cpu": []}
-    for trial, extra in ((trial_ours, ()), (trial_floor, (calls,)),
-                         (trial_path_floor, ())):  # warm-up: imports, caches
+    for trial, extra in ((trial_ours, ()), (trial_floor, (calls,)), (trial_path_floor, ())):
         run_in_sandbox(trial, n, *extra)
-    for _ in range(repeat):  # interleaved, so drift hits every variant alike
+    for _ in range(repeat):
         total, planning, cpu = run_in_sandbox(trial_ours, n)
         times["ours"].append(total)
         times["plan"].append(planning)
@@ -253,8 +235,12 @@ def main(argv: list[str] | None = None) -> int:
         times["floor_cpu"].append(cpu)
         times["path_floor"].append(run_in_sandbox(trial_path_floor, n))
         times["shell"].append(run_in_sandbox(trial_shell, n))
-    med = {k: round(statistics.median(v), 3) for k, v in times.items()}
-    figures: dict[str, Any] = {
+    return times
+
+
+def figures(n: int, repeat: int, med: dict[str, float]) -> dict[str, Any]:
+    """The JSON object of the module docstring, from the medians."""
+    fig: dict[str, Any] = {
         "templates": n, "stores": 2 * n, "repeat": repeat,
         "ours_ms": med["ours"], "floor_ms": med["floor"], "path_floor_ms": med["path_floor"],
         "shell_ms": med["shell"], "ours_plan_ms": med["plan"],
@@ -265,18 +251,36 @@ def main(argv: list[str] | None = None) -> int:
         "ratio_shell": round(med["ours"] / med["shell"], 4),
         "target_ratio_floor": TARGET_RATIO_FLOOR,
     }
-    figures["within_target"] = figures["ratio_floor"] <= TARGET_RATIO_FLOOR
-    figures["kernel"] = os.uname().release
+    fig["within_target"] = fig["ratio_floor"] <= TARGET_RATIO_FLOOR
+    fig["kernel"] = os.uname().release
+    return fig
+
+
+def measure(args: argparse.Namespace) -> int:
+    repeat = args.repeat or (3 if args.quick else 15)
+    n = args.templates
+    med = {k: round(statistics.median(v), 3) for k, v in trials(n, repeat).items()}
+    fig = figures(n, repeat, med)
     print(f"startup, {n} templates = {2 * n} stores, median of {repeat} "
           "(fresh sandbox each, same run):")
     print(f"  ours        {med['ours']:9.2f} ms  (planning {med['plan']:.2f} ms)")
-    print(f"  floor       {med['floor']:9.2f} ms  ours/floor = {figures['ratio_floor']:.2f}x "
-          f"(target <= {TARGET_RATIO_FLOOR}x; in CPU time {figures['ratio_floor_cpu']:.2f}x)")
+    print(f"  floor       {med['floor']:9.2f} ms  ours/floor = {fig['ratio_floor']:.2f}x "
+          f"(target <= {TARGET_RATIO_FLOOR}x; in CPU time {fig['ratio_floor_cpu']:.2f}x)")
     print(f"  path floor  {med['path_floor']:9.2f} ms  ours/path floor = "
-          f"{figures['ratio_path_floor']:.2f}x (no fd-based safety)")
-    print(f"  shell       {med['shell']:9.2f} ms  ours/shell = {figures['ratio_shell']:.3f}x")
-    print(json.dumps(figures))
+          f"{fig['ratio_path_floor']:.2f}x (no fd-based safety)")
+    print(f"  shell       {med['shell']:9.2f} ms  ours/shell = {fig['ratio_shell']:.3f}x")
+    print(json.dumps(fig))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = harness.parser(__doc__, quick="fewer repetitions (CI smoke run)",
+                        repeat="trials per variant")
+    ap.add_argument("--templates", type=int, default=64)
+    args = ap.parse_args(argv)
+    return harness.kernel_main("bench.boot", args, measure=lambda: measure(args),
+                               trace=lambda: trace(args.templates), phases=["run"],
+                               trace_args=["--templates", "4"])
 
 
 if __name__ == "__main__":

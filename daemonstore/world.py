@@ -1,0 +1,436 @@
+"""A booted simulated Chromebook (composition layer: drives boot, session, the jail planner and
+a Host): the daemon-store machinery set up like a device, for daemon authors' tests, the demo and
+``audit --simulate``. The pytest fixture that hands worlds out is :mod:`daemonstore.testing`.
+
+A :class:`World` is a Host (the pure model by default; the real kernel inside a sandbox on
+request) with:
+
+* ``world.install_daemon("foo", uid, gid, 0o700)``: the template ``/etc/daemon-store/foo`` (what
+  the daemon's ebuild does) and the boot step, so ``/run/daemon-store{,-cache}/foo`` are shared
+  self-binds;
+* ``world.daemon("foo")``: a :class:`DaemonView`, the daemon's mount namespace built by the
+  namespace helper's planner the way minijail sets up a daemon (chromeos-facts.md §5): a slave
+  clone of the root namespace, a private tmpfs on ``/run``, recursive binds of its stores only;
+* ``world.login("alice")`` / ``world.logout("alice")``: sign-in and sign-out through
+  :mod:`daemonstore.session` (``vault="loop"`` on the kernel: an ext4 image on a loop device);
+  ``world.login_guest()`` / ``world.logout_guest()`` for the guest (user ``"$guest"``: an
+  ephemeral tmpfs vault inside ``mnt_chrome``, :mod:`daemonstore.session.guest`); the hash is
+  ``paths.sanitize_username`` with the salt at ``/home/.shadow/salt`` (16 bytes, created if
+  missing: seeded random bytes on the model, ``os.urandom`` on the kernel).
+
+On the kernel a body has to run inside ``run_in_sandbox``'s forked child (a private mount
+namespace on a tmpfs sandbox): :class:`KernelWorld` records the set-up and runs
+``world.run(body)`` there -- which a model World also has, so one body serves both;
+:func:`kernel_world` is the one-call form.
+
+``World.bus`` is None here; the D-Bus variant (cryptohome_sim) attaches its client there.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from daemonstore import paths
+from daemonstore.boot.seed import install_template
+from daemonstore.daemon.salt import load_or_create_salt
+from daemonstore.errors import DaemonStoreError
+from daemonstore.host import Host, Propagation, Stat, in_namespace
+from daemonstore.session import (
+    SessionResult,
+    SignOutResult,
+    guest,
+    mounted_users,
+    sign_in,
+    sign_out,
+)
+
+__all__ = ["DaemonView", "KernelWorld", "World", "WorldError", "kernel_world", "snapshot"]
+
+R = TypeVar("R")
+
+
+class WorldError(DaemonStoreError, RuntimeError):
+    """The world could not be set up as asked (e.g. startup refused a template)."""
+
+
+# ---- the world -----------------------------------------------------------------------------
+
+
+class World:
+    """A Host with daemon templates, stores, users and daemon namespaces (module docstring)."""
+
+    def __init__(self, host: Host, *,
+                 random_bytes: Callable[[int], bytes] = os.urandom) -> None:
+        self.host = host
+        #: cryptohome_sim attaches its D-Bus client here (None: sign-in runs in-process)
+        self.bus: Any = None
+        #: the namespace sign-in runs in (the root namespace of the simulated machine)
+        self.namespace = host.current_namespace()
+        self.users: dict[str, str] = {}            # username -> hash, once hashed
+        self.sessions: dict[str, SessionResult] = {}
+        self.sign_outs: list[SignOutResult] = []
+        self._random_bytes = random_bytes
+        self._salt: bytes | None = None
+        self._views: list[DaemonView] = []
+        #: the signed-in guest's hash, and the name of Chrome's namespace once it exists
+        self.guest: str | None = None
+        self.chrome_namespace: str | None = None
+        with self.in_namespace(self.namespace):
+            for path in ("/etc", paths.ETC_DAEMON_STORE, "/run", "/var"):
+                if not host.exists(path):
+                    host.mkdir(path, 0o755, safe=True)
+
+    @classmethod
+    def model(cls, *, seed: int = 0) -> World:
+        """A world on a fresh pure model; ``seed`` fixes the salt, hence the user hashes."""
+        from daemonstore.model import ModelHost
+
+        return cls(ModelHost(), random_bytes=random.Random(seed).randbytes)
+
+    @property
+    def kind(self) -> str:
+        return self.host.kind
+
+    def run(self, fn: Callable[..., R], *args: Any) -> R:
+        """``fn(self, *args)``: the same call a KernelWorld makes in its sandbox child."""
+        return fn(self, *args)
+
+    @contextmanager
+    def in_namespace(self, name: str) -> Iterator[None]:
+        """Make ``name`` current for the block, then restore the previous one."""
+        with in_namespace(self.host, name):
+            yield
+
+    # -- daemons
+    def install_daemon(self, name: str, uid: int, gid: int, mode: int = 0o700, *,
+                       startup: bool = True) -> None:
+        """Install ``/etc/daemon-store/<name>`` owned ``uid:gid`` with ``mode`` (what the
+        daemon's ebuild does; a passwd line is added for a new uid, as the ebuild's user would
+        exist) and, with ``startup``, run the boot step. ``startup=False`` models a template
+        installed without a reboot: no store until :meth:`run_startup`."""
+        with self.in_namespace(self.namespace):
+            install_template(self.host, name, uid, gid, mode)
+        if startup:
+            problems = self.run_startup(name)
+            if problems:
+                raise WorldError(f"startup did not make the stores of {name!r}: "
+                                 + "; ".join(problems)
+                                 + " (start_stores() mounts them without startup's checks)")
+
+    def run_startup(self, daemon: str | None = None) -> list[str]:
+        """Run the boot step (``startup.run_startup``); the problems it reports (for
+        ``daemon`` only, if given)."""
+        from daemonstore.boot import run_startup
+
+        with self.in_namespace(self.namespace):
+            _plan, report = run_startup(self.host)
+        if daemon is None:
+            return report.problem_lines()
+        template = paths.template(daemon)
+        mine = [r for r in report.results if r.target.daemon == daemon]
+        lines = [f"skipped {s.line()}" for s in report.skipped if s.path == template]
+        lines += [r.line() for r in mine if r in report.problems]
+        return lines if lines or mine else [f"startup planned no store for {daemon!r}"]
+
+    def start_stores(self, daemon: str) -> None:
+        """Mount ``/run/daemon-store{,-cache}/<daemon>`` exactly as chromeos_startup does, with
+        none of startup's template checks: mkdir 0755, self-bind, make shared
+        (chromeos-facts.md §1). For templates startup refuses, e.g. group-writable ones."""
+        host = self.host
+        with self.in_namespace(self.namespace):
+            for cache in (False, True):
+                store = paths.store(daemon, cache)
+                host.mkdir(store, 0o755, parents=True, safe=True)
+                host.bind(store, store, safe=True)
+                host.make(store, Propagation.SHARED, safe=True)
+
+    def daemon(self, name: str) -> DaemonView:
+        """Start a daemon's namespace now (see :class:`DaemonView`)."""
+        paths.check_daemon_name(name)
+        taken = set(self.host.namespaces())
+        ns, n = f"daemon-{name}", 1
+        while ns in taken:
+            n += 1
+            ns = f"daemon-{name}-{n}"
+        view = DaemonView(self, name, ns)
+        self._views.append(view)
+        return view
+
+    # -- users
+    @property
+    def salt(self) -> bytes:
+        if self._salt is None:
+            with self.in_namespace(self.namespace):
+                self._salt = load_or_create_salt(self.host, self._random_bytes)
+        return self._salt
+
+    def hash_of(self, user: str) -> str:
+        """The user's hash: a known username's, else ``user`` itself if it is a hash, else
+        computed (and remembered) from the salt."""
+        if user in self.users:
+            return self.users[user]
+        try:
+            return paths.check_hash(user)
+        except paths.BadName:
+            pass
+        user_hash = paths.sanitize_username(self.salt, paths.check_username(user))
+        self.users[user] = user_hash
+        return user_hash
+
+    def login(self, user: str, *, first_user: bool | None = None,
+              fail_at: int | None = None, vault: str = "dir") -> str:
+        """Sign ``user`` in (``session.sign_in``); returns the hash. The result is kept in
+        ``sessions[user]``; SignInError propagates (after the rollback)."""
+        user_hash = self.hash_of(user)
+        with self.in_namespace(self.namespace):
+            self.sessions[user] = sign_in(self.host, user_hash, first_user=first_user,
+                                          fail_at=fail_at, vault=vault)
+        return user_hash
+
+    def login_guest(self, *, fail_at: int | None = None) -> str:
+        """Sign the guest (``"$guest"``) in: ``guest.sign_in_guest`` from the root namespace
+        (creating ``mnt_chrome`` when missing); returns the guest's hash."""
+        user_hash = self.hash_of(paths.GUEST_USER)
+        with self.in_namespace(self.namespace):
+            plan = guest.plan_sign_in_guest(self.host, user_hash)
+            self.chrome_namespace = plan.namespace
+            self.sessions[paths.GUEST_USER] = plan.apply(self.host, fail_at=fail_at)
+        self.guest = user_hash
+        return user_hash
+
+    def logout_guest(self) -> SignOutResult:
+        """Sign the guest out (``guest.sign_out_guest``): the ephemeral vault is gone."""
+        user_hash = self.hash_of(paths.GUEST_USER)
+        with self.in_namespace(self.namespace):
+            result = guest.sign_out_guest(self.host, user_hash)
+        self.sessions.pop(paths.GUEST_USER, None)
+        self.sign_outs.append(result)
+        self.guest = None
+        return result
+
+    def store_source(self, user: str, daemon: str, *, cache: bool = False) -> tuple[str, str]:
+        """(namespace, path) of the bind source of ``user``'s store while signed in: the
+        mounted vault's ``root[/.cache]/<d>`` in the root namespace, or for the signed-in
+        guest the ephemeral vault's in mnt_chrome."""
+        user_hash = self.hash_of(user)
+        sub = f"root/{paths.CACHE_DIR}" if cache else "root"
+        name = paths.check_daemon_name(daemon)
+        if user_hash == self.guest and self.chrome_namespace is not None:
+            return self.chrome_namespace, f"{paths.ephemeral_mount(user_hash)}/{sub}/{name}"
+        return self.namespace, f"{paths.vault_mount(user_hash)}/{sub}/{name}"
+
+    def logout(self, user: str) -> SignOutResult:
+        user_hash = self.hash_of(user)
+        with self.in_namespace(self.namespace):
+            result = sign_out(self.host, user_hash)
+        self.sessions.pop(user, None)
+        self.sign_outs.append(result)
+        return result
+
+    def signed_in(self) -> list[str]:
+        """Hashes of the users signed in (from mountinfo)."""
+        with self.in_namespace(self.namespace):
+            return mounted_users(self.host)
+
+    # -- looking at things from the root namespace
+    def vault_path(self, user: str, daemon: str, relpath: str = "", *,
+                   cache: bool = False) -> str:
+        """Where a daemon's per-user data lives at rest: ``/home/.shadow/<H>/vault/root/<d>``
+        (or ``root/.cache/<d>``), readable whether or not the user is signed in."""
+        sub = f"root/{paths.CACHE_DIR}" if cache else "root"
+        base = f"{paths.vault(self.hash_of(user))}/{sub}/{paths.check_daemon_name(daemon)}"
+        return _join(base, relpath)
+
+    def read_vault(self, user: str, daemon: str, relpath: str, *, cache: bool = False) -> bytes:
+        with self.in_namespace(self.namespace):
+            return self.host.read_file(self.vault_path(user, daemon, relpath, cache=cache),
+                                       safe=True)
+
+    def mountinfo(self, namespace: str | None = None) -> str:
+        return self.host.mountinfo(namespace or self.namespace)
+
+    def snapshot(self, top: str = "/", *, skip: Sequence[str] = ()) -> dict[str, tuple]:
+        """:func:`snapshot` of the root namespace's view."""
+        with self.in_namespace(self.namespace):
+            return snapshot(self.host, top, skip=skip)
+
+
+class DaemonView:
+    """A daemon's mount namespace, built by the namespace helper itself (``jail.plan_jail`` /
+    ``jail.apply_jail``, the one implementation of "how a daemon is jailed") from the documented
+    recipe (chromeos-facts.md §4-5; ``jail.store_jail_argv``)::
+
+        daemonstore jail -v -Kslave -k tmpfs,/run,tmpfs,MS_NODEV|MS_NOEXEC|MS_NOSUID
+            -k /run/daemon-store/<d>,/run/daemon-store/<d>,none,MS_BIND|MS_REC  (and -cache)
+
+    1. clone the root namespace and make every mount slave (``-v -Kslave``): mounts flow in,
+       never out;
+    2. pin the store binds (``open_tree``) before a fresh tmpfs covers ``/run``;
+    3. attach them on the new ``/run``: a clone of a slave is a slave of the same master, so
+       later sign-ins flow in.
+
+    A store that does not exist (yet) is left out of the recipe: minijail would fail, the view
+    just lacks it. ``user`` arguments take a username the world knows, or a hash.
+    """
+
+    def __init__(self, world: World, daemon: str, namespace: str) -> None:
+        from daemonstore.jail.plan import apply_jail, plan_jail, store_jail_argv
+        from daemonstore.jail.spec import parse_jail_args
+
+        self.world = world
+        self.daemon = daemon
+        self.namespace = namespace
+        host = world.host
+        with world.in_namespace(world.namespace):
+            stores = [s for s in (paths.store(daemon, c) for c in (False, True))
+                      if _is_dir(host, s)]
+            #: the ``daemonstore jail`` arguments this namespace was built from
+            self.jail_argv = store_jail_argv(daemon, stores)
+            self.steps = plan_jail(parse_jail_args(self.jail_argv), namespace)
+            apply_jail(host, self.steps)
+
+    def path(self, user: str, relpath: str = "", *, cache: bool = False) -> str:
+        """``/run/daemon-store[-cache]/<d>/<H>[/relpath]`` (libbrillo ``GetDaemonStorePath``)."""
+        return _join(paths.user_store(self.daemon, self.world.hash_of(user), cache), relpath)
+
+    def sees_store(self, user: str, *, cache: bool = False) -> bool:
+        """Does the daemon's store path for ``user`` lead into the user's vault? (Not just
+        "does the directory exist": the empty target outlives a sign-out on ChromeOS,
+        chromeos-facts.md §7 item 1.)"""
+        world = self.world
+        namespace, source = world.store_source(user, self.daemon, cache=cache)
+        with world.in_namespace(namespace):
+            want = _stat(world.host, source)
+        with world.in_namespace(self.namespace):
+            got = _stat(world.host, self.path(user, cache=cache))
+        return want is not None and got is not None and (got.dev, got.ino) == (want.dev,
+                                                                               want.ino)
+
+    def read(self, user: str, relpath: str, *, cache: bool = False) -> bytes:
+        with self.world.in_namespace(self.namespace):
+            return self.world.host.read_file(self.path(user, relpath, cache=cache), safe=True)
+
+    def write(self, user: str, relpath: str, data: bytes, *, cache: bool = False) -> None:
+        with self.world.in_namespace(self.namespace):
+            self.world.host.write_file(self.path(user, relpath, cache=cache), data, safe=True)
+
+    def mkdir(self, user: str, relpath: str, mode: int = 0o700, *, cache: bool = False) -> None:
+        with self.world.in_namespace(self.namespace):
+            self.world.host.mkdir(self.path(user, relpath, cache=cache), mode, safe=True)
+
+    def stat(self, user: str, relpath: str = "", *, cache: bool = False) -> Stat:
+        with self.world.in_namespace(self.namespace):
+            return self.world.host.stat(self.path(user, relpath, cache=cache), safe=True)
+
+    def listdir(self, user: str | None = None, relpath: str = "", *,
+                cache: bool = False) -> list[str]:
+        """Entries of the daemon's store (the user hashes there), or of a user's store."""
+        path = (paths.store(self.daemon, cache) if user is None
+                else self.path(user, relpath, cache=cache))
+        with self.world.in_namespace(self.namespace):
+            return self.world.host.listdir(path, safe=True)
+
+    def visible_users(self, *, cache: bool = False) -> list[str]:
+        """Hashes whose store this daemon sees (see :meth:`sees_store`)."""
+        return [h for h in self.listdir(cache=cache) if paths.is_hash(h)
+                and self.sees_store(h, cache=cache)]
+
+    def mountinfo(self) -> str:
+        return self.world.host.mountinfo(self.namespace)
+
+
+# ---- the kernel --------------------------------------------------------------------------------
+
+
+def _in_kernel_world(host: Host, setup: Sequence[tuple[str, tuple, dict]],
+                     fn: Callable[..., R], args: tuple[Any, ...]) -> R:
+    world = World(host)
+    for method, margs, mkwargs in setup:
+        getattr(world, method)(*margs, **mkwargs)
+    return fn(world, *args)
+
+
+def kernel_world(fn: Callable[..., R], *args: Any,
+                 daemons: Sequence[tuple[Any, ...]] = ()) -> R:
+    """Run ``fn(world, *args)`` in ``run_in_sandbox``'s child with a kernel World on a fresh
+    tmpfs sandbox, after ``world.install_daemon(*spec)`` for each of ``daemons``; returns its
+    (picklable) result or re-raises its exception. Needs root."""
+    return KernelWorld(daemons).run(fn, *args)
+
+
+class KernelWorld:
+    """The parent's handle on a kernel world: set-up calls are recorded and replayed in the
+    sandbox child, and :meth:`run` runs the test body there. Anything else is refused with the
+    reason (a real mount namespace cannot be reached from the pytest process)."""
+
+    kind = "kernel"
+
+    def __init__(self, daemons: Sequence[tuple[Any, ...]] = ()) -> None:
+        self._setup: list[tuple[str, tuple, dict]] = []
+        for spec in daemons:
+            self.install_daemon(*spec)
+
+    def install_daemon(self, *args: Any, **kwargs: Any) -> None:
+        self._setup.append(("install_daemon", args, kwargs))
+
+    def start_stores(self, daemon: str) -> None:
+        self._setup.append(("start_stores", (daemon,), {}))
+
+    def run(self, fn: Callable[..., R], *args: Any) -> R:
+        from daemonstore.kernel.sandbox import run_in_sandbox
+
+        return run_in_sandbox(_in_kernel_world, list(self._setup), fn, args)
+
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(
+            f"KernelWorld has no {name!r} in the pytest process: on the kernel the test body "
+            "runs in the sandbox child; put it in a function body(world) and call "
+            "world.run(body) (a model World has run() too)")
+
+
+# ---- helpers -----------------------------------------------------------------------------------
+
+
+def snapshot(host: Host, top: str = "/", *, skip: Sequence[str] = ()) -> dict[str, tuple]:
+    """Everything below ``top`` in the current namespace, for "nothing was touched" checks:
+    path -> (type bits, mode, uid, gid, content) with a file's bytes or a symlink's target.
+    Symlinks are never followed; ``skip`` prunes those paths and everything below them."""
+    out: dict[str, tuple] = {}
+    pending = [top]
+    while pending:
+        path = pending.pop()
+        if any(path == s or path.startswith(s.rstrip("/") + "/") for s in skip):
+            continue
+        st = host.lstat(path, safe=True)
+        content: object = None
+        if st.is_symlink:
+            content = host.readlink(path)
+        elif st.is_file:
+            content = host.read_file(path, safe=True)
+        elif st.is_dir:
+            pending.extend(_join(path, name) for name in host.listdir(path, safe=True))
+        out[path] = (st.mode & 0o170000, st.perm, st.uid, st.gid, content)
+    return out
+
+
+def _join(base: str, relpath: str) -> str:
+    relpath = relpath.strip("/")
+    if not relpath:
+        return base
+    return f"{base.rstrip('/')}/{relpath}"
+
+
+def _stat(host: Host, path: str) -> Stat | None:
+    try:
+        return host.stat(path, safe=True)
+    except OSError:
+        return None
+
+
+def _is_dir(host: Host, path: str) -> bool:
+    st = _stat(host, path)
+    return st is not None and st.is_dir
