@@ -3,7 +3,7 @@ Host) then apply (the steps of :mod:`daemonstore.ops`, on the Host given). Writt
 :class:`~daemonstore.host.Host`: it runs on the pure model and, inside ``run_in_sandbox``, on
 the real kernel.
 
-Public API (cryptohome_sim and ``daemonstore.testing`` call it; keep the names)::
+Public API (cryptohome_sim and ``daemonstore.world`` call it; keep the names)::
 
     plan_sign_in(host, user_hash, *, first_user=None, vault="dir") -> SignInPlan   pure
     sign_in(host, user_hash, *, first_user=None, fail_at=None, vault="dir") -> SessionResult

@@ -12,7 +12,7 @@ Public API::
     mounted_guests(host) -> list[str]                         hashes with an ephemeral vault
 
 The guest's hash is ``paths.sanitize_username(salt, paths.GUEST_USER)`` (``"$guest"``); callers
-(cryptohome_sim, ``daemonstore.testing``) hash it with their salt, as for any user.
+(cryptohome_sim, ``daemonstore.world``) hash it with their salt, as for any user.
 
 **Sign-in** (``Mounter::PerformEphemeralMount``, in its order): reach mnt_chrome (made first if
 needed) and enter it; remove leftovers of an earlier guest (below); the home mount points; a
