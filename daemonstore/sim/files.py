@@ -76,14 +76,7 @@ _COLUMNS = ("ID", "MOUNT POINT", "ROOT", "FSTYPE", "SOURCE", "PROPAGATION", "PAR
 def propagation_label(entry: mountinfo.MountInfoEntry) -> str:
     """``shared:1``, ``master:2``, ``shared:1 master:2``, ``unbindable`` or ``private``: the
     mountinfo optional fields, which is how the kernel itself names propagation state."""
-    tags = []
-    if entry.shared is not None:
-        tags.append(f"shared:{entry.shared}")
-    if entry.master is not None:
-        tags.append(f"master:{entry.master}")
-    if entry.unbindable:
-        tags.append("unbindable")
-    return " ".join(tags) or "private"
+    return " ".join(entry.tags(all_fields=False)) or "private"
 
 
 def format_namespace(text: str) -> list[str]:

@@ -199,3 +199,11 @@ def test_run_model_not_implemented_is_exit_1_one_line(monkeypatch: pytest.Monkey
     assert res.exit_code == 1
     assert res.output.strip().endswith("not implemented by the model: remount")
     assert res.output.strip().count("\n") == 0
+
+
+def test_propagation_label_is_the_mountinfo_tags_of_propagation_state() -> None:
+    line = "36 35 98:0 / /mnt rw shared:1 master:2 propagate_from:3 unbindable x:y - tmpfs t rw"
+    entry = mountinfo.parse_line(line)
+    assert entry.render() == line
+    assert sim.propagation_label(entry) == "shared:1 master:2 unbindable"
+    assert sim.propagation_label(mountinfo.parse_line("1 1 0:1 / / rw - tmpfs s rw")) == "private"
