@@ -1,0 +1,83 @@
+"""The plan vocabulary (plan layer, tier 2): one :class:`Op` hierarchy for every step a
+component plans and a dry run prints (style.md habit 1: the plan as data, then apply).
+
+Modules:
+
+* :mod:`~daemonstore.ops.base`: the :class:`Op` base, :func:`to_text`, :func:`quote`, and
+  :func:`undo_of` / :func:`op_path` for appliers that roll back and report;
+* :mod:`~daemonstore.ops.scenario`: the scenario language (the contract): its eight ops, the
+  parser and :func:`run_scenario`;
+* :mod:`~daemonstore.ops.files`: directories and their contents (MakeDir, EnsureDir, Chmod,
+  Chown, RemoveDir, RemoveTree);
+* :mod:`~daemonstore.ops.mounts`: mounts beyond the language (SafeBind, BindDir, SafeMake,
+  RemountBind, ForceUmount).
+
+Whether an op resolves its paths without following symlinks (``safe``) is a property of each
+op, stated in the table of its module.
+"""
+
+from daemonstore.ops.base import Op, op_path, quote, to_text, undo_of
+from daemonstore.ops.files import (
+    Chmod,
+    Chown,
+    DirChmod,
+    DirChown,
+    EnsureDir,
+    MakeDir,
+    MakeTarget,
+    RemoveDir,
+    RemoveTree,
+    expect_dir,
+)
+from daemonstore.ops.mounts import BindDir, ForceUmount, RemountBind, SafeBind, SafeMake
+from daemonstore.ops.scenario import (
+    Bind,
+    Make,
+    Mkdir,
+    MountTmpfs,
+    Move,
+    NewNamespace,
+    ScenarioSyntaxError,
+    Umount,
+    UseNamespace,
+    canonical_result,
+    parse,
+    parse_line,
+    run_scenario,
+)
+
+__all__ = [
+    "Bind",
+    "BindDir",
+    "Chmod",
+    "Chown",
+    "DirChmod",
+    "DirChown",
+    "EnsureDir",
+    "ForceUmount",
+    "MakeDir",
+    "MakeTarget",
+    "Make",
+    "Mkdir",
+    "MountTmpfs",
+    "Move",
+    "NewNamespace",
+    "Op",
+    "RemountBind",
+    "RemoveDir",
+    "RemoveTree",
+    "SafeBind",
+    "SafeMake",
+    "ScenarioSyntaxError",
+    "Umount",
+    "UseNamespace",
+    "canonical_result",
+    "expect_dir",
+    "op_path",
+    "parse",
+    "parse_line",
+    "quote",
+    "run_scenario",
+    "to_text",
+    "undo_of",
+]

@@ -1,5 +1,5 @@
 """Sign-in and sign-out, the cryptohome side: plan (pure inspection of a Host) then apply (the
-steps of :mod:`daemonstore.ops.safe` and :mod:`daemonstore.ops.basic`, on the Host given).
+steps of :mod:`daemonstore.ops`, on the Host given).
 
 Written once against :class:`~daemonstore.host.Host`: it runs on the pure model and, inside
 ``run_in_sandbox``, on the real kernel.
@@ -95,20 +95,21 @@ from dataclasses import dataclass, field
 from daemonstore import mountinfo, paths
 from daemonstore.errors import DaemonStoreError, errname
 from daemonstore.host import Host, Propagation, Stat
-from daemonstore.ops.basic import MakeDir, SafeMake
-from daemonstore.ops.safe import (
+from daemonstore.ops import (
     BindDir,
     DirChmod,
     DirChown,
     EnsureDir,
     ForceUmount,
+    MakeDir,
     MakeTarget,
+    Op,
     RemountBind,
     RemoveDir,
+    SafeMake,
     op_path,
     undo_of,
 )
-from daemonstore.ops.scenario import Op
 from daemonstore.session import loop_vault as loopvault
 from daemonstore.session.activity import record_activity
 

@@ -73,9 +73,15 @@ from shlex import quote as _q
 
 from daemonstore import mountinfo, paths
 from daemonstore.host import Host, Stat, in_namespace
-from daemonstore.ops.basic import MakeDir
-from daemonstore.ops.safe import ForceUmount, RemountBind, RemoveTree
-from daemonstore.ops.scenario import NewNamespace, Op, UseNamespace
+from daemonstore.ops import (
+    ForceUmount,
+    MakeDir,
+    NewNamespace,
+    Op,
+    RemountBind,
+    RemoveTree,
+    UseNamespace,
+)
 from daemonstore.session import (
     ROOT_ID,
     VAULT_DIRS,

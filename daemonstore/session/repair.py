@@ -41,16 +41,16 @@ from daemonstore import mountinfo, paths
 from daemonstore.boot.apply import StartupReport, apply_plan, dry_run_report
 from daemonstore.boot.plan import StartupPlan, plan_startup
 from daemonstore.host import Host, Propagation
-from daemonstore.ops.safe import (
+from daemonstore.ops import (
     BindDir,
     EnsureDir,
     ForceUmount,
     MakeTarget,
+    Op,
     RemountBind,
     RemoveDir,
     op_path,
 )
-from daemonstore.ops.scenario import Op
 from daemonstore.session import (
     BIND_FLAGS,
     SignInError,

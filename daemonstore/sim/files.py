@@ -1,6 +1,6 @@
-"""What the ``daemonstore sim`` commands do, minus argv: load a scenario file, run it on a
-backend, compare backends, render a result as a readable table (no exit codes here; cli.py owns
-those, style.md §6).
+"""What the ``daemonstore sim`` commands do, minus argv (sim layer): load a scenario file, run it
+on a backend (the pure model, or the kernel in a sandbox), compare backends, render a result as a
+readable table (no exit codes here; the cli owns those, style.md §6).
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from typing import Any
 
 from daemonstore import mountinfo
 from daemonstore.errors import DaemonStoreError
-from daemonstore.ops.scenario import Op, canonical_result, parse, run_on_kernel, run_on_model
+from daemonstore.model import ModelHost
+from daemonstore.ops import Op, canonical_result, parse, run_scenario
 
 
 class ScenarioFileError(DaemonStoreError):
@@ -55,6 +56,21 @@ def kernel_unavailable() -> str | None:
 
     reason = kernel_unavailable_reason()
     return f"the kernel backend cannot run here: {reason}" if reason else None
+
+
+def run_on_model(ops_or_text: str | Sequence[Op]) -> dict[str, Any]:
+    """Run a scenario on a fresh pure model (its "/" is a private tmpfs ``sandbox``)."""
+    return run_scenario(ModelHost(), ops_or_text)
+
+
+def run_on_kernel(ops_or_text: str | Sequence[Op]) -> dict[str, Any]:
+    """Run a scenario on the real kernel, in a forked child inside a fresh private mount
+    namespace with a fresh tmpfs sandbox (needs root). Syntax errors surface here, in the caller,
+    before any fork."""
+    from daemonstore.kernel import run_in_sandbox  # only this path needs the kernel backend
+
+    ops = parse(ops_or_text) if isinstance(ops_or_text, str) else list(ops_or_text)
+    return run_in_sandbox(run_scenario, ops)
 
 
 def run(ops: Sequence[Op], kernel: bool = False) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from typing import Any
 from daemonstore.errors import DaemonStoreError
 from daemonstore.host import Propagation
 from daemonstore.mountinfo import canonical_diff
-from daemonstore.ops.scenario import (
+from daemonstore.ops import (
     Bind,
     Make,
     Mkdir,

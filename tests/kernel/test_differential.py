@@ -16,8 +16,8 @@ import os
 
 import pytest
 
-from daemonstore.ops.scenario import run_on_kernel, run_on_model
 from daemonstore.sim import fuzz
+from daemonstore.sim.files import run_on_kernel, run_on_model
 
 pytestmark = pytest.mark.kernel
 

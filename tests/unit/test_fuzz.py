@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from daemonstore import mountinfo
-from daemonstore.ops.scenario import (
+from daemonstore.ops import (
     Bind,
     Make,
     Mkdir,
@@ -23,10 +23,10 @@ from daemonstore.ops.scenario import (
     UseNamespace,
     canonical_result,
     parse,
-    run_on_model,
     to_text,
 )
 from daemonstore.sim import fuzz
+from daemonstore.sim.files import run_on_model
 
 
 def test_same_seed_same_text() -> None:
