@@ -8,7 +8,7 @@ Modules:
 * :mod:`~daemonstore.ops.scenario`: the scenario language (the contract): its eight ops, the
   parser and :func:`run_scenario`;
 * :mod:`~daemonstore.ops.files`: directories and their contents (MakeDir, EnsureDir, Chmod,
-  Chown, RemoveDir, RemoveTree);
+  Chown, RemoveDir, RemoveTree) and the one safe tree walker, :func:`walk_tree`;
 * :mod:`~daemonstore.ops.mounts`: mounts beyond the language (SafeBind, BindDir, SafeMake,
   RemountBind, ForceUmount).
 
@@ -27,7 +27,10 @@ from daemonstore.ops.files import (
     MakeTarget,
     RemoveDir,
     RemoveTree,
+    TreeItem,
+    TreeReader,
     expect_dir,
+    walk_tree,
 )
 from daemonstore.ops.mounts import BindDir, ForceUmount, RemountBind, SafeBind, SafeMake
 from daemonstore.ops.scenario import (
@@ -69,6 +72,8 @@ __all__ = [
     "SafeBind",
     "SafeMake",
     "ScenarioSyntaxError",
+    "TreeItem",
+    "TreeReader",
     "Umount",
     "UseNamespace",
     "canonical_result",
@@ -80,4 +85,5 @@ __all__ = [
     "run_scenario",
     "to_text",
     "undo_of",
+    "walk_tree",
 ]
