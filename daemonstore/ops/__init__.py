@@ -9,8 +9,9 @@ Modules:
   parser and :func:`run_scenario`;
 * :mod:`~daemonstore.ops.files`: directories and their contents (MakeDir, EnsureDir, Chmod,
   Chown, RemoveDir, RemoveTree) and the one safe tree walker, :func:`walk_tree`;
-* :mod:`~daemonstore.ops.mounts`: mounts beyond the language (SafeBind, BindDir, SafeMake,
-  RemountBind, ForceUmount).
+* :mod:`~daemonstore.ops.mounts`: mounts and namespaces beyond the language (SafeBind,
+  BindDir, RemountBind, ForceUmount, and the jail's Unshare, EnterNamespaceFile, PinTree,
+  AttachTree).
 
 Whether an op resolves its paths without following symlinks (``safe``) is a property of each
 op, stated in the table of its module.
@@ -32,7 +33,18 @@ from daemonstore.ops.files import (
     expect_dir,
     walk_tree,
 )
-from daemonstore.ops.mounts import BindDir, ForceUmount, RemountBind, SafeBind, SafeMake
+from daemonstore.ops.mounts import (
+    AttachTree,
+    BindDir,
+    DetachedTrees,
+    EnterNamespaceFile,
+    ForceUmount,
+    PinTree,
+    RemountBind,
+    SafeBind,
+    SafeMake,
+    Unshare,
+)
 from daemonstore.ops.scenario import (
     Bind,
     Make,
@@ -50,13 +62,16 @@ from daemonstore.ops.scenario import (
 )
 
 __all__ = [
+    "AttachTree",
     "Bind",
     "BindDir",
     "Chmod",
     "Chown",
+    "DetachedTrees",
     "DirChmod",
     "DirChown",
     "EnsureDir",
+    "EnterNamespaceFile",
     "ForceUmount",
     "MakeDir",
     "MakeTarget",
@@ -66,6 +81,7 @@ __all__ = [
     "Move",
     "NewNamespace",
     "Op",
+    "PinTree",
     "RemountBind",
     "RemoveDir",
     "RemoveTree",
@@ -75,6 +91,7 @@ __all__ = [
     "TreeItem",
     "TreeReader",
     "Umount",
+    "Unshare",
     "UseNamespace",
     "canonical_result",
     "expect_dir",

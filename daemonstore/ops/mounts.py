@@ -7,18 +7,23 @@ op                         does                                                 
 :class:`SafeBind`          the scenario ``Bind``, resolved with ``safe``         yes
 :class:`BindDir`           SafeBind of a directory, checked before and after     yes
 :class:`SafeMake`          the scenario ``Make``, resolved with ``safe``         yes
-:class:`RemountBind`       ``mount -o remount,bind,FLAGS``                       yes
+:class:`RemountBind`       ``mount -o remount,bind,FLAGS``                       field
 :class:`ForceUmount`       umount, ``MNT_DETACH`` on ``EBUSY``                   yes
+:class:`Unshare`           the jail's new namespace (``unshare`` + ``-K`` mode)  no
+:class:`EnterNamespaceFile`  the jail's ``setns`` into a pinned namespace file   no
+:class:`PinTree`           ``open_tree(OPEN_TREE_CLONE)`` into :class:`DetachedTrees`  no
+:class:`AttachTree`        ``move_mount`` of a pinned tree                       no
 =========================  ====================================================  ==========
 
 **Safe** ops resolve every path with ``safe=True``: no symlink in any component (``ELOOP``;
 host.py), and on the kernel the mount then acts on the fd that resolution returned, so a symlink
 planted in a user-controlled path (a vault, ``/run/daemon-store/<d>``) can never redirect a
-mount (chromeos-facts.md §2, libbrillo's ``SafeFD``).
+mount (chromeos-facts.md §2, libbrillo's ``SafeFD``). The jail's ops follow symlinks as
+minijail does: their paths come from the daemon's own command line.
 
 ``to_line``: binds, propagation changes and umounts use the scenario language's own spelling
 (so a dry run of those steps is valid scenario text); the others util-linux's
-(``mount -o remount,bind,...``).
+(``mount -o remount,bind,...``) or the syscall's (``open_tree``, ``move_mount``, ``setns``).
 """
 
 from __future__ import annotations
@@ -26,12 +31,23 @@ from __future__ import annotations
 import errno
 from dataclasses import dataclass, field
 
-from daemonstore.host import Host, Stat
+from daemonstore.host import Host, Propagation, Stat
 from daemonstore.ops.base import Op, quote
 from daemonstore.ops.files import expect_dir
-from daemonstore.ops.scenario import Bind, Make, Umount
+from daemonstore.ops.scenario import Bind, Make, NewNamespace, Umount
 
-__all__ = ["BindDir", "ForceUmount", "RemountBind", "SafeBind", "SafeMake"]
+__all__ = [
+    "AttachTree",
+    "BindDir",
+    "DetachedTrees",
+    "EnterNamespaceFile",
+    "ForceUmount",
+    "PinTree",
+    "RemountBind",
+    "SafeBind",
+    "SafeMake",
+    "Unshare",
+]
 
 
 @dataclass(frozen=True)
@@ -91,13 +107,16 @@ class BindDir(SafeBind):
 class RemountBind(Op):
     """``mount -o remount,bind,FLAGS D``: ``Platform::Bind``'s second mount(2) call, which sets
     nosuid, nodev, noexec (and nosymfollow for cryptohome's binds) on the new mount, because
-    flags given with a plain ``MS_BIND`` are ignored (chromeos-facts.md §2, "Mount flags")."""
+    flags given with a plain ``MS_BIND`` are ignored (chromeos-facts.md §2, "Mount flags"); the
+    jail makes the same call for a ``-k``/``-b`` bind's flags, as minijail does for ``-b``
+    read-only."""
 
     target: str
     flags: frozenset[str]
+    safe: bool = field(default=True, kw_only=True)
 
     def apply(self, host: Host) -> None:
-        host.remount_bind(self.target, self.flags, safe=True)
+        host.remount_bind(self.target, self.flags, safe=self.safe)
 
     def to_line(self) -> str:
         return f"mount -o remount,bind,{','.join(sorted(self.flags))} {quote(self.target)}"
@@ -126,3 +145,88 @@ class ForceUmount(Umount):
 
     def to_line(self) -> str:
         return f"umount {quote(self.target)}  # umount -l on EBUSY"
+
+
+# ---- the jail's namespace and detached-tree steps ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Unshare(NewNamespace):
+    """``unshare(CLONE_NEWNS)`` then minijail's ``-K`` remount of the whole new tree: the
+    scenario's ``ns`` with minijail's fourth mode (``unbindable``) too, and the mode always
+    printed (``unchanged`` for a bare ``-K``)."""
+
+    def __post_init__(self) -> None:
+        if self.propagation != "unchanged":
+            Propagation(self.propagation)  # ValueError for anything else
+
+    def to_line(self) -> str:
+        return f"ns {self.name} --propagation {self.propagation}"
+
+
+@dataclass(frozen=True)
+class EnterNamespaceFile(Op):
+    """``setns`` into the mount namespace file bound at ``path`` (minijail ``-V``), registered
+    on the Host as ``name``."""
+
+    path: str
+    name: str
+
+    def apply(self, host: Host) -> None:
+        host.open_pinned_namespace(self.path, self.name)
+        host.use_namespace(self.name)
+
+    def to_line(self) -> str:
+        return f"setns {quote(self.path)}  # as {self.name}"
+
+
+@dataclass
+class DetachedTrees:
+    """The detached trees of one plan by key (``open_tree`` fds on the kernel), shared by its
+    :class:`PinTree` and :class:`AttachTree` steps. Whoever applies the plan calls
+    :meth:`close` at the end, so a tree pinned but never attached (a later step failed) is
+    dropped, not leaked."""
+
+    handles: dict[str, str] = field(default_factory=dict)
+
+    def close(self, host: Host) -> None:
+        for handle in self.handles.values():
+            host.drop_detached(handle)
+        self.handles.clear()
+
+
+@dataclass(frozen=True)
+class PinTree(Op):
+    """``open_tree(SOURCE, OPEN_TREE_CLONE[|AT_RECURSIVE])``: a copy of SOURCE's mount (tree)
+    made now and held detached under ``key`` until :class:`AttachTree`, so that a later mount
+    over SOURCE's path cannot hide it."""
+
+    key: str
+    source: str
+    recursive: bool
+    trees: DetachedTrees = field(default_factory=DetachedTrees, kw_only=True, compare=False,
+                                 repr=False)
+
+    def apply(self, host: Host) -> None:
+        self.trees.handles[self.key] = host.clone_detached(self.source, recursive=self.recursive)
+
+    def to_line(self) -> str:
+        rec = "|AT_RECURSIVE" if self.recursive else ""
+        return f"open_tree {quote(self.source)} OPEN_TREE_CLONE{rec}  # -> {self.key}"
+
+
+@dataclass(frozen=True)
+class AttachTree(Op):
+    """``move_mount`` of the tree pinned under ``key`` onto ``target`` (attached and propagated
+    like a bind)."""
+
+    key: str
+    target: str
+    trees: DetachedTrees = field(default_factory=DetachedTrees, kw_only=True, compare=False,
+                                 repr=False)
+
+    def apply(self, host: Host) -> None:
+        host.attach_detached(self.trees.handles.pop(self.key), self.target)
+
+    def to_line(self) -> str:
+        return f"move_mount {self.key} {quote(self.target)}"

@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from daemonstore.errors import DaemonStoreError, errname
@@ -97,16 +97,24 @@ class Mkdir(Op):
 
 @dataclass(frozen=True)
 class MountTmpfs(Op):
-    """``mount -t tmpfs NAME P``: a new tmpfs instance whose mountinfo source is NAME."""
+    """``mount -t tmpfs NAME P``: a new tmpfs instance whose mountinfo source is NAME.
+
+    Outside the language, a plan may add per-mount ``flags`` (mountinfo spelling: ``nodev``)
+    and tmpfs ``data`` (``mode=0755,size=10M``), as the jail's ``-k tmpfs,...`` does; the line
+    then takes mount(8)'s ``-o`` form, which the parser does not accept."""
 
     source: str
     target: str
+    flags: frozenset[str] = field(default=frozenset(), kw_only=True)
+    data: str = field(default="", kw_only=True)
 
     def apply(self, host: Host) -> None:
-        host.mount_tmpfs(self.source, self.target)
+        host.mount_tmpfs(self.source, self.target, flags=self.flags, data=self.data)
 
     def to_line(self) -> str:
-        return f"mount -t tmpfs {quote(self.source)} {quote(self.target)}"
+        opts = ",".join(sorted(self.flags | ({self.data} if self.data else set())))
+        return (f"mount -t tmpfs {'-o ' + opts + ' ' if opts else ''}"
+                f"{quote(self.source)} {quote(self.target)}")
 
 
 @dataclass(frozen=True)
