@@ -3,17 +3,17 @@
 
 The scenario language (:mod:`daemonstore.ops.scenario`) has only ``mkdir -p``; plans need more:
 
-=================  ==================================================  =======================
-op                 does                                                line
-=================  ==================================================  =======================
-:class:`MakeDir`   one directory, mode exact, ``EEXIST`` if present    ``mkdir -m 0755 P``
-:class:`MakeTarget`  MakeDir of a mount target; undone by rmdir        ``mkdir -m 0755 P``
-:class:`EnsureDir` create, or repair owner and mode, when applied      ``install -d ...``
-:class:`Chmod`     ``fchmodat``; :class:`DirChmod` type-checks first   ``chmod 0755 P``
-:class:`Chown`     ``fchownat``; :class:`DirChown` type-checks first   ``chown 0:0 P``
-:class:`RemoveDir` an empty directory only                             ``rmdir P``
+===================  ==================================================  ===================
+op                   does                                                line
+===================  ==================================================  ===================
+:class:`MakeDir`     one directory, mode exact, ``EEXIST`` if present    ``mkdir -m 0755 P``
+:class:`MakeTarget`  MakeDir of a mount target; undone by rmdir          ``mkdir -m 0755 P``
+:class:`EnsureDir`   create, or repair owner and mode, when applied      ``install -d ...``
+:class:`Chmod`       ``fchmodat``; :class:`DirChmod` type-checks first   ``chmod 0755 P``
+:class:`Chown`       ``fchownat``; :class:`DirChown` type-checks first   ``chown 0:0 P``
+:class:`RemoveDir`   an empty directory only                             ``rmdir P``
 :class:`RemoveTree`  a tree, never crossing a mount (:func:`walk_tree`)  ``rm -r ...``
-=================  ==================================================  =======================
+===================  ==================================================  ===================
 
 **Safe.** Every op here resolves its path with ``safe=True`` (MakeDir, Chmod and Chown take a
 ``safe`` field that defaults to it): no symlink may appear in any component, the last one

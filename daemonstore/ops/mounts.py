@@ -1,25 +1,26 @@
 """Plan steps that act on mounts and mount namespaces beyond the scenario language (plan layer:
 building them is pure, ``apply`` only calls the Host it is given).
 
-=========================  ====================================================  ==========
-op                         does                                                  safe
-=========================  ====================================================  ==========
-:class:`SafeBind`          the scenario ``Bind``, resolved with ``safe``         yes
-:class:`BindDir`           SafeBind of a directory, checked before and after     yes
-:class:`SafeMake`          the scenario ``Make``, resolved with ``safe``         yes
-:class:`RemountBind`       ``mount -o remount,bind,FLAGS``                       field
-:class:`ForceUmount`       umount, ``MNT_DETACH`` on ``EBUSY``                   yes
-:class:`Unshare`           the jail's new namespace (``unshare`` + ``-K`` mode)  no
-:class:`EnterNamespaceFile`  the jail's ``setns`` into a pinned namespace file   no
-:class:`PinTree`           ``open_tree(OPEN_TREE_CLONE)`` into :class:`DetachedTrees`  no
-:class:`AttachTree`        ``move_mount`` of a pinned tree                       no
-=========================  ====================================================  ==========
+===========================  ===================================================  =====
+op                           does                                                 safe
+===========================  ===================================================  =====
+:class:`SafeBind`            the scenario ``Bind``, resolved with ``safe``        yes
+:class:`BindDir`             SafeBind of a directory, checked before and after    yes
+:class:`SafeMake`            the scenario ``Make``, resolved with ``safe``        yes
+:class:`RemountBind`         ``mount -o remount,bind,FLAGS``                      field
+:class:`ForceUmount`         umount, ``MNT_DETACH`` on ``EBUSY``                  yes
+:class:`Unshare`             the jail's new namespace (``unshare``, ``-K`` mode)  no
+:class:`EnterNamespaceFile`  the jail's ``setns`` into a namespace file (``-V``)  no
+:class:`PinTree`             ``open_tree`` clone, held in :class:`DetachedTrees`  no
+:class:`AttachTree`          ``move_mount`` of a pinned tree                      no
+===========================  ===================================================  =====
 
 **Safe** ops resolve every path with ``safe=True``: no symlink in any component (``ELOOP``;
 host.py), and on the kernel the mount then acts on the fd that resolution returned, so a symlink
 planted in a user-controlled path (a vault, ``/run/daemon-store/<d>``) can never redirect a
-mount (chromeos-facts.md §2, libbrillo's ``SafeFD``). The jail's ops follow symlinks as
-minijail does: their paths come from the daemon's own command line.
+mount (chromeos-facts.md §2, libbrillo's ``SafeFD``); RemountBind's ``safe`` field defaults to
+it. The jail's ops follow symlinks as minijail does: their paths come from the daemon's own
+command line.
 
 ``to_line``: binds, propagation changes and umounts use the scenario language's own spelling
 (so a dry run of those steps is valid scenario text); the others util-linux's
