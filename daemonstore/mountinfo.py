@@ -79,18 +79,26 @@ class MountInfoEntry:
             return "unbindable"
         return "private"
 
-    def render(self) -> str:
+    def tags(self, *, all_fields: bool = True) -> list[str]:
+        """The optional fields in the kernel's order (fs/proc_namespace.c ``show_mountinfo``):
+        ``shared:N``, ``master:N``, ``propagate_from:N``, ``unbindable``, then tags this parser
+        does not know. ``all_fields=False``: only the mount's own propagation state (no
+        ``propagate_from``, no unknown tags)."""
         tags = []
         if self.shared is not None:
             tags.append(f"shared:{self.shared}")
         if self.master is not None:
             tags.append(f"master:{self.master}")
-            if self.propagate_from is not None:
+            if self.propagate_from is not None and all_fields:
                 tags.append(f"propagate_from:{self.propagate_from}")
         if self.unbindable:
             tags.append("unbindable")
-        tags.extend(self.unknown_tags)
-        opt = "".join(" " + t for t in tags)
+        if all_fields:
+            tags.extend(self.unknown_tags)
+        return tags
+
+    def render(self) -> str:
+        opt = "".join(" " + t for t in self.tags())
         return (f"{self.mount_id} {self.parent_id} {self.dev} {escape(self.root)} "
                 f"{escape(self.mount_point)} {','.join(self.options)}{opt} - "
                 f"{escape(self.fstype, '#')} {escape(self.source, '#')} {self.super_options}")

@@ -41,7 +41,7 @@ from daemonstore.boot.plan import (
 )
 from daemonstore.errors import errname
 from daemonstore.host import Host
-from daemonstore.ops.scenario import Op
+from daemonstore.ops import Op
 
 __all__ = ["FAILED", "PLANNED", "StartupReport", "StepFailure", "TargetResult", "apply_plan",
            "dry_run_report", "run_startup"]

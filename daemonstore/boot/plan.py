@@ -53,8 +53,7 @@ from daemonstore import paths
 from daemonstore.errors import errname
 from daemonstore.host import Host, Propagation, Stat
 from daemonstore.mounttree import MountView, describe_mount, show_path
-from daemonstore.ops.basic import Chmod, Chown, MakeDir, SafeBind, SafeMake
-from daemonstore.ops.scenario import Op
+from daemonstore.ops import Chmod, Chown, MakeDir, Op, SafeBind, SafeMake
 
 __all__ = [
     "BLOCKED", "MISSING", "NOT_SHARED", "READY", "UNMOUNTED", "WRONG_ATTRIBUTES",

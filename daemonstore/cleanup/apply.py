@@ -29,7 +29,8 @@ The home directories are attacker-controlled, so clearing a cache:
   that gained entries is left in place (ENOTEMPTY), a directory that became a symlink or a mount
   is not entered (ELOOP / mount check), and one entry's error never stops the rest.
 
-The walk is iterative (no recursion limit for a deep attacker-made tree). Deletion only: the
+The walk is :func:`daemonstore.ops.walk_tree` (iterative: no recursion limit for a deep
+attacker-made tree), the one that guest sign-in's ``RemoveTree`` uses too. Deletion only: the
 cleanup writes nothing (the LRU records are written by sign-in/sign-out, activity.py).
 """
 
@@ -37,7 +38,7 @@ from __future__ import annotations
 
 import errno
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from typing import Protocol, cast
 
@@ -54,6 +55,7 @@ from daemonstore.cleanup.plan import (
 )
 from daemonstore.errors import errname
 from daemonstore.host import Host, Stat, in_namespace
+from daemonstore.ops import TreeItem, walk_tree
 from daemonstore.session.activity import read_activity
 
 #: the filesystem whose free space counts: where the vaults live (``ShadowRoot()``, §6)
@@ -82,52 +84,13 @@ class Disk(Protocol):
 # ---- measuring ---------------------------------------------------------------------------------
 
 
-def _walk(disk: Disk, top: str, mnt_id: int) -> Iterator[tuple[str, Stat | None, str]]:
-    """Post-order walk below ``top`` that follows no symlink and stays on mount ``mnt_id``:
-    yields ``(path, stat, what)`` with ``what`` one of ``entry`` (a non-directory), ``dir``
-    (after its contents), ``vanished`` (stat None), ``mount`` (another mount, not entered),
-    ``error:<ERRNO>`` (stat None; lstat or listdir failed)."""
-    stack: list[tuple[str, Stat | None]] = [(top, None)]
-    while stack:
-        path, done = stack.pop()
-        if done is not None:
-            yield path, done, "dir"
-            continue
-        try:
-            names = disk.listdir(path, safe=True)
-        except OSError as exc:
-            if path == top:
-                raise
-            if stack and stack[-1][0] == path:
-                stack.pop()  # not entered: not removed either (it is gone, or not a dir now)
-            # ENOENT: gone; ELOOP/ENOTDIR: replaced by a symlink or a file since its lstat
-            gone = exc.errno == errno.ENOENT
-            yield path, None, "vanished" if gone else f"error:{errname(exc.errno)}"
-            continue
-        for name in reversed(names):
-            child = f"{path}/{name}"
-            try:
-                st = disk.lstat(child, safe=True)
-            except OSError as exc:
-                yield child, None, ("vanished" if exc.errno == errno.ENOENT
-                                    else f"error:{errname(exc.errno)}")
-                continue
-            if st.mnt_id != mnt_id:
-                yield child, st, "mount"
-            elif st.is_dir:
-                stack.append((child, st))
-                stack.append((child, None))
-            else:
-                yield child, st, "entry"
-
-
 def _measure(disk: Disk, top: str, mnt_id: int) -> tuple[int, int]:
     """(bytes of regular-file data, number of entries) below ``top``."""
     data = entries = 0
-    for _path, st, what in _walk(disk, top, mnt_id):
-        if st is not None and what in ("entry", "dir"):
+    for item in walk_tree(disk, top, mnt_id):
+        if item.stat is not None and item.kind in ("entry", "dir"):
             entries += 1
-            data += st.size if st.is_file else 0
+            data += item.stat.size if item.stat.is_file else 0
     return data, entries
 
 
@@ -272,8 +235,8 @@ def clear_cache(disk: Disk, step: ClearCache) -> StepResult:
                               "directory on the same mount): left alone")
         return result
     try:
-        for path, entry, what in _walk(disk, step.path, step.mnt_id):
-            _remove(disk, path, entry, what, result)
+        for item in walk_tree(disk, step.path, step.mnt_id):
+            _remove(disk, item, result)
     except OSError as exc:  # only listing the cache directory itself raises
         if exc.errno == errno.ENOENT:
             result.vanished += 1
@@ -282,14 +245,15 @@ def clear_cache(disk: Disk, step: ClearCache) -> StepResult:
     return result
 
 
-def _remove(disk: Disk, path: str, st: Stat | None, what: str, result: StepResult) -> None:
-    """Act on one walk item (see :func:`_walk`)."""
+def _remove(disk: Disk, item: TreeItem, result: StepResult) -> None:
+    """Act on one walk item (see :func:`~daemonstore.ops.walk_tree`)."""
+    path, what, st = item.path, item.kind, item.stat
     if what == "vanished":
         result.vanished += 1
         return
-    if what.startswith("error:"):
-        result.skipped.append(f"{path}: {what[6:]} (replaced or unreadable meanwhile), not "
-                              "entered")
+    if item.error is not None:
+        result.skipped.append(f"{path}: {errname(item.error.errno)} (replaced or unreadable "
+                              "meanwhile), not entered")
         return
     if what == "mount":
         result.skipped.append(f"{path}: mount point (another mount), not crossed")

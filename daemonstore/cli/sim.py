@@ -94,8 +94,6 @@ def sim_fuzz(seed: int, count: int, ops_min: int, ops_max: int, out: str | None,
     if ops_min > ops_max:
         raise CannotRun(f"--ops-min {ops_min} is larger than --ops-max {ops_max}")
     _need_kernel()
-    from daemonstore.ops.scenario import run_on_kernel, run_on_model
-
     out_dir = Path(out) if out else None
     if out_dir:
         try:
@@ -103,7 +101,7 @@ def sim_fuzz(seed: int, count: int, ops_min: int, ops_max: int, out: str | None,
         except OSError as exc:
             raise CannotRun(f"--out {out}: {exc.strerror}") from None
     report = fuzz.FuzzReport()
-    runs = fuzz.fuzz(seed, count, run_on_model, run_on_kernel, ops_min=ops_min,
+    runs = fuzz.fuzz(seed, count, sim.run_on_model, sim.run_on_kernel, ops_min=ops_min,
                      ops_max=ops_max, do_shrink=not no_shrink)
     try:
         for running, div in runs:

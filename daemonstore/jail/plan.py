@@ -10,9 +10,10 @@ same effect only with ``-P`` (sources resolve in the old root); without it the d
 the daemon's slave copy of the store is itself a slave of the store's group, so sign-ins that
 happen later still propagate into the jail (the bind table of propagation-rules.md §2.4).
 
-Plans are data (style.md habit 1): :func:`plan_jail` is pure, :func:`apply_jail` runs the steps
-on any Host (the model for tests and the demo, the kernel for real), :func:`exec_jail` adds the
-privilege drop and ``execvp`` on the kernel.
+Plans are data (style.md habit 1): :func:`plan_jail` is pure and returns
+:mod:`daemonstore.ops` steps, :func:`apply_jail` runs them on any Host (the model for tests and
+the demo, the kernel for real), :func:`exec_jail` adds the privilege drop and ``execvp`` on the
+kernel.
 """
 
 from __future__ import annotations
@@ -20,117 +21,25 @@ from __future__ import annotations
 import grp
 import os
 import pwd
-import shlex
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from daemonstore import mountflags, paths
 from daemonstore.errors import DaemonStoreError
 from daemonstore.host import Host
 from daemonstore.jail.spec import JailSpec, MountSpec
+from daemonstore.ops import (
+    AttachTree,
+    DetachedTrees,
+    EnterNamespaceFile,
+    Mkdir,
+    MountTmpfs,
+    Op,
+    PinTree,
+    RemountBind,
+    Unshare,
+)
 
 _BIND_ONLY = mountflags.MS_FLAGS["MS_BIND"] | mountflags.MS_FLAGS["MS_REC"]
-
-
-@dataclass(frozen=True)
-class JailStep:
-    """One step of a jail plan; ``run`` gets a context that carries pinned-tree handles."""
-
-    def run(self, host: Host, ctx: dict[str, str]) -> None:
-        raise NotImplementedError
-
-    def to_line(self) -> str:
-        raise NotImplementedError
-
-
-@dataclass(frozen=True)
-class EnterNamespaceFile(JailStep):
-    path: str
-    name: str
-
-    def run(self, host: Host, ctx: dict[str, str]) -> None:
-        host.open_pinned_namespace(self.path, self.name)
-        host.use_namespace(self.name)
-
-    def to_line(self) -> str:
-        return f"setns {shlex.quote(self.path)}  # as {self.name}"
-
-
-@dataclass(frozen=True)
-class Unshare(JailStep):
-    name: str
-    propagation: str | None
-
-    def run(self, host: Host, ctx: dict[str, str]) -> None:
-        host.new_namespace(self.name, self.propagation)
-
-    def to_line(self) -> str:
-        return f"ns {self.name} --propagation {self.propagation or 'unchanged'}"
-
-
-@dataclass(frozen=True)
-class PinTree(JailStep):
-    key: str
-    source: str
-    recursive: bool
-
-    def run(self, host: Host, ctx: dict[str, str]) -> None:
-        ctx[self.key] = host.clone_detached(self.source, recursive=self.recursive)
-
-    def to_line(self) -> str:
-        rec = "|AT_RECURSIVE" if self.recursive else ""
-        return f"open_tree {shlex.quote(self.source)} OPEN_TREE_CLONE{rec}  # -> {self.key}"
-
-
-@dataclass(frozen=True)
-class MkdirP(JailStep):
-    path: str
-
-    def run(self, host: Host, ctx: dict[str, str]) -> None:
-        host.mkdir(self.path, 0o755, parents=True)
-
-    def to_line(self) -> str:
-        return f"mkdir {shlex.quote(self.path)}"
-
-
-@dataclass(frozen=True)
-class AttachTree(JailStep):
-    key: str
-    target: str
-
-    def run(self, host: Host, ctx: dict[str, str]) -> None:
-        host.attach_detached(ctx.pop(self.key), self.target)
-
-    def to_line(self) -> str:
-        return f"move_mount {self.key} {shlex.quote(self.target)}"
-
-
-@dataclass(frozen=True)
-class MountTmpfsWith(JailStep):
-    source: str
-    target: str
-    options: frozenset[str] = field(default_factory=frozenset)
-    data: str = ""
-
-    def run(self, host: Host, ctx: dict[str, str]) -> None:
-        host.mount_tmpfs(self.source, self.target, flags=self.options, data=self.data)
-
-    def to_line(self) -> str:
-        opts = ",".join(sorted(self.options | ({self.data} if self.data else set())))
-        return (f"mount -t tmpfs {'-o ' + opts + ' ' if opts else ''}"
-                f"{shlex.quote(self.source)} {shlex.quote(self.target)}")
-
-
-@dataclass(frozen=True)
-class RemountBind(JailStep):
-    target: str
-    options: frozenset[str]
-
-    def run(self, host: Host, ctx: dict[str, str]) -> None:
-        host.remount_bind(self.target, self.options)
-
-    def to_line(self) -> str:
-        return f"mount -o remount,bind,{','.join(sorted(self.options))} {shlex.quote(self.target)}"
 
 
 #: ``-k`` for the daemon's fresh ``/run`` (chromeos-facts.md §4, the doc's canonical form)
@@ -150,25 +59,28 @@ def store_jail_argv(daemon: str, stores: Sequence[str] | None = None) -> list[st
     return argv
 
 
-def plan_jail(spec: JailSpec, name: str = "jail") -> list[JailStep]:
-    """The steps that build the jail's mount namespace (pure)."""
-    steps: list[JailStep] = []
+def plan_jail(spec: JailSpec, name: str = "jail") -> list[Op]:
+    """The steps that build the jail's mount namespace (pure). The pin and attach steps share
+    one :class:`~daemonstore.ops.DetachedTrees`, which :func:`apply_jail` closes."""
+    steps: list[Op] = []
     if spec.enter:
         steps.append(EnterNamespaceFile(spec.enter, f"{name}-host"))
     if spec.new_mount_ns:
-        steps.append(Unshare(name, spec.remount_mode))
+        steps.append(Unshare(name, spec.remount_mode or "unchanged"))
+    trees = DetachedTrees()
     binds = [(f"tree{i}", m) for i, m in enumerate(spec.mounts) if m.is_bind]
     keys = {id(m): key for key, m in binds}
-    steps += [PinTree(key, m.src, m.recursive) for key, m in binds]
+    steps += [PinTree(key, m.src, m.recursive, trees=trees) for key, m in binds]
     for m in spec.mounts:
-        steps.append(MkdirP(m.dest))
+        steps.append(Mkdir((m.dest,)))
         if m.is_bind:
-            steps.append(AttachTree(keys[id(m)], m.dest))
+            steps.append(AttachTree(keys[id(m)], m.dest, trees=trees))
             extra = _bind_remount_options(m)
             if extra:
-                steps.append(RemountBind(m.dest, extra))
+                steps.append(RemountBind(m.dest, extra, safe=False))
         else:
-            steps.append(MountTmpfsWith(m.src, m.dest, mountflags.options(m.flags), m.data))
+            steps.append(MountTmpfs(m.src, m.dest, flags=mountflags.options(m.flags),
+                                    data=m.data))
     return steps
 
 
@@ -178,24 +90,25 @@ def _bind_remount_options(m: MountSpec) -> frozenset[str]:
     return mountflags.options(m.flags & ~_BIND_ONLY)
 
 
-def apply_jail(host: Host, steps: list[JailStep]) -> None:
-    """Run the steps; a failure leaves any pinned tree closed and re-raises with the step."""
-    ctx: dict[str, str] = {}
+def apply_jail(host: Host, steps: Sequence[Op]) -> None:
+    """Run the steps; a failure re-raises with the step, and any tree pinned but not attached
+    is closed either way."""
+    trees = {id(s.trees): s.trees for s in steps if isinstance(s, PinTree)}
     try:
         for step in steps:
             try:
-                step.run(host, ctx)
+                step.apply(host)
             except OSError as exc:
                 raise JailError(step, exc) from exc
     finally:
-        for handle in ctx.values():
-            host.drop_detached(handle)
+        for pinned in trees.values():
+            pinned.close(host)
 
 
 class JailError(DaemonStoreError, OSError):
     """A jail step failed: names the step and the path, keeps the errno."""
 
-    def __init__(self, step: JailStep, exc: OSError) -> None:
+    def __init__(self, step: Op, exc: OSError) -> None:
         super().__init__(exc.errno, f"{step.to_line()}: {exc.strerror}", exc.filename)
         self.step = step
 

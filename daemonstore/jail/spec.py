@@ -38,6 +38,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from daemonstore import mountflags
+from daemonstore.host import Propagation
 from daemonstore.jail import caps as caps_mod
 from daemonstore.jail.options import JailSpecError, Option, Problem, split_words
 from daemonstore.paths import RUN_DAEMON_STORE, RUN_DAEMON_STORE_CACHE
@@ -50,7 +51,9 @@ MS_REC = mountflags.MS_FLAGS["MS_REC"]
 DEFAULT_MOUNT_FLAGS = (mountflags.MS_FLAGS["MS_NODEV"] | mountflags.MS_FLAGS["MS_NOEXEC"]
                        | mountflags.MS_FLAGS["MS_NOSUID"])
 DEFAULT_TMPFS_DATA = "mode=0755,size=10M"  # minijail_mount_with_data's default for tmpfs
-REMOUNT_MODES = ("shared", "private", "slave", "unbindable")
+#: ``-K`` values: the kernel's four propagation types, in minijail0 ``set_remount_mode``'s order
+REMOUNT_MODES: tuple[str, ...] = (Propagation.SHARED, Propagation.PRIVATE, Propagation.SLAVE,
+                                  Propagation.UNBINDABLE)
 PROFILES = ("minimalistic-mountns", "minimalistic-mountns-nodev")
 
 #: options ``daemonstore jail`` implements; the others are parsed for the audit only
@@ -250,23 +253,7 @@ class _State:
         vfs_from = _vfs_origin(self.options)
         new_ns = vfs_from is not None
         k_opt = vals.get("K")
-        if k_opt is not None and not v:
-            # minijail0: "No need to use -K ... without -v (new mount namespace)"
-            self.problem(JailSpecError(k_opt.position, k_opt.text,
-                                       "-K needs an explicit -v (minijail0 refuses it too)"))
-        first_b = next((m for m in self.mounts if m.from_b), None)
-        if first_b is not None and not (v or {"P", "C", "profile"} & vals.keys()):
-            # minijail0: "Bind mounts require a chroot, pivot_root, or new mount namespace"
-            self.problem(JailSpecError(first_b.position, self.argv[first_b.position],
-                                       "-b needs -v, -P, -C or --profile (minijail0 refuses "
-                                       "bind mounts without them)"))
-        v_opt = vals.get("V")
-        if not self.audit and v_opt is not None and self.mounts and not new_ns:
-            # minijail0 would mount into the entered namespace (libminijail.c
-            # minijail_mount_with_data); the jail refuses rather than leak mounts there
-            raise JailSpecError(v_opt.position, v_opt.text.split()[0], "-V before -k/-b with no "
-                                "new mount namespace: the mounts would land in the entered "
-                                "namespace; add -v")
+        self._refusals(v, new_ns)
         if k_opt is not None:
             remount = k_opt.value  # bare -K: leave propagation unchanged
         elif v:
@@ -291,6 +278,29 @@ class _State:
             suppl_groups=tuple(self.suppl_groups),
             no_default_runtime="no-default-runtime-environment" in vals,
             config=_value(vals, "config"))
+
+
+    def _refusals(self, v: bool, new_ns: bool) -> None:
+        """What minijail0 refuses after its option loop (minijail0_cli.c ``parse_args``)."""
+        vals = self.values
+        k_opt = vals.get("K")
+        if k_opt is not None and not v:
+            # minijail0: "No need to use -K ... without -v (new mount namespace)"
+            self.problem(JailSpecError(k_opt.position, k_opt.text,
+                                       "-K needs an explicit -v (minijail0 refuses it too)"))
+        first_b = next((m for m in self.mounts if m.from_b), None)
+        if first_b is not None and not (v or {"P", "C", "profile"} & vals.keys()):
+            # minijail0: "Bind mounts require a chroot, pivot_root, or new mount namespace"
+            self.problem(JailSpecError(first_b.position, self.argv[first_b.position],
+                                       "-b needs -v, -P, -C or --profile (minijail0 refuses "
+                                       "bind mounts without them)"))
+        v_opt = vals.get("V")
+        if not self.audit and v_opt is not None and self.mounts and not new_ns:
+            # minijail0 would mount into the entered namespace (libminijail.c
+            # minijail_mount_with_data); the jail refuses rather than leak mounts there
+            raise JailSpecError(v_opt.position, v_opt.text.split()[0], "-V before -k/-b with no "
+                                "new mount namespace: the mounts would land in the entered "
+                                "namespace; add -v")
 
 
 def _value(vals: dict[str, Option], key: str) -> str | None:

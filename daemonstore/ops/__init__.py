@@ -1,0 +1,106 @@
+"""The plan vocabulary (plan layer, tier 2): one :class:`Op` hierarchy for every step a
+component plans and a dry run prints (style.md habit 1: the plan as data, then apply).
+
+Modules:
+
+* :mod:`~daemonstore.ops.base`: the :class:`Op` base, :func:`to_text`, :func:`quote`, and
+  :func:`undo_of` / :func:`op_path` for appliers that roll back and report;
+* :mod:`~daemonstore.ops.scenario`: the scenario language (the contract): its eight ops, the
+  parser and :func:`run_scenario`;
+* :mod:`~daemonstore.ops.files`: directories and their contents (MakeDir, EnsureDir, Chmod,
+  Chown, RemoveDir, RemoveTree) and the one safe tree walker, :func:`walk_tree`;
+* :mod:`~daemonstore.ops.mounts`: mounts and namespaces beyond the language (SafeBind,
+  BindDir, RemountBind, ForceUmount, and the jail's Unshare, EnterNamespaceFile, PinTree,
+  AttachTree).
+
+Whether an op resolves its paths without following symlinks (``safe``) is a property of each
+op, stated in the table of its module.
+"""
+
+from daemonstore.ops.base import Op, op_path, quote, to_text, undo_of
+from daemonstore.ops.files import (
+    Chmod,
+    Chown,
+    DirChmod,
+    DirChown,
+    EnsureDir,
+    MakeDir,
+    MakeTarget,
+    RemoveDir,
+    RemoveTree,
+    TreeItem,
+    TreeReader,
+    expect_dir,
+    walk_tree,
+)
+from daemonstore.ops.mounts import (
+    AttachTree,
+    BindDir,
+    DetachedTrees,
+    EnterNamespaceFile,
+    ForceUmount,
+    PinTree,
+    RemountBind,
+    SafeBind,
+    SafeMake,
+    Unshare,
+)
+from daemonstore.ops.scenario import (
+    Bind,
+    Make,
+    Mkdir,
+    MountTmpfs,
+    Move,
+    NewNamespace,
+    ScenarioSyntaxError,
+    Umount,
+    UseNamespace,
+    canonical_result,
+    parse,
+    parse_line,
+    run_scenario,
+)
+
+__all__ = [
+    "AttachTree",
+    "Bind",
+    "BindDir",
+    "Chmod",
+    "Chown",
+    "DetachedTrees",
+    "DirChmod",
+    "DirChown",
+    "EnsureDir",
+    "EnterNamespaceFile",
+    "ForceUmount",
+    "MakeDir",
+    "MakeTarget",
+    "Make",
+    "Mkdir",
+    "MountTmpfs",
+    "Move",
+    "NewNamespace",
+    "Op",
+    "PinTree",
+    "RemountBind",
+    "RemoveDir",
+    "RemoveTree",
+    "SafeBind",
+    "SafeMake",
+    "ScenarioSyntaxError",
+    "TreeItem",
+    "TreeReader",
+    "Umount",
+    "Unshare",
+    "UseNamespace",
+    "canonical_result",
+    "expect_dir",
+    "op_path",
+    "parse",
+    "parse_line",
+    "quote",
+    "run_scenario",
+    "to_text",
+    "undo_of",
+    "walk_tree",
+]

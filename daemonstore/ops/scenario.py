@@ -1,5 +1,5 @@
-"""The scenario language: parse text to frozen op records, run them on a Host (pure parsing; the
-runner only calls the Host it is given).
+"""The scenario language, the contract (plan layer): its eight ops, the table-driven parser and
+the runner (pure parsing; the runner only calls the Host it is given).
 
 Grammar (design.md, "The scenario language", contract)::
 
@@ -18,21 +18,23 @@ still parses back to the same op; ``#`` outside quotes starts a comment anywhere
 physical and 1-based, comments and blank lines included, because errors are reported as
 ``[line, "ERRNO"]``.
 
-The ops are the plan steps of later components too (style.md habit 1: build the plan as data, then
-carry it out), so each one knows how to ``apply`` itself to a Host and how to render itself back
-to one line of this language (``to_line``; the dry runs print plans that way).
+The ops are the plan steps of later components too (:mod:`daemonstore.ops`), so each one knows how
+to ``apply`` itself to a Host and how to render itself back to one line of this language
+(``to_line``; the dry runs print plans that way). The backends that run a scenario from a file
+are picked in :mod:`daemonstore.sim.files`.
 """
 
 from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from daemonstore.errors import DaemonStoreError, errname
 from daemonstore.host import Host, Propagation
+from daemonstore.ops.base import Op, quote
 
 __all__ = [
     "Bind",
@@ -41,22 +43,18 @@ __all__ = [
     "Move",
     "MountTmpfs",
     "NewNamespace",
-    "Op",
     "ScenarioSyntaxError",
     "Umount",
     "UseNamespace",
     "canonical_result",
     "parse",
     "parse_line",
-    "run_on_kernel",
-    "run_on_model",
     "run_scenario",
-    "to_text",
 ]
 
 #: ``ns NAME --propagation X`` values; "unchanged" (the default) leaves the copied tree as it is
 #: (propagation-rules.md §2.8: unshare(1)'s alternatives, minus its rprivate default).
-NS_PROPAGATIONS = ("slave", "private", "shared", "unchanged")
+NS_PROPAGATIONS = (*(p.value for p in Propagation if p is not Propagation.UNBINDABLE), "unchanged")
 
 _NS_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
 _PROPAGATIONS = tuple(p.value for p in Propagation)
@@ -73,31 +71,6 @@ class ScenarioSyntaxError(DaemonStoreError, ValueError):
 
 
 # ---- ops ------------------------------------------------------------------------------------
-
-
-def _q(word: str) -> str:
-    return shlex.quote(word)
-
-
-@dataclass(frozen=True)
-class Op:
-    """One operation of the language. ``line`` is where it came from (0 for built plans); it takes
-    no part in equality, so a plan can be compared with a list of expected ops."""
-
-    line: int = field(default=0, kw_only=True, compare=False)
-
-    def apply(self, host: Host) -> None:
-        raise NotImplementedError(type(self).__name__)
-
-    def to_line(self) -> str:
-        raise NotImplementedError(type(self).__name__)
-
-    def describe(self) -> str:
-        """The op for logs and error messages (style.md §2.3: one rendering for both)."""
-        return self.to_line()
-
-    def __str__(self) -> str:
-        return self.to_line()
 
 
 @dataclass(frozen=True)
@@ -119,21 +92,29 @@ class Mkdir(Op):
             raise first
 
     def to_line(self) -> str:
-        return "mkdir " + " ".join(_q(p) for p in self.paths)
+        return "mkdir " + " ".join(quote(p) for p in self.paths)
 
 
 @dataclass(frozen=True)
 class MountTmpfs(Op):
-    """``mount -t tmpfs NAME P``: a new tmpfs instance whose mountinfo source is NAME."""
+    """``mount -t tmpfs NAME P``: a new tmpfs instance whose mountinfo source is NAME.
+
+    Outside the language, a plan may add per-mount ``flags`` (mountinfo spelling: ``nodev``)
+    and tmpfs ``data`` (``mode=0755,size=10M``), as the jail's ``-k tmpfs,...`` does; the line
+    then takes mount(8)'s ``-o`` form, which the parser does not accept."""
 
     source: str
     target: str
+    flags: frozenset[str] = field(default=frozenset(), kw_only=True)
+    data: str = field(default="", kw_only=True)
 
     def apply(self, host: Host) -> None:
-        host.mount_tmpfs(self.source, self.target)
+        host.mount_tmpfs(self.source, self.target, flags=self.flags, data=self.data)
 
     def to_line(self) -> str:
-        return f"mount -t tmpfs {_q(self.source)} {_q(self.target)}"
+        opts = ",".join(sorted(self.flags | ({self.data} if self.data else set())))
+        return (f"mount -t tmpfs {'-o ' + opts + ' ' if opts else ''}"
+                f"{quote(self.source)} {quote(self.target)}")
 
 
 @dataclass(frozen=True)
@@ -149,7 +130,7 @@ class Bind(Op):
 
     def to_line(self) -> str:
         flag = "--rbind" if self.recursive else "--bind"
-        return f"mount {flag} {_q(self.source)} {_q(self.target)}"
+        return f"mount {flag} {quote(self.source)} {quote(self.target)}"
 
 
 @dataclass(frozen=True)
@@ -163,7 +144,7 @@ class Move(Op):
         host.move(self.source, self.target)
 
     def to_line(self) -> str:
-        return f"mount --move {_q(self.source)} {_q(self.target)}"
+        return f"mount --move {quote(self.source)} {quote(self.target)}"
 
 
 @dataclass(frozen=True)
@@ -183,7 +164,7 @@ class Make(Op):
 
     def to_line(self) -> str:
         r = "r" if self.recursive else ""
-        return f"mount --make-{r}{self.propagation.value} {_q(self.target)}"
+        return f"mount --make-{r}{self.propagation.value} {quote(self.target)}"
 
 
 @dataclass(frozen=True)
@@ -197,7 +178,7 @@ class Umount(Op):
         host.umount(self.target, detach=self.detach)
 
     def to_line(self) -> str:
-        return ("umount -l " if self.detach else "umount ") + _q(self.target)
+        return ("umount -l " if self.detach else "umount ") + quote(self.target)
 
 
 @dataclass(frozen=True)
@@ -237,47 +218,49 @@ class UseNamespace(Op):
 # ---- parsing --------------------------------------------------------------------------------
 
 
-class _Bad(Exception):
-    """Internal: a reason, turned into ScenarioSyntaxError with the line number by parse()."""
+class _SyntaxReason(Exception):
+    """Why the words of one line do not parse; :func:`parse_line` turns it into a
+    ScenarioSyntaxError with the line's number and text."""
 
 
 def _path(word: str, what: str = "path") -> str:
     if not word.startswith("/"):
-        raise _Bad(f"{what} must be absolute (inside the sandbox root): {word!r}")
+        raise _SyntaxReason(f"{what} must be absolute (inside the sandbox root): {word!r}")
     return word
 
 
 def _ns_name(word: str) -> str:
     if not _NS_NAME.match(word):
-        raise _Bad(f"bad namespace name {word!r} (want [A-Za-z0-9_][A-Za-z0-9_.-]*)")
+        raise _SyntaxReason(f"bad namespace name {word!r} (want [A-Za-z0-9_][A-Za-z0-9_.-]*)")
     return word
 
 
 def _arity(words: list[str], n: int, usage: str) -> None:
     if len(words) < n:
-        raise _Bad(f"missing arguments; usage: {usage}")
+        raise _SyntaxReason(f"missing arguments; usage: {usage}")
     if len(words) > n:
-        raise _Bad(f"too many arguments; usage: {usage}")
+        raise _SyntaxReason(f"too many arguments; usage: {usage}")
 
 
 def _parse_mkdir(words: list[str]) -> Op:
     args = [w for w in words[1:] if w != "-p"]  # "-p" is what mkdir does anyway
     if not args:
-        raise _Bad("missing arguments; usage: mkdir P...")
+        raise _SyntaxReason("missing arguments; usage: mkdir P...")
     for a in args:
         if a.startswith("-"):
-            raise _Bad(f"unknown mkdir option {a!r}")
+            raise _SyntaxReason(f"unknown mkdir option {a!r}")
     return Mkdir(tuple(_path(a) for a in args))
 
 
 def _parse_mount(words: list[str]) -> Op:
     if len(words) < 2:
-        raise _Bad("missing arguments; usage: mount -t tmpfs NAME P | mount --bind S D | ...")
+        raise _SyntaxReason("missing arguments; usage: mount -t tmpfs NAME P | "
+                            "mount --bind S D | ...")
     flag = words[1]
     if flag == "-t":
         _arity(words, 5, "mount -t tmpfs NAME P")
         if words[2] != "tmpfs":
-            raise _Bad(f"unsupported filesystem type {words[2]!r} (only tmpfs)")
+            raise _SyntaxReason(f"unsupported filesystem type {words[2]!r} (only tmpfs)")
         return MountTmpfs(words[3], _path(words[4], "mount point"))
     if flag in ("--bind", "--rbind", "--move"):
         _arity(words, 4, f"mount {flag} S D")
@@ -291,12 +274,12 @@ def _parse_mount(words: list[str]) -> Op:
         if recursive:
             kind = kind[1:]
         if kind not in _PROPAGATIONS:
-            raise _Bad(f"unknown propagation option {flag!r} "
-                       "(want --make-[r]{shared,slave,private,unbindable})")
+            raise _SyntaxReason(f"unknown propagation option {flag!r} "
+                                "(want --make-[r]{shared,slave,private,unbindable})")
         _arity(words, 3, f"mount {flag} P")
         return Make(_path(words[2], "mount point"), Propagation(kind), recursive=recursive)
-    raise _Bad(f"unknown mount option {flag!r} (want -t tmpfs, --bind, --rbind, --move, "
-               "--make-...)")
+    raise _SyntaxReason(f"unknown mount option {flag!r} (want -t tmpfs, --bind, --rbind, "
+                        "--move, --make-...)")
 
 
 def _parse_umount(words: list[str]) -> Op:
@@ -304,7 +287,7 @@ def _parse_umount(words: list[str]) -> Op:
         _arity(words, 3, "umount -l P")
         return Umount(_path(words[2], "mount point"), detach=True)
     if len(words) >= 2 and words[1].startswith("-"):
-        raise _Bad(f"unknown umount option {words[1]!r} (only -l)")
+        raise _SyntaxReason(f"unknown umount option {words[1]!r} (only -l)")
     _arity(words, 2, "umount [-l] P")
     return Umount(_path(words[1], "mount point"))
 
@@ -312,7 +295,7 @@ def _parse_umount(words: list[str]) -> Op:
 def _parse_ns(words: list[str]) -> Op:
     usage = "ns NAME [--propagation slave|private|shared|unchanged]"
     if len(words) < 2:
-        raise _Bad(f"missing arguments; usage: {usage}")
+        raise _SyntaxReason(f"missing arguments; usage: {usage}")
     name = _ns_name(words[1])
     rest = words[2:]
     if len(rest) == 1 and rest[0].startswith("--propagation="):
@@ -320,11 +303,13 @@ def _parse_ns(words: list[str]) -> Op:
     if not rest:
         return NewNamespace(name)
     if rest[0] != "--propagation":
-        raise _Bad(f"unknown ns option {rest[0]!r}; usage: {usage}")
+        raise _SyntaxReason(f"unknown ns option {rest[0]!r}; usage: {usage}")
     if len(rest) != 2:
-        raise _Bad(f"{'missing' if len(rest) < 2 else 'too many'} arguments; usage: {usage}")
+        count = "missing" if len(rest) < 2 else "too many"
+        raise _SyntaxReason(f"{count} arguments; usage: {usage}")
     if rest[1] not in NS_PROPAGATIONS:
-        raise _Bad(f"bad propagation {rest[1]!r} (want slave, private, shared or unchanged)")
+        raise _SyntaxReason(f"bad propagation {rest[1]!r} "
+                            "(want slave, private, shared or unchanged)")
     return NewNamespace(name, rest[1])
 
 
@@ -356,7 +341,7 @@ def parse_line(text: str, line: int = 1) -> Op | None:
             line, f"unknown operation {words[0]!r} (want mkdir, mount, umount, ns or use)", text)
     try:
         op = parser(words)
-    except _Bad as exc:
+    except _SyntaxReason as exc:
         raise ScenarioSyntaxError(line, str(exc), text) from None
     return replace(op, line=line)
 
@@ -369,11 +354,6 @@ def parse(text: str) -> list[Op]:
         if op is not None:
             ops.append(op)
     return ops
-
-
-def to_text(ops: Iterable[Op]) -> str:
-    """Render ops back to the language, one a line (the dry-run / shrinker form)."""
-    return "".join(op.to_line() + "\n" for op in ops)
 
 
 # ---- running --------------------------------------------------------------------------------
@@ -398,23 +378,6 @@ def run_scenario(host: Host, ops_or_text: str | Sequence[Op]) -> dict[str, Any]:
         "errors": errors,
         "namespaces": {name: host.mountinfo(name) for name in host.namespaces()},
     }
-
-
-def run_on_model(ops_or_text: str | Sequence[Op]) -> dict[str, Any]:
-    """Run a scenario on a fresh pure model (its "/" is a private tmpfs ``sandbox``)."""
-    from daemonstore.model import ModelHost  # imported late: the model is a separate layer
-
-    return run_scenario(ModelHost(), ops_or_text)
-
-
-def run_on_kernel(ops_or_text: str | Sequence[Op]) -> dict[str, Any]:
-    """Run a scenario on the real kernel, in a forked child inside a fresh private mount
-    namespace with a fresh tmpfs sandbox (needs root). Syntax errors surface here, in the caller,
-    before any fork."""
-    from daemonstore.kernel import run_in_sandbox  # only this path needs the kernel backend
-
-    ops = parse(ops_or_text) if isinstance(ops_or_text, str) else list(ops_or_text)
-    return run_in_sandbox(run_scenario, ops)
 
 
 def canonical_result(result: dict[str, Any]) -> dict[str, object]:

@@ -11,8 +11,7 @@ from typing import ClassVar
 
 from daemonstore.errors import errname
 from daemonstore.host import Host
-from daemonstore.ops.safe import ForceUmount, op_path, undo_of
-from daemonstore.ops.scenario import Op
+from daemonstore.ops import ForceUmount, Op, op_path, undo_of
 from daemonstore.session.activity import record_activity
 from daemonstore.session.results import SessionResult, SignInError
 

@@ -41,13 +41,11 @@ on and the helper mounts in the root namespace; here the guest sign-in fails ins
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from shlex import quote as _q
 from typing import ClassVar
 
 from daemonstore import mountinfo, paths
 from daemonstore.host import Host, Stat, in_namespace
-from daemonstore.ops.safe import ForceUmount, RemoveTree
-from daemonstore.ops.scenario import Op
+from daemonstore.ops import ForceUmount, Op, RemoveTree, quote
 from daemonstore.session.apply import SignInPlan
 from daemonstore.session.mnt_chrome import (
     CHROME_NS,
@@ -103,7 +101,7 @@ class MountEphemeral(Op):
 
     def to_line(self) -> str:
         opts = ",".join([*sorted(self.flags), *([self.data] if self.data else [])])
-        return f"mount -t tmpfs -o {opts} {_q(self.source)} {_q(self.target)}"
+        return f"mount -t tmpfs -o {opts} {quote(self.source)} {quote(self.target)}"
 
 
 # ---- sign-in -----------------------------------------------------------------------------------

@@ -40,8 +40,7 @@ from shlex import quote as _q
 from typing import TYPE_CHECKING, Any
 
 from daemonstore.host import Host
-from daemonstore.ops.safe import ForceUmount
-from daemonstore.ops.scenario import Op
+from daemonstore.ops import ForceUmount, Op
 
 if TYPE_CHECKING:
     from daemonstore.kernel import KernelHost

@@ -23,14 +23,11 @@ from __future__ import annotations
 import errno
 from collections.abc import Iterator
 from dataclasses import dataclass
-from shlex import quote as _q
 
 from daemonstore import mountinfo, paths
 from daemonstore.host import Host
 from daemonstore.mounttree import MountView
-from daemonstore.ops.basic import MakeDir
-from daemonstore.ops.safe import RemountBind
-from daemonstore.ops.scenario import NewNamespace, Op, UseNamespace
+from daemonstore.ops import MakeDir, NewNamespace, Op, RemountBind, UseNamespace, quote
 from daemonstore.session.queries import mounted_users
 from daemonstore.session.results import SignInError
 
@@ -84,7 +81,7 @@ class CreateFile(Op):
         host.write_file(self.path, b"", mode=self.mode, safe=True)
 
     def to_line(self) -> str:
-        return f"touch {_q(self.path)}"
+        return f"touch {quote(self.path)}"
 
 
 @dataclass(frozen=True)
@@ -98,7 +95,7 @@ class PinNamespace(Op):
         host.pin_namespace(self.name, self.path)
 
     def to_line(self) -> str:
-        return f"mount --bind /proc/<pid in {self.name}>/ns/mnt {_q(self.path)}"
+        return f"mount --bind /proc/<pid in {self.name}>/ns/mnt {quote(self.path)}"
 
 
 @dataclass(frozen=True)
@@ -120,7 +117,7 @@ class DetachCopy(Op):
                 raise
 
     def to_line(self) -> str:
-        return f"umount -l {_q(self.path)}  # a signed-in user's mount, copied by the unshare"
+        return f"umount -l {quote(self.path)}  # a signed-in user's mount, copied by the unshare"
 
 
 # ---- the namespace -----------------------------------------------------------------------------

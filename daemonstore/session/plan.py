@@ -28,9 +28,17 @@ from daemonstore import mountinfo, paths
 from daemonstore.errors import errname
 from daemonstore.host import Host, Propagation, Stat
 from daemonstore.mounttree import MountView
-from daemonstore.ops.basic import MakeDir, SafeMake
-from daemonstore.ops.safe import BindDir, DirChmod, DirChown, EnsureDir, MakeTarget, RemountBind
-from daemonstore.ops.scenario import Op
+from daemonstore.ops import (
+    BindDir,
+    DirChmod,
+    DirChown,
+    EnsureDir,
+    MakeDir,
+    MakeTarget,
+    Op,
+    RemountBind,
+    SafeMake,
+)
 from daemonstore.session.apply import SignInPlan
 from daemonstore.session.results import SessionResult, SignInError
 

@@ -42,16 +42,16 @@ from daemonstore.boot.apply import StartupReport, apply_plan, dry_run_report
 from daemonstore.boot.plan import StartupPlan, plan_startup
 from daemonstore.host import Host, Propagation
 from daemonstore.mounttree import MountView
-from daemonstore.ops.safe import (
+from daemonstore.ops import (
     BindDir,
     EnsureDir,
     ForceUmount,
     MakeTarget,
+    Op,
     RemountBind,
     RemoveDir,
     op_path,
 )
-from daemonstore.ops.scenario import Op
 from daemonstore.session.apply import SignInPlan
 from daemonstore.session.guest import mounted_guests
 from daemonstore.session.plan import BIND_FLAGS, TARGET_MODE, read_templates

@@ -18,8 +18,7 @@ from typing import ClassVar
 from daemonstore import mountinfo, paths
 from daemonstore.errors import errname
 from daemonstore.host import Host
-from daemonstore.ops.safe import ForceUmount, RemoveDir, op_path
-from daemonstore.ops.scenario import Op
+from daemonstore.ops import ForceUmount, Op, RemoveDir, op_path
 from daemonstore.session.activity import record_activity
 from daemonstore.session.apply import plan_lines
 from daemonstore.session.queries import existing_dir, user_mounts

@@ -1,6 +1,6 @@
-"""What the ``daemonstore sim`` commands do, minus argv: load a scenario file, run it on a
-backend, compare backends, render a result as a readable table (no exit codes here; cli.py owns
-those, style.md §6).
+"""What the ``daemonstore sim`` commands do, minus argv (sim layer): load a scenario file, run it
+on a backend (the pure model, or the kernel in a sandbox), compare backends, render a result as a
+readable table (no exit codes here; the cli owns those, style.md §6).
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from typing import Any
 
 from daemonstore import mountinfo
 from daemonstore.errors import DaemonStoreError
-from daemonstore.ops.scenario import Op, canonical_result, parse, run_on_kernel, run_on_model
+from daemonstore.model import ModelHost
+from daemonstore.ops import Op, canonical_result, parse, run_scenario
 
 
 class ScenarioFileError(DaemonStoreError):
@@ -57,6 +58,21 @@ def kernel_unavailable() -> str | None:
     return f"the kernel backend cannot run here: {reason}" if reason else None
 
 
+def run_on_model(ops_or_text: str | Sequence[Op]) -> dict[str, Any]:
+    """Run a scenario on a fresh pure model (its "/" is a private tmpfs ``sandbox``)."""
+    return run_scenario(ModelHost(), ops_or_text)
+
+
+def run_on_kernel(ops_or_text: str | Sequence[Op]) -> dict[str, Any]:
+    """Run a scenario on the real kernel, in a forked child inside a fresh private mount
+    namespace with a fresh tmpfs sandbox (needs root). Syntax errors surface here, in the caller,
+    before any fork."""
+    from daemonstore.kernel import run_in_sandbox  # only this path needs the kernel backend
+
+    ops = parse(ops_or_text) if isinstance(ops_or_text, str) else list(ops_or_text)
+    return run_in_sandbox(run_scenario, ops)
+
+
 def run(ops: Sequence[Op], kernel: bool = False) -> dict[str, Any]:
     return run_on_kernel(ops) if kernel else run_on_model(ops)
 
@@ -76,14 +92,7 @@ _COLUMNS = ("ID", "MOUNT POINT", "ROOT", "FSTYPE", "SOURCE", "PROPAGATION", "PAR
 def propagation_label(entry: mountinfo.MountInfoEntry) -> str:
     """``shared:1``, ``master:2``, ``shared:1 master:2``, ``unbindable`` or ``private``: the
     mountinfo optional fields, which is how the kernel itself names propagation state."""
-    tags = []
-    if entry.shared is not None:
-        tags.append(f"shared:{entry.shared}")
-    if entry.master is not None:
-        tags.append(f"master:{entry.master}")
-    if entry.unbindable:
-        tags.append("unbindable")
-    return " ".join(tags) or "private"
+    return " ".join(entry.tags(all_fields=False)) or "private"
 
 
 def format_namespace(text: str) -> list[str]:

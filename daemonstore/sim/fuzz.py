@@ -1,5 +1,5 @@
-"""Random scenarios, model-vs-kernel comparison and shrinking (pure generation; the runners are
-passed in, so the loop itself does no I/O).
+"""Random scenarios, model-vs-kernel comparison and shrinking (sim layer; pure generation: the
+runners are passed in, so the loop itself does no I/O).
 
 The generator writes scenarios in the language of scenario.py that make the interesting structures
 actually arise: peer groups spanning binds and namespaces, slaves of slaves, unbindable trees,
@@ -21,7 +21,7 @@ from typing import Any
 from daemonstore.errors import DaemonStoreError
 from daemonstore.host import Propagation
 from daemonstore.mountinfo import canonical_diff
-from daemonstore.ops.scenario import (
+from daemonstore.ops import (
     Bind,
     Make,
     Mkdir,
@@ -66,30 +66,6 @@ WEIGHTS: dict[str, int] = {
     "ns": 5,
     "use": 4,
 }
-
-#: every op form the generator can emit (the unit tests check that all of them do appear)
-OP_FORMS = tuple(WEIGHTS)
-
-
-def op_form(op: Op) -> str:
-    """The WEIGHTS key an op belongs to."""
-    if isinstance(op, Mkdir):
-        return "mkdir"
-    if isinstance(op, MountTmpfs):
-        return "tmpfs"
-    if isinstance(op, Bind):
-        return "rbind" if op.recursive else "bind"
-    if isinstance(op, Move):
-        return "move"
-    if isinstance(op, Make):
-        return f"make-{'r' if op.recursive else ''}{op.propagation.value}"
-    if isinstance(op, Umount):
-        return "umount-l" if op.detach else "umount"
-    if isinstance(op, NewNamespace):
-        return "ns"
-    if isinstance(op, UseNamespace):
-        return "use"
-    raise TypeError(op)
 
 
 @dataclass
@@ -284,10 +260,6 @@ def generate(seed: int, index: int = 0, ops_min: int = 10, ops_max: int = 30) ->
     return [replace(op, line=i) for i, op in enumerate(ops[:n], start=1)]
 
 
-def generate_text(seed: int, index: int = 0, ops_min: int = 10, ops_max: int = 30) -> str:
-    return to_text(generate(seed, index, ops_min, ops_max))
-
-
 # ---- comparing and shrinking ----------------------------------------------------------------
 
 
@@ -420,12 +392,3 @@ def fuzz(seed: int, count: int, run_a: Runner, run_b: Runner, *, start: int = 0,
         if div is not None:
             report.divergences.append(div)
         yield report, div
-
-
-def run_fuzz(seed: int, count: int, run_a: Runner, run_b: Runner, **kwargs: Any) -> FuzzReport:
-    """``fuzz`` to completion."""
-    final = FuzzReport()
-    for running, _ in fuzz(seed, count, run_a, run_b, **kwargs):
-        final = running
-    return final
-

@@ -16,8 +16,8 @@ import os
 
 import pytest
 
-from daemonstore.ops.scenario import run_on_kernel, run_on_model
 from daemonstore.sim import fuzz
+from daemonstore.sim.files import run_on_kernel, run_on_model
 
 pytestmark = pytest.mark.kernel
 
@@ -32,8 +32,10 @@ CHUNKS = [(i * 200, 200, 10, 30) for i in range(10)] + [(10_000 + i * 100, 100, 
                          ids=[f"{c[2]}-{c[3]}ops-from-{c[0]}" for c in CHUNKS])
 def test_model_equals_kernel_on_random_sequences(start: int, count: int, ops_min: int,
                                                  ops_max: int) -> None:
-    report = fuzz.run_fuzz(SEED, count, run_on_model, run_on_kernel, start=start,
-                           ops_min=ops_min, ops_max=ops_max)
+    report = fuzz.FuzzReport()
+    for running, _ in fuzz.fuzz(SEED, count, run_on_model, run_on_kernel, start=start,
+                                ops_min=ops_min, ops_max=ops_max):
+        report = running
     assert report.scenarios == count
     if report.divergences:
         pytest.fail(f"{report.summary()} (seed {SEED}, scenarios {start}..{start + count - 1})"

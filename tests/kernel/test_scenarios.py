@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from daemonstore import mountinfo
-from daemonstore.ops.scenario import canonical_result, run_on_kernel, run_on_model
+from daemonstore.ops import canonical_result
+from daemonstore.sim.files import run_on_kernel, run_on_model
 from tests.scenario_files import CONFORMANCE_FILES, expected, scenario_id
 
 pytestmark = pytest.mark.kernel

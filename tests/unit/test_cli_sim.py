@@ -12,8 +12,9 @@ from click.testing import CliRunner
 
 from daemonstore import mountinfo
 from daemonstore.cli import main
-from daemonstore.ops import scenario
+from daemonstore.ops import parse
 from daemonstore.sim import files as sim
+from daemonstore.sim.files import run_on_model
 from tests.scenario_files import SCENARIO_FILES, expected
 
 
@@ -29,8 +30,7 @@ def invoke(*args: str) -> Any:
 def fake_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
     """Pretend to be root and let the "kernel" be the model (no fork, no namespace)."""
     monkeypatch.setattr(sim, "kernel_unavailable", lambda: None)
-    monkeypatch.setattr(sim, "run_on_kernel", scenario.run_on_model)
-    monkeypatch.setattr(scenario, "run_on_kernel", scenario.run_on_model)
+    monkeypatch.setattr(sim, "run_on_kernel", run_on_model)
 
 
 @pytest.fixture
@@ -41,7 +41,6 @@ def not_root(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError("must not reach the kernel without root")
 
     monkeypatch.setattr(sim, "run_on_kernel", forbidden)
-    monkeypatch.setattr(scenario, "run_on_kernel", forbidden)
 
 
 # ---- sim run --------------------------------------------------------------------------------
@@ -131,7 +130,7 @@ def test_diff_same(fake_kernel: None) -> None:
 def test_diff_reports_difference_and_exits_1(fake_kernel: None,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     def kernel_without_last_op(ops: Any) -> dict[str, Any]:
-        return scenario.run_on_model(list(ops)[:-1])
+        return run_on_model(list(ops)[:-1])
 
     monkeypatch.setattr(sim, "run_on_kernel", kernel_without_last_op)
     res = invoke("sim", "diff", str(_file("sc01-")))
@@ -162,16 +161,16 @@ def test_fuzz_shrinks_and_writes_divergences(fake_kernel: None, tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     def kernel_ignoring_make_shared(ops: Any) -> dict[str, Any]:
         kept = [op for op in ops if "make-shared" not in op.to_line()]
-        return scenario.run_on_model(kept)
+        return run_on_model(kept)
 
-    monkeypatch.setattr(scenario, "run_on_kernel", kernel_ignoring_make_shared)
+    monkeypatch.setattr(sim, "run_on_kernel", kernel_ignoring_make_shared)
     res = invoke("sim", "fuzz", "--seed", "1", "--count", "6", "--out", str(tmp_path / "o"))
     assert res.exit_code == 1
     assert "divergence: seed 1 scenario" in res.output
     files = sorted((tmp_path / "o").glob("fuzz-seed1-*.txt"))
     assert files
     for f in files:
-        ops = scenario.parse(f.read_text())
+        ops = parse(f.read_text())
         # shrunk: the make-shared op is kept, and nothing that can go without losing the diff
         assert any("make-shared" in op.to_line() for op in ops)
         assert len(ops) <= 4, f.read_text()
@@ -199,3 +198,11 @@ def test_run_model_not_implemented_is_exit_1_one_line(monkeypatch: pytest.Monkey
     assert res.exit_code == 1
     assert res.output.strip().endswith("not implemented by the model: remount")
     assert res.output.strip().count("\n") == 0
+
+
+def test_propagation_label_is_the_mountinfo_tags_of_propagation_state() -> None:
+    line = "36 35 98:0 / /mnt rw shared:1 master:2 propagate_from:3 unbindable x:y - tmpfs t rw"
+    entry = mountinfo.parse_line(line)
+    assert entry.render() == line
+    assert sim.propagation_label(entry) == "shared:1 master:2 unbindable"
+    assert sim.propagation_label(mountinfo.parse_line("1 1 0:1 / / rw - tmpfs s rw")) == "private"

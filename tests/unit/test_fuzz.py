@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from daemonstore import mountinfo
-from daemonstore.ops.scenario import (
+from daemonstore.ops import (
     Bind,
     Make,
     Mkdir,
@@ -23,26 +23,61 @@ from daemonstore.ops.scenario import (
     UseNamespace,
     canonical_result,
     parse,
-    run_on_model,
     to_text,
 )
 from daemonstore.sim import fuzz
+from daemonstore.sim.files import run_on_model
+
+
+def generate_text(seed: int, index: int) -> str:
+    return to_text(fuzz.generate(seed, index))
+
+
+def run_fuzz(seed: int, count: int, run_a: fuzz.Runner, run_b: fuzz.Runner,
+             **kwargs: Any) -> fuzz.FuzzReport:
+    """``fuzz.fuzz`` to completion: its last report."""
+    final = fuzz.FuzzReport()
+    for running, _ in fuzz.fuzz(seed, count, run_a, run_b, **kwargs):
+        final = running
+    return final
+
+
+def op_form(op: Op) -> str:
+    """The ``fuzz.WEIGHTS`` key an op belongs to."""
+    if isinstance(op, Mkdir):
+        return "mkdir"
+    if isinstance(op, MountTmpfs):
+        return "tmpfs"
+    if isinstance(op, Bind):
+        return "rbind" if op.recursive else "bind"
+    if isinstance(op, Move):
+        return "move"
+    if isinstance(op, Make):
+        return f"make-{'r' if op.recursive else ''}{op.propagation.value}"
+    if isinstance(op, Umount):
+        return "umount-l" if op.detach else "umount"
+    if isinstance(op, NewNamespace):
+        return "ns"
+    if isinstance(op, UseNamespace):
+        return "use"
+    raise TypeError(op)
 
 
 def test_same_seed_same_text() -> None:
-    assert fuzz.generate_text(5, 17) == fuzz.generate_text(5, 17)
-    assert fuzz.generate_text(5, 17) != fuzz.generate_text(6, 17)
-    assert fuzz.generate_text(5, 17) != fuzz.generate_text(5, 18)
+    assert generate_text(5, 17) == generate_text(5, 17)
+    assert generate_text(5, 17) != generate_text(6, 17)
+    assert generate_text(5, 17) != generate_text(5, 18)
 
 
 def test_deterministic_across_processes_and_hash_seeds() -> None:
-    code = "from daemonstore.sim.fuzz import generate_text; print(generate_text(42, 3), end='')"
+    code = ("from daemonstore.ops import to_text; from daemonstore.sim.fuzz import generate; "
+            "print(to_text(generate(42, 3)), end='')")
     outs = []
     for hashseed in ("1", "2"):
         env = dict(os.environ, PYTHONHASHSEED=hashseed)
         outs.append(subprocess.run([sys.executable, "-c", code], env=env, check=True,
                                    capture_output=True, text=True).stdout)
-    assert outs[0] == outs[1] == fuzz.generate_text(42, 3)
+    assert outs[0] == outs[1] == generate_text(42, 3)
 
 
 @pytest.mark.parametrize(("lo", "hi"), [(10, 30), (1, 1), (3, 5), (40, 40)])
@@ -64,10 +99,10 @@ def test_covers_every_op_form_and_namespace_propagation() -> None:
     ns_props: set[str] = set()
     for i in range(100):
         for op in fuzz.generate(1, i):
-            forms[fuzz.op_form(op)] += 1
+            forms[op_form(op)] += 1
             if isinstance(op, NewNamespace):
                 ns_props.add(op.propagation)
-    assert set(forms) == set(fuzz.OP_FORMS)
+    assert set(forms) == set(fuzz.WEIGHTS)
     assert ns_props == {"slave", "private", "shared", "unchanged"}
     assert isinstance(fuzz.generate(1, 0)[0], type(fuzz.generate(2, 0)[0]))  # mkdir first
 
@@ -142,7 +177,7 @@ def _kernel_ignoring_make_slave(ops: Any) -> dict[str, Any]:
 
 
 def test_find_divergence_is_shrunk_and_explained() -> None:
-    report = fuzz.run_fuzz(8, 25, run_on_model, _kernel_ignoring_make_slave)
+    report = run_fuzz(8, 25, run_on_model, _kernel_ignoring_make_slave)
     assert report.scenarios == 25 and report.ops >= 250
     assert report.divergences, "the planted bug must be found"
     for div in report.divergences:
@@ -172,7 +207,7 @@ def test_crash_is_a_divergence_of_its_own_kind() -> None:
 
 
 def test_no_divergence_when_backends_agree() -> None:
-    report = fuzz.run_fuzz(3, 5, run_on_model, run_on_model, start=100)
+    report = run_fuzz(3, 5, run_on_model, run_on_model, start=100)
     assert report.summary() == f"fuzz: 5 scenarios, {report.ops} ops, 0 divergences"
     assert mountinfo.canonical({}, []) == {"errors": [], "namespaces": {}}
 
@@ -182,4 +217,4 @@ def test_a_backend_that_always_fails_stops_the_run() -> None:
         raise PermissionError(1, "Operation not permitted")
 
     with pytest.raises(fuzz.BackendBroken, match="fails even on the empty scenario"):
-        fuzz.run_fuzz(1, 3, run_on_model, broken)
+        run_fuzz(1, 3, run_on_model, broken)

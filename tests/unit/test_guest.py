@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from daemonstore import mountinfo, paths, session
-from daemonstore.ops.safe import EnsureDir, RemoveTree
+from daemonstore.ops import EnsureDir, RemoveTree
 from daemonstore.session import guest, mnt_chrome
 from daemonstore.world import World
 

@@ -10,7 +10,7 @@ import pytest
 
 from daemonstore import paths, session
 from daemonstore.model import ModelHost
-from daemonstore.ops.safe import BindDir
+from daemonstore.ops import BindDir
 from daemonstore.world import World
 
 FOO = ("foo", 20100, 20100, 0o700)

@@ -3,10 +3,15 @@ nothing out; the traps of the original visibly fail to receive them."""
 
 from __future__ import annotations
 
+import errno
+
+import pytest
+
 from daemonstore import mountinfo
-from daemonstore.jail.plan import AttachTree, PinTree, Unshare, apply_jail, plan_jail
+from daemonstore.jail.plan import JailError, apply_jail, plan_jail
 from daemonstore.jail.spec import parse_jail_args
 from daemonstore.model import ModelHost
+from daemonstore.ops import AttachTree, Mkdir, PinTree, Unshare
 
 STORE = "/run/daemon-store/foo"
 USER = STORE + "/" + "a" * 40
@@ -47,7 +52,7 @@ def jail(h: ModelHost, argv: list[str], name: str = "d") -> None:
 def test_plan_pins_sources_before_the_tmpfs_covers_them() -> None:
     steps = plan_jail(parse_jail_args(DOC), "d")
     kinds = [type(s).__name__ for s in steps]
-    assert kinds == ["Unshare", "PinTree", "MkdirP", "MountTmpfsWith", "MkdirP", "AttachTree"]
+    assert kinds == ["Unshare", "PinTree", "Mkdir", "MountTmpfs", "Mkdir", "AttachTree"]
     assert steps[0] == Unshare("d", "slave")
     assert steps[1] == PinTree("tree1", STORE, True) and steps[-1] == AttachTree("tree1", STORE)
     assert [s.to_line() for s in steps][3].startswith("mount -t tmpfs -o ")
@@ -91,3 +96,18 @@ def test_traps_never_see_sign_ins() -> None:
     assert not visible(h, "private", USER)
     assert not visible(h, "profile", USER)
     assert visible(h, "slave", USER)
+
+
+def test_a_failed_step_is_named_and_its_pinned_tree_dropped(monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    h = booted()
+    h.write_file("/file", b"not a directory")
+    dropped: list[str] = []
+    drop = h.drop_detached
+    monkeypatch.setattr(h, "drop_detached", lambda handle: dropped.append(handle) or drop(handle))
+    steps = plan_jail(parse_jail_args(["-v", "-k", f"{STORE},/file/x,none,MS_BIND|MS_REC", "x"]))
+    with pytest.raises(JailError) as exc:
+        apply_jail(h, steps)
+    assert exc.value.step == Mkdir(("/file/x",)) and exc.value.errno == errno.EEXIST
+    assert str(exc.value) == "[Errno 17] mkdir /file/x: File exists: '/file'"
+    assert len(dropped) == 1  # the store's tree was pinned, never attached: closed

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from daemonstore import mountinfo
-from daemonstore.ops.scenario import canonical_result, run_on_model
+from daemonstore.ops import canonical_result
+from daemonstore.sim.files import run_on_model
 from tests.scenario_files import (
     CONFORMANCE_FILES,
     REGRESSION_FILES,

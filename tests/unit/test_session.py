@@ -10,8 +10,7 @@ import pytest
 
 from daemonstore import paths, session
 from daemonstore.mountinfo import MountInfoEntry, parse
-from daemonstore.ops.safe import ForceUmount
-from daemonstore.ops.scenario import parse_line
+from daemonstore.ops import ForceUmount, parse_line
 from daemonstore.world import World
 
 FOO = ("foo", 20100, 20100, 0o700)

@@ -25,8 +25,7 @@ from daemonstore.boot.plan import (
 )
 from daemonstore.host import Propagation, Stat
 from daemonstore.model import ModelHost
-from daemonstore.ops import scenario
-from daemonstore.ops.basic import Chmod, Chown, MakeDir, SafeBind, SafeMake
+from daemonstore.ops import Chmod, Chown, MakeDir, Op, SafeBind, SafeMake, parse_line
 
 S = "/run/daemon-store"
 C = "/run/daemon-store-cache"
@@ -46,11 +45,11 @@ def by_path(plan):  # noqa: ANN001, ANN201 - a tiny test helper
     return {t.path: t for t in plan.targets}
 
 
-def _create(path: str) -> list[scenario.Op]:
+def _create(path: str) -> list[Op]:
     return [MakeDir(path, 0o755), Chown(path, 0, 0)]
 
 
-def _mount(path: str) -> list[scenario.Op]:
+def _mount(path: str) -> list[Op]:
     return [SafeBind(path, path), SafeMake(path, Propagation.SHARED)]
 
 
@@ -392,12 +391,12 @@ def test_plan_ops_render_shell_like_lines() -> None:
     assert Chown("/p", 0, 0).to_line() == "chown 0:0 /p"
     assert Chown("/p", -1, 5).to_line() == "chown :5 /p"
     assert Chmod("/a b", 0o700).to_line() == "chmod 0700 '/a b'"
-    assert str(MakeDir("/p")) == MakeDir("/p").describe() == "mkdir -m 0755 /p"
+    assert str(MakeDir("/p")) == "mkdir -m 0755 /p"
 
 
 def test_safe_mount_steps_are_valid_scenario_lines() -> None:
     for op in (SafeBind("/a b", "/a b"), SafeMake("/x", "shared")):
-        back = scenario.parse_line(op.to_line())
+        back = parse_line(op.to_line())
         assert back is not None and back.to_line() == op.to_line()
         assert type(back).__name__ in ("Bind", "Make")
 
