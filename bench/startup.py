@@ -71,14 +71,9 @@ import floor  # noqa: E402  (bench/floor.py)
 from daemonstore.boot import seed as demo  # noqa: E402
 from daemonstore.boot.apply import apply_plan  # noqa: E402
 from daemonstore.boot.plan import plan_startup  # noqa: E402
-from daemonstore.kernel import (  # noqa: E402
-    O_CLOEXEC,
-    O_DIRECTORY,
-    O_PATH,
-    KernelHost,
-    OpenHow,
-    run_in_sandbox,
-)
+from daemonstore.kernel import KernelHost, run_in_sandbox  # noqa: E402
+from daemonstore.kernel.syscalls import OpenHow  # noqa: E402
+from daemonstore.kernel.uapi import O_CLOEXEC, O_DIRECTORY, O_PATH  # noqa: E402
 from daemonstore.mountinfo import parse  # noqa: E402
 
 TARGET_RATIO_FLOOR = 1.5

@@ -25,7 +25,7 @@ from daemonstore.report import status
 
 def open_reader(root: str) -> Any:
     """What ``path`` reads the salt with (tests may replace it by a model host)."""
-    from daemonstore.kernel.rootfs import ReadOnlyRoot
+    from daemonstore.kernel.readonly import ReadOnlyRoot
 
     return ReadOnlyRoot(root)
 
