@@ -1,12 +1,12 @@
-"""Loop-device vaults, plan steps: each user's vault an ext4 image on a loop device (``--vault
-loop``), standing in for cryptohome's dm-crypt / ext4-on-loop vaults.
+"""Loop-device vaults, plan layer: the steps that give a user a vault that is an ext4 image on a
+loop device (``--vault loop``), standing in for cryptohome's dm-crypt / ext4-on-loop vaults.
 
 The image ``/home/.shadow/<H>/vault.img`` (64 MiB, sparse) lives inside the sandbox and is made on
 first use; at sign-in it is attached to a loop device and mounted on ``/home/.shadow/<H>/mount``
 with cryptohome's flags (``MountAndPush``: nosuid, nodev, noexec, nosymfollow; ``discard`` as
 PerformEphemeralMount mounts its ext4 loop; chromeos-facts.md §2); sign-out unmounts it and
 clears the device. The mechanism (loop ioctls, mkfs, the uevent wait) is
-:mod:`daemonstore.kernel.loop`, imported only when a step is applied.
+:mod:`daemonstore.kernel.loop`, imported only where a loop vault is asked for.
 
 The steps (:class:`CreateVaultImage`, :class:`MountLoopVault`, :class:`LoopVaultUmount`) are pure
 records like every other step; their ``apply`` needs a :class:`~daemonstore.kernel.KernelHost`
