@@ -67,14 +67,9 @@ from bench import floor, harness
 from daemonstore.boot import seed
 from daemonstore.boot.apply import apply_plan
 from daemonstore.boot.plan import plan_startup
-from daemonstore.kernel import (
-    O_CLOEXEC,
-    O_DIRECTORY,
-    O_PATH,
-    KernelHost,
-    OpenHow,
-    run_in_sandbox,
-)
+from daemonstore.kernel import KernelHost, run_in_sandbox
+from daemonstore.kernel.syscalls import OpenHow
+from daemonstore.kernel.uapi import O_CLOEXEC, O_DIRECTORY, O_PATH
 from daemonstore.mountinfo import parse
 
 TARGET_RATIO_FLOOR = 1.5

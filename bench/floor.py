@@ -1,5 +1,7 @@
 """The floor of a KernelHost workload: the system calls KernelHost makes, issued bare (bench
-helper for bench/signin.py and bench/startup.py; imports ctypes like bench/startup.py did).
+helper for bench/signin.py and bench/startup.py). It calls the ctypes functions and constants
+KernelHost calls (:mod:`daemonstore.kernel.syscalls`, :mod:`daemonstore.kernel.uapi`), never
+prototypes of its own (bench/ is no product code, so it may call ctypes functions directly).
 
 1. :class:`Recorder` stands in front of a KernelHost and records every Host call of a workload
    (method, arguments, the errno it ended with) while passing it through. It runs outside every
@@ -13,7 +15,7 @@ helper for bench/signin.py and bench/startup.py; imports ctypes like bench/start
 
 ``python bench/signin.py --check-floor`` verifies under strace that the floor issues the same
 system calls as ours (up to memory management), so this table cannot silently drift from
-daemonstore/kernel/__init__.py.
+KernelHost (daemonstore/kernel/files.py, mounts.py, namespaces.py).
 
 :func:`shell_commands` gives the naive baseline for the same calls: one process per changing
 call (``mkdir -m``, ``chown``, ``chmod``, ``mount --bind``, ``mount -o remount,bind,...``,
@@ -35,16 +37,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from daemonstore import mountflags
-
-O_PATH, O_DIRECTORY, O_NOFOLLOW, O_CLOEXEC = os.O_PATH, os.O_DIRECTORY, os.O_NOFOLLOW, os.O_CLOEXEC
-RESOLVE_IN_ROOT, RESOLVE_SAFE = 0x10, 0x10 | 0x04 | 0x02  # IN_ROOT | NO_SYMLINKS | NO_MAGICLINKS
-AT_EMPTY_PATH, AT_REMOVEDIR = 0x1000, 0x200
-STATX_MASK = 0x01 | 0x02 | 0x04 | 0x08 | 0x10 | 0x100 | 0x200 | 0x1000  # Stat's fields + mnt_id
-MS_BIND, MS_REC, MS_REMOUNT = 4096, 16384, 32
-UMOUNT_NOFOLLOW, MNT_DETACH = 8, 2
-_NR = {"x86_64": {"openat2": 437, "statx": 332, "fchmodat2": 452},
-       "aarch64": {"openat2": 437, "statx": 291, "fchmodat2": 452}}
+from daemonstore.kernel.syscalls import FUNCTIONS, SYSCALL_NUMBERS, OpenHow
+from daemonstore.kernel.uapi import (
+    AT_EMPTY_PATH,
+    MNT_DETACH,
+    OPEN_HOW_SIZE_VER0,
+    RESOLVE_IN_ROOT,
+    RESOLVE_SAFE,
+    STATX_SIZE,
+    STATX_WANTED,
+    UMOUNT_NOFOLLOW,
+)
+from daemonstore.mountflags import MS_FLAGS as MS
+from daemonstore.mountflags import option_bits
 
 #: Host method -> the syscalls KernelHost makes for it (fd-based, every path through
 #: openat2(root_fd, RESOLVE_IN_ROOT[|NO_SYMLINKS|NO_MAGICLINKS])). Documentation of what the
@@ -130,183 +135,206 @@ def _rel(path: str) -> bytes:
     return os.fsencode(path.lstrip("/") or ".")
 
 
+# One builder per family of Host calls: it binds what its closures call to local names (closure
+# cells: the cheapest lookup), and each closure issues what KernelHost issues for one Host call,
+# returning 0 or the errno it stopped at. open2(rel, how) is KernelHost._open's openat2.
+Open2 = Callable[[bytes, OpenHow], int]
+_MKDIR_REOPEN = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_DIRECTORY
+
+
+# stat/lstat/exists, chown, chmod: fd-based, as KernelHost._stat_fd and _chmod_fd
+def _inode_replays(open2: Open2) -> dict[str, Callable[..., int]]:
+    nr = SYSCALL_NUMBERS[platform.machine()]
+    statx, nr_statx, chmod2, nr_chmod2 = (FUNCTIONS["statx"], nr["statx"], FUNCTIONS["fchmodat2"],
+                                          nr["fchmodat2"])
+    chownat, get_errno, close = FUNCTIONS["fchownat"], ctypes.get_errno, os.close
+    buf = ctypes.create_string_buffer(STATX_SIZE)
+    sbuf = ctypes.addressof(buf)
+
+    def stat(rel: bytes, h: OpenHow, _keep: Any = buf) -> int:
+        fd = open2(rel, h)
+        if fd < 0:
+            return get_errno()
+        err = get_errno() if statx(nr_statx, fd, b"", AT_EMPTY_PATH, STATX_WANTED, sbuf) else 0
+        close(fd)
+        return err
+
+    def chown(rel: bytes, uid: int, gid: int, fstat: bool, h: OpenHow) -> int:
+        fd = open2(rel, h)
+        if fd < 0:
+            return get_errno()
+        if fstat:
+            os.fstat(fd)
+        err = get_errno() if chownat(fd, b"", uid, gid, AT_EMPTY_PATH) else 0
+        close(fd)
+        return err
+
+    def chmod(rel: bytes, mode: int, h: OpenHow) -> int:
+        fd = open2(rel, h)
+        if fd < 0:
+            return get_errno()
+        os.fstat(fd)
+        err = get_errno() if chmod2(nr_chmod2, fd, b"", mode, AT_EMPTY_PATH) else 0
+        close(fd)
+        return err
+
+    return {"stat": stat, "chown": chown, "chmod": chmod}
+
+
+# mkdir (then the exact mode on what it made: mkdir applies the umask), rmdir, listdir
+def _dir_replays(open2: Open2) -> dict[str, Callable[..., int]]:
+    chmod2, nr_chmod2 = FUNCTIONS["fchmodat2"], SYSCALL_NUMBERS[platform.machine()]["fchmodat2"]
+    get_errno, close = ctypes.get_errno, os.close
+
+    def mkdir(head: bytes, name: bytes, mode: int, h: OpenHow) -> int:
+        dfd = open2(head, h)
+        if dfd < 0:
+            return get_errno()
+        try:
+            os.mkdir(name, mode, dir_fd=dfd)
+            fd = os.open(name, _MKDIR_REOPEN, dir_fd=dfd)
+        except OSError as exc:
+            close(dfd)
+            return exc.errno or 0
+        err = get_errno() if chmod2(nr_chmod2, fd, b"", mode, AT_EMPTY_PATH) else 0
+        close(fd)
+        close(dfd)
+        return err
+
+    def rmdir(head: bytes, name: bytes, h: OpenHow) -> int:
+        dfd = open2(head, h)
+        if dfd < 0:
+            return get_errno()
+        try:
+            os.rmdir(name, dir_fd=dfd)
+        except OSError as exc:
+            return exc.errno or 0
+        finally:
+            close(dfd)
+        return 0
+
+    def listdir(rel: bytes, h: OpenHow) -> int:
+        fd = open2(rel, h)
+        if fd < 0:
+            return get_errno()
+        os.listdir(fd)
+        close(fd)
+        return 0
+
+    return {"mkdir": mkdir, "rmdir": rmdir, "listdir": listdir}
+
+
+# bind, make/remount_bind, umount: mount(2) on /proc/self/fd/N of what openat2 found; umount2
+# of the last component through its parent's fd
+def _mount_replays(open2: Open2) -> dict[str, Callable[..., int]]:
+    mount, umount2, get_errno, close = (FUNCTIONS["mount"], FUNCTIONS["umount2"],
+                                        ctypes.get_errno, os.close)
+
+    def bind(src: bytes, dst: bytes, flags: int, h: OpenHow) -> int:
+        sfd = open2(src, h)
+        if sfd < 0:
+            return get_errno()
+        tfd = open2(dst, h)
+        if tfd < 0:
+            err = get_errno()
+        else:
+            err = get_errno() if mount(b"/proc/self/fd/%d" % sfd, b"/proc/self/fd/%d" % tfd,
+                                       None, flags, None) else 0
+            close(tfd)
+        close(sfd)
+        return err
+
+    def remount(rel: bytes, flags: int, h: OpenHow) -> int:
+        fd = open2(rel, h)
+        if fd < 0:
+            return get_errno()
+        err = get_errno() if mount(None, b"/proc/self/fd/%d" % fd, None, flags, None) else 0
+        close(fd)
+        return err
+
+    def umount(rel: bytes, head: bytes, name: bytes, flags: int, h: OpenHow, hd: OpenHow) -> int:
+        fd = open2(rel, h)
+        if fd < 0:
+            return get_errno()
+        os.readlink(b"/proc/self/fd/%d" % fd)  # KernelHost._canonical
+        close(fd)
+        dfd = open2(head, hd)
+        if dfd < 0:
+            return get_errno()
+        err = get_errno() if umount2(b"/proc/self/fd/%d/%s" % (dfd, name), flags) else 0
+        close(dfd)
+        return err
+
+    return {"bind": bind, "remount": remount, "umount": umount}
+
+
+# read_file, write_file: plain reads and writes of what openat2 found
+def _io_replays(open2: Open2) -> dict[str, Callable[..., int]]:
+    get_errno, close = ctypes.get_errno, os.close
+
+    def read_file(rel: bytes, h_path: OpenHow, reopen: int, h_plain: OpenHow | None) -> int:
+        if h_plain is not None:  # not safe: openat2(O_RDONLY|O_NONBLOCK)
+            fd = open2(rel, h_plain)
+            if fd < 0:
+                return get_errno()
+        else:  # safe: KernelHost._open_no_device
+            pfd = open2(rel, h_path)
+            if pfd < 0:
+                return get_errno()
+            os.fstat(pfd)
+            fd = os.open(b"/proc/self/fd/%d" % pfd, reopen)
+            close(pfd)
+        while os.read(fd, 1 << 16):
+            pass
+        close(fd)
+        return 0
+
+    def write_file(rel: bytes, data: bytes, mode: int, h_excl: OpenHow, h_path: OpenHow,
+                   reopen: int) -> int:
+        fd = open2(rel, h_excl)
+        if fd < 0:  # EEXIST: KernelHost._open_no_device (and no fchmod: not made here)
+            if get_errno() != errno.EEXIST or (pfd := open2(rel, h_path)) < 0:
+                return get_errno()
+            os.fstat(pfd)
+            fd = os.open(b"/proc/self/fd/%d" % pfd, reopen)
+            close(pfd)
+        else:
+            os.fchmod(fd, mode)
+        os.write(fd, data)
+        close(fd)
+        return 0
+
+    return {"read_file": read_file, "write_file": write_file}
+
+
+def mountinfo() -> int:
+    """The replay of Host.mountinfo: read the table (parsing it is planning, not the floor)."""
+    fd = os.open("/proc/self/mountinfo", os.O_RDONLY | os.O_CLOEXEC)
+    while os.read(fd, 1 << 17):
+        pass
+    os.close(fd)
+    return 0
+
+
 class Floor:
     """Bare-syscall replays of Host calls below the sandbox root ``root_fd`` (an O_PATH fd of
     the sandbox root, in the namespace the calls run in)."""
 
     def __init__(self, root_fd: int) -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
+        openat2, nr_openat2 = FUNCTIONS["openat2"], SYSCALL_NUMBERS[platform.machine()]["openat2"]
 
-        def fn(symbol: str, argtypes: list[Any], restype: Any = ctypes.c_int) -> Any:
-            f = libc[symbol]
-            f.argtypes, f.restype = argtypes, restype
-            return f
-
-        c = ctypes
-        nr = _NR[platform.machine()]
-        sys_ = fn("syscall", [c.c_long, c.c_int, c.c_char_p, c.c_void_p, c.c_size_t], c.c_long)
-        statx = fn("syscall", [c.c_long, c.c_int, c.c_char_p, c.c_int, c.c_uint, c.c_void_p],
-                   c.c_long)
-        chmod2 = fn("syscall", [c.c_long, c.c_int, c.c_char_p, c.c_uint, c.c_uint], c.c_long)
-        chownat = fn("fchownat", [c.c_int, c.c_char_p, c.c_uint, c.c_uint, c.c_int])
-        mount = fn("mount", [c.c_char_p] * 3 + [c.c_ulong, c.c_char_p])
-        umount2 = fn("umount2", [c.c_char_p, c.c_int])
-        get_errno, close, buf = ctypes.get_errno, os.close, ctypes.create_string_buffer(256)
-        nr_openat2, nr_statx, nr_chmod2 = nr["openat2"], nr["statx"], nr["fchmodat2"]
-        sbuf, hows = ctypes.addressof(buf), {}
-
-        def how(flags: int, safe: bool, mode: int = 0) -> int:
-            key = (flags | O_CLOEXEC, mode, RESOLVE_SAFE if safe else RESOLVE_IN_ROOT)
-            if key not in hows:  # struct open_how {flags, mode, resolve}
-                hows[key] = (ctypes.c_uint64 * 3)(*key)
-            return ctypes.addressof(hows[key])
-
-        # each closure returns 0 or the errno it stopped at, issuing what KernelHost issues;
-        # they pass raw addresses, so open2 (which they all use) keeps the structs alive
-        def open2(rel: bytes, h: int, _keep: Any = (buf, hows)) -> int:
-            return sys_(nr_openat2, root_fd, rel, h, 24)
-
-        def stat(rel: bytes, h: int) -> int:
-            fd = open2(rel, h)
-            if fd < 0:
-                return get_errno()
-            err = get_errno() if statx(nr_statx, fd, b"", AT_EMPTY_PATH, STATX_MASK, sbuf) else 0
-            close(fd)
-            return err
-
-        def mkdir(head: bytes, name: bytes, mode: int, h: int) -> int:
-            dfd = open2(head, h)
-            if dfd < 0:
-                return get_errno()
-            try:
-                os.mkdir(name, mode, dir_fd=dfd)
-                fd = os.open(name, O_PATH | O_NOFOLLOW | O_CLOEXEC | O_DIRECTORY, dir_fd=dfd)
-            except OSError as exc:
-                close(dfd)
-                return exc.errno or 0
-            err = get_errno() if chmod2(nr_chmod2, fd, b"", mode, AT_EMPTY_PATH) else 0
-            close(fd)
-            close(dfd)
-            return err
-
-        def chown(rel: bytes, uid: int, gid: int, fstat: bool, h: int) -> int:
-            fd = open2(rel, h)
-            if fd < 0:
-                return get_errno()
-            if fstat:
-                os.fstat(fd)
-            err = get_errno() if chownat(fd, b"", uid, gid, AT_EMPTY_PATH) else 0
-            close(fd)
-            return err
-
-        def chmod(rel: bytes, mode: int, h: int) -> int:
-            fd = open2(rel, h)
-            if fd < 0:
-                return get_errno()
-            os.fstat(fd)
-            err = get_errno() if chmod2(nr_chmod2, fd, b"", mode, AT_EMPTY_PATH) else 0
-            close(fd)
-            return err
-
-        def bind(src: bytes, dst: bytes, flags: int, h: int) -> int:
-            sfd = open2(src, h)
-            if sfd < 0:
-                return get_errno()
-            tfd = open2(dst, h)
-            if tfd < 0:
-                err = get_errno()
-            else:
-                err = get_errno() if mount(b"/proc/self/fd/%d" % sfd, b"/proc/self/fd/%d" % tfd,
-                                           None, flags, None) else 0
-                close(tfd)
-            close(sfd)
-            return err
-
-        def remount(rel: bytes, flags: int, h: int) -> int:
-            fd = open2(rel, h)
-            if fd < 0:
-                return get_errno()
-            err = get_errno() if mount(None, b"/proc/self/fd/%d" % fd, None, flags, None) else 0
-            close(fd)
-            return err
-
-        def umount(rel: bytes, head: bytes, name: bytes, flags: int, h: int, hdir: int) -> int:
-            fd = open2(rel, h)
-            if fd < 0:
-                return get_errno()
-            os.readlink(b"/proc/self/fd/%d" % fd)  # KernelHost._canonical
-            close(fd)
-            dfd = open2(head, hdir)
-            if dfd < 0:
-                return get_errno()
-            err = get_errno() if umount2(b"/proc/self/fd/%d/%s" % (dfd, name), flags) else 0
-            close(dfd)
-            return err
-
-        def rmdir(head: bytes, name: bytes, h: int) -> int:
-            dfd = open2(head, h)
-            if dfd < 0:
-                return get_errno()
-            try:
-                os.rmdir(name, dir_fd=dfd)
-            except OSError as exc:
-                return exc.errno or 0
-            finally:
-                close(dfd)
-            return 0
-
-        def listdir(rel: bytes, h: int) -> int:
-            fd = open2(rel, h)
-            if fd < 0:
-                return get_errno()
-            os.listdir(fd)
-            close(fd)
-            return 0
-
-        def mountinfo() -> int:
-            fd = os.open("/proc/self/mountinfo", os.O_RDONLY | O_CLOEXEC)
-            while os.read(fd, 1 << 17):
-                pass
-            close(fd)
-            return 0
-
-        def read_file(rel: bytes, h_path: int, reopen: int, h_plain: int) -> int:
-            if h_plain:  # not safe: openat2(O_RDONLY|O_NONBLOCK)
-                fd = open2(rel, h_plain)
-                if fd < 0:
-                    return get_errno()
-            else:  # safe: KernelHost._open_no_device
-                pfd = open2(rel, h_path)
-                if pfd < 0:
-                    return get_errno()
-                os.fstat(pfd)
-                fd = os.open(b"/proc/self/fd/%d" % pfd, reopen)
-                close(pfd)
-            while os.read(fd, 1 << 16):
-                pass
-            close(fd)
-            return 0
-
-        def write_file(rel: bytes, data: bytes, mode: int, h_excl: int, h_path: int,
-                       reopen: int) -> int:
-            fd = open2(rel, h_excl)
-            if fd < 0:  # EEXIST: KernelHost._open_no_device (and no fchmod: not made here)
-                if get_errno() != errno.EEXIST or (pfd := open2(rel, h_path)) < 0:
-                    return get_errno()
-                os.fstat(pfd)
-                fd = os.open(b"/proc/self/fd/%d" % pfd, reopen)
-                close(pfd)
-            else:
-                os.fchmod(fd, mode)
-            os.write(fd, data)
-            close(fd)
-            return 0
+        def open2(rel: bytes, how: OpenHow) -> int:
+            return openat2(nr_openat2, root_fd, rel, how, OPEN_HOW_SIZE_VER0)
 
         self._fns: dict[str, Callable[..., int]] = {
-            "stat": stat, "mkdir": mkdir, "chown": chown, "chmod": chmod, "bind": bind,
-            "remount": remount, "umount": umount, "rmdir": rmdir, "listdir": listdir,
-            "mountinfo": mountinfo, "read_file": read_file, "write_file": write_file}
-        self._how = how
+            **_inode_replays(open2), **_dir_replays(open2), **_mount_replays(open2),
+            **_io_replays(open2), "mountinfo": mountinfo}
+        self._hows: dict[tuple[int, int, int], OpenHow] = {}
+
+    def _how(self, flags: int, safe: bool, mode: int = 0) -> OpenHow:
+        """The ``struct open_how`` KernelHost._open passes for these arguments, made once."""
+        key = (flags | os.O_CLOEXEC, mode, RESOLVE_SAFE if safe else RESOLVE_IN_ROOT)
+        return self._hows.setdefault(key, OpenHow(*key))
 
     def compile(self, calls: list[Call]) -> list[tuple[Callable[..., int], tuple[Any, ...], int]]:
         """(closure, arguments, expected errno) per recorded call; NotImplementedError for a
@@ -315,55 +343,62 @@ class Floor:
 
     def _one(self, name: str, args: tuple[Any, ...], kw: dict[str, Any],
              err: int) -> tuple[Callable[..., int], tuple[Any, ...], int]:
+        compiled = self._read(name, args, kw) or self._change(name, args, kw, err)
+        if compiled is None:
+            raise NotImplementedError(f"no floor sequence for Host.{name}{args} {kw}")
+        fn, fn_args = compiled
+        return fn, fn_args, 0 if name == "current_namespace" else err
+
+    def _read(self, name: str, args: tuple[Any, ...],
+              kw: dict[str, Any]) -> tuple[Callable[..., int], tuple[Any, ...]] | None:
+        """The replay of a call that changes nothing, or None."""
         f, how = self._fns, self._how
         safe = kw.get("safe", False)
-        if name in ("lstat", "exists"):
-            return f["stat"], (_rel(args[0]), how(O_PATH | O_NOFOLLOW, safe)), err
-        if name == "stat":
-            return f["stat"], (_rel(args[0]), how(O_PATH, safe)), err
-        if name == "mkdir" and not kw.get("parents"):
-            mode = args[1] if len(args) > 1 else kw.get("mode", 0o755)
-            head, base = _split(args[0])
-            return f["mkdir"], (head, base, mode, how(O_PATH | O_DIRECTORY, safe)), err
-        if name == "chown" and kw.get("follow_symlinks", True):
-            return f["chown"], (_rel(args[0]), args[1], args[2], safe, how(O_PATH, safe)), err
-        if name == "chmod" and kw.get("follow_symlinks", True):
-            return f["chmod"], (_rel(args[0]), args[1], how(O_PATH, safe)), err
-        if name == "bind":
-            flags = MS_BIND | (MS_REC if kw.get("recursive") else 0)
-            return f["bind"], (_rel(args[0]), _rel(args[1]), flags, how(O_PATH, safe)), err
-        if name == "make":
-            flags = mountflags.MS_FLAGS[f"MS_{str(args[1]).upper()}"]
-            flags |= MS_REC if kw.get("recursive") else 0
-            return f["remount"], (_rel(args[0]), flags, how(O_PATH, safe)), err
-        if name == "remount_bind":
-            flags = MS_REMOUNT | MS_BIND | mountflags.option_bits(frozenset(args[1]))
-            return f["remount"], (_rel(args[0]), flags, how(O_PATH, safe)), err
-        if name == "umount" and _canonical(args[0]):
-            head, base = _split(args[0])
-            flags = UMOUNT_NOFOLLOW | (MNT_DETACH if kw.get("detach") else 0)
-            return f["umount"], (_rel(args[0]), head, base, flags, how(O_PATH, safe),
-                                 how(O_PATH | O_DIRECTORY, safe)), err
-        if name == "rmdir":
-            head, base = _split(args[0])
-            return f["rmdir"], (head, base, how(O_PATH | O_DIRECTORY, safe)), err
+        if name in ("stat", "lstat", "exists"):
+            nofollow = 0 if name == "stat" else os.O_NOFOLLOW
+            return f["stat"], (_rel(args[0]), how(os.O_PATH | nofollow, safe))
         if name == "listdir":
-            return f["listdir"], (_rel(args[0]), how(os.O_RDONLY | O_DIRECTORY, safe)), err
+            return f["listdir"], (_rel(args[0]), how(os.O_RDONLY | os.O_DIRECTORY, safe))
         if name == "mountinfo" and not args and not kw:
-            return f["mountinfo"], (), err
+            return f["mountinfo"], ()
         if name == "read_file":
             flags = os.O_RDONLY | os.O_NONBLOCK
-            return f["read_file"], (_rel(args[0]), how(O_PATH | O_NOFOLLOW, True),
-                                    flags | O_CLOEXEC, 0 if safe else how(flags, False)), err
-        if name == "write_file" and safe and not kw.get("append") and not err:
-            mode = kw.get("mode", 0o644)
-            base = os.O_WRONLY | os.O_NONBLOCK | os.O_TRUNC
-            excl = how(base | O_NOFOLLOW | os.O_CREAT | os.O_EXCL, safe, mode)
-            return f["write_file"], (_rel(args[0]), args[1], mode, excl,
-                                     how(O_PATH | O_NOFOLLOW, True), base | O_CLOEXEC), err
+            return f["read_file"], (_rel(args[0]), how(os.O_PATH | os.O_NOFOLLOW, True),
+                                    flags | os.O_CLOEXEC, None if safe else how(flags, False))
         if name == "current_namespace":
-            return (lambda: 0), (), 0
-        raise NotImplementedError(f"no floor sequence for Host.{name}{args} {kw}")
+            return (lambda: 0), ()
+        return None
+
+    def _change(self, name: str, args: tuple[Any, ...], kw: dict[str, Any],
+                err: int) -> tuple[Callable[..., int], tuple[Any, ...]] | None:
+        """The replay of a call that changes the tree, or None."""
+        f, how = self._fns, self._how
+        safe, rec = kw.get("safe", False), MS["MS_REC"] if kw.get("recursive") else 0
+        if name == "mkdir" and not kw.get("parents"):
+            mode = args[1] if len(args) > 1 else kw.get("mode", 0o755)
+            return f["mkdir"], (*_split(args[0]), mode, how(os.O_PATH | os.O_DIRECTORY, safe))
+        if name in ("chown", "chmod") and kw.get("follow_symlinks", True):
+            owner = (args[1], args[2], safe) if name == "chown" else (args[1],)
+            return f[name], (_rel(args[0]), *owner, how(os.O_PATH, safe))
+        if name == "bind":
+            flags = MS["MS_BIND"] | rec
+            return f["bind"], (_rel(args[0]), _rel(args[1]), flags, how(os.O_PATH, safe))
+        if name in ("make", "remount_bind"):
+            flags = (MS[f"MS_{str(args[1]).upper()}"] | rec if name == "make" else
+                     MS["MS_REMOUNT"] | MS["MS_BIND"] | option_bits(frozenset(args[1])))
+            return f["remount"], (_rel(args[0]), flags, how(os.O_PATH, safe))
+        if name == "umount" and _canonical(args[0]):
+            flags = UMOUNT_NOFOLLOW | (MNT_DETACH if kw.get("detach") else 0)
+            return f["umount"], (_rel(args[0]), *_split(args[0]), flags, how(os.O_PATH, safe),
+                                 how(os.O_PATH | os.O_DIRECTORY, safe))
+        if name == "rmdir":
+            return f["rmdir"], (*_split(args[0]), how(os.O_PATH | os.O_DIRECTORY, safe))
+        if name == "write_file" and safe and not kw.get("append") and not err:
+            mode, base = kw.get("mode", 0o644), os.O_WRONLY | os.O_NONBLOCK | os.O_TRUNC
+            excl = how(base | os.O_NOFOLLOW | os.O_CREAT | os.O_EXCL, safe, mode)
+            return f["write_file"], (_rel(args[0]), args[1], mode, excl,
+                                     how(os.O_PATH | os.O_NOFOLLOW, True), base | os.O_CLOEXEC)
+        return None
 
 
 #: closures that change nothing (a warm-up may run them once before the timed region)

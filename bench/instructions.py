@@ -270,9 +270,9 @@ def main(argv: list[str] | None = None) -> int:
                       "namespace")
     fig["kernel_calls"] = None
     if not args.no_kernel and not args.only:
-        from daemonstore.kernel import kernel_available
+        from daemonstore.kernel import kernel_unavailable_reason
 
-        if kernel_available():
+        if kernel_unavailable_reason() is None:
             fig["kernel_calls"] = {
                 "stores": calls_series(by_stores, 0, kernel_calls(by_stores)),
                 "namespaces": calls_series(by_spaces, 1, kernel_calls(by_spaces))}

@@ -165,9 +165,9 @@ def main() -> None:
     repeat = 1 if args.quick else args.repeat
     kernel = not args.model_only
     if kernel:
-        from daemonstore.kernel import kernel_available
+        from daemonstore.kernel import kernel_unavailable_reason
 
-        if not kernel_available():
+        if kernel_unavailable_reason() is not None:
             print("kernel part skipped: needs root and unshare(CLONE_NEWNS)")
             kernel = False
     print(json.dumps(run(sizes, repeat, kernel)))

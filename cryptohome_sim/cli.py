@@ -86,10 +86,11 @@ def main(root: str | None, model: bool, address: str | None, spawn_bus: bool, va
 
 def _check_loop_vault(host: Host) -> None:
     """``--vault loop`` needs the kernel host, the loop driver and mkfs.ext4 (e2fsprogs)."""
+    from daemonstore.kernel import loop
     from daemonstore.session import loop_vault as loopvault
 
     reason = loopvault.unavailable_reason(host)
-    if reason is None and loopvault.mkfs_command() is None:
+    if reason is None and loop.mkfs_command() is None:
         reason = "mkfs.ext4 not found (install e2fsprogs)"
     if reason is not None:
         raise CannotRun(f"--vault loop: {reason}")

@@ -38,7 +38,7 @@ def open_host(root: str) -> Host:
 def open_reader(root: str) -> Any:
     """A read-only view of ``--root`` for commands that only read files (``path``): any
     directory will do, no sandbox needed."""
-    from daemonstore.kernel.rootfs import ReadOnlyRoot
+    from daemonstore.kernel.readonly import ReadOnlyRoot
 
     return ReadOnlyRoot(root)
 

@@ -1,13 +1,12 @@
-"""Kernel layer, safety side: the guards KernelHost checks, and :func:`run_in_sandbox`, which runs
-a function against a KernelHost in a forked child inside a throw-away private mount namespace.
+"""Kernel layer, running safely: :func:`run_in_sandbox` runs a function against a KernelHost in a
+forked child inside a throw-away private mount namespace, and :func:`kernel_unavailable_reason`
+says whether that can work here (the one place that asks).
 
 The pattern is systemd's privileged tests (style.md §2.3: ``safe_fork(FORK_NEW_MOUNTNS|...)``):
 the child unshares, makes ``/`` recursively private so nothing it mounts can propagate back to the
 host's peer groups, mounts a tmpfs ``sandbox`` on a fresh directory and works only below it. The
 caller's own mount namespace is never touched; nothing here runs unshare in the calling process.
-
-No ctypes here (style.md §4); the system calls come from :mod:`daemonstore.kernel`, imported
-inside the functions that fork, so that kernel.py can re-export this module's API.
+The guards KernelHost itself checks are :mod:`daemonstore.kernel.guards`.
 """
 
 from __future__ import annotations
@@ -19,77 +18,23 @@ import sys
 import tempfile
 import traceback
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Concatenate, NoReturn, ParamSpec, TypeVar
+from typing import Any, Concatenate, NoReturn, ParamSpec, TypeVar
 
-from daemonstore.errors import DaemonStoreError, errname
-from daemonstore.mountinfo import parse as parse_mountinfo
+from daemonstore.errors import errname
+from daemonstore.kernel.guards import SandboxRefused, check_private_namespace
+from daemonstore.kernel.host import KernelHost
+from daemonstore.kernel.syscalls import mount, openat2, unshare
+from daemonstore.kernel.uapi import AT_FDCWD, CLONE_NEWNS, O_PATH
+from daemonstore.mountflags import MS_FLAGS as MS
 
-if TYPE_CHECKING:
-    from daemonstore.kernel import KernelHost
+__all__ = ["SANDBOX_SOURCE", "kernel_unavailable_reason", "run_in_sandbox"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-#: The initial mount namespace's fixed nsfs inode (include/uapi/linux/nsfs.h ``enum init_ns_ino``,
-#: Linux 6.18+; older kernels give it a dynamic number >= 0xF0000000 like any other namespace).
-MNT_NS_INIT_INO = 0xEFFFFFF8
-
 #: tmpfs source of the sandbox root, as mountinfo shows it (design.md: "a private tmpfs whose
 #: source is sandbox")
 SANDBOX_SOURCE = "sandbox"
-
-# ---- guards ----------------------------------------------------------------------------------
-
-
-class SandboxRefused(DaemonStoreError, PermissionError):
-    """KernelHost will not run here: in the initial mount namespace, or on a bad sandbox root."""
-
-
-def _kernel_at_least(major: int, minor: int) -> bool:
-    release = os.uname().release.split("-")[0].split(".")
-    try:
-        return (int(release[0]), int(release[1])) >= (major, minor)
-    except (IndexError, ValueError):
-        return False
-
-
-def check_private_namespace() -> None:
-    """Raise :class:`SandboxRefused` if this process is in the machine's initial mount namespace
-    (safety rule: never mount there). Reads two nsfs inodes and nothing else.
-
-    The initial namespace is PID 1's. Where /proc/1/ns is unreadable even for root (EACCES for an
-    undumpable PID 1, as on the machine this was written on), the fixed ``MNT_NS_INIT_INO`` of
-    6.18+ identifies it; on an older kernel nothing can prove it, so we refuse.
-    """
-    own = os.stat("/proc/self/ns/mnt").st_ino
-    initial: set[int] = set()
-    try:
-        initial.add(os.stat("/proc/1/ns/mnt").st_ino)
-    except PermissionError:
-        pass
-    if _kernel_at_least(6, 18):
-        initial.add(MNT_NS_INIT_INO)
-    if not initial:
-        raise SandboxRefused("cannot identify the initial mount namespace (/proc/1/ns/mnt is "
-                             "unreadable and the kernel is older than 6.18); refusing to mount")
-    if own in initial:
-        raise SandboxRefused(
-            "refusing to run in the machine's initial mount namespace: unshare(CLONE_NEWNS) "
-            "first (daemonstore.kernel.sandbox.run_in_sandbox does it in a forked child)")
-
-
-def check_tmpfs_mount_point(host_root: str, root_fd: int) -> None:
-    """Raise :class:`SandboxRefused` unless ``root_fd`` (an fd of ``host_root``) is the root of a
-    tmpfs mount at ``host_root``: everything a host creates must vanish with that tmpfs."""
-    dev = os.fstat(root_fd).st_dev
-    want = f"{os.major(dev)}:{os.minor(dev)}"
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-        entries = parse_mountinfo(f.read())
-    if not any(e.mount_point == host_root and e.dev == want and e.fstype == "tmpfs"
-               for e in entries):
-        raise SandboxRefused(f"sandbox root {host_root!r} is not a tmpfs mount point; mount a "
-                             "tmpfs there first")
-
 
 # ---- availability ------------------------------------------------------------------------------
 
@@ -99,14 +44,12 @@ def kernel_unavailable_reason() -> str | None:
     plus openat2 work -- probed in a forked child, never in this process."""
     if os.geteuid() != 0:
         return "needs root (euid 0) for unshare(CLONE_NEWNS) and mount(2)"
-    from daemonstore import kernel
-
     pid = os.fork()
     if pid == 0:  # child: probe, report an errno as the exit status, never return
         code = 0
         try:
-            kernel.unshare(kernel.CLONE_NEWNS)
-            os.close(kernel.openat2(kernel.AT_FDCWD, "/", kernel.O_PATH))
+            unshare(CLONE_NEWNS)
+            os.close(openat2(AT_FDCWD, "/", O_PATH))
         except OSError as exc:
             code = exc.errno or 255
         except BaseException:
@@ -118,17 +61,6 @@ def kernel_unavailable_reason() -> str | None:
         name = errname(code)  # the child exits with the errno
         return f"unshare(CLONE_NEWNS) or openat2(2) fails in a forked child: {name}"
     return None
-
-
-def kernel_available() -> bool:
-    return kernel_unavailable_reason() is None
-
-
-def require_root() -> None:
-    """Raise ``PermissionError`` with the reason if kernel runs are impossible here."""
-    reason = kernel_unavailable_reason()
-    if reason is not None:
-        raise PermissionError(reason)
 
 
 # ---- run_in_sandbox ----------------------------------------------------------------------------
@@ -145,8 +77,6 @@ def run_in_sandbox(fn: Callable[Concatenate[KernelHost, P], R], *args: P.args,
     empty directory (the tmpfs exists only in the child's namespace), and it is cleaned up even
     if the child is killed. ``RuntimeError`` if the child dies from a signal.
     """
-    from daemonstore import kernel  # noqa: F401  (imported before fork, not in the child)
-
     sandbox_dir = tempfile.mkdtemp(prefix="daemonstore-sandbox-")
     try:
         payload, status = _fork_and_run(sandbox_dir, fn, args, kwargs)
@@ -213,8 +143,6 @@ def _call_in_sandbox(sandbox_dir: str, fn: Callable[..., Any], args: tuple[Any, 
 
 def _enter_sandbox(sandbox_dir: str) -> KernelHost:
     """In the child: new mount namespace, "/" rprivate, tmpfs ``sandbox`` on ``sandbox_dir``."""
-    from daemonstore import kernel
-
     # One CPU for the child (and what it spawns): Linux 6.18 hands out namespace ids in per-CPU
     # batches, so a namespace made later on another CPU can get a *smaller* id, and binding a
     # namespace file (pin_namespace, how session_manager keeps mnt_chrome) is EINVAL when the
@@ -222,15 +150,15 @@ def _enter_sandbox(sandbox_dir: str) -> KernelHost:
     # one CPU the ids of every namespace this child makes increase, as creation order does.
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     before = os.stat("/proc/self/ns/mnt").st_ino
-    kernel.unshare(kernel.CLONE_NEWNS)
+    unshare(CLONE_NEWNS)
     # belt and braces before the first mount: we really are in a new, non-initial namespace
     if os.stat("/proc/self/ns/mnt").st_ino == before:
         raise SandboxRefused("unshare(CLONE_NEWNS) did not change the mount namespace")
     check_private_namespace()
     # rprivate: mounts made below must not propagate to the host's peers (and vice versa)
-    kernel.mount(None, "/", None, kernel.MS_REC | kernel.MS_PRIVATE)
-    kernel.mount(SANDBOX_SOURCE, sandbox_dir, "tmpfs", 0)
-    return kernel.KernelHost(sandbox_dir)
+    mount(None, "/", None, MS["MS_REC"] | MS["MS_PRIVATE"])
+    mount(SANDBOX_SOURCE, sandbox_dir, "tmpfs", 0)
+    return KernelHost(sandbox_dir)
 
 
 def _pickle_outcome(outcome: tuple[Any, ...]) -> bytes:

@@ -173,7 +173,7 @@ def _serve_loop_vault_and_login(host: Any, address: str) -> dict[str, Any]:
     """Like _serve_kernel_and_login with ``--vault loop``: alice's vault is an ext4 image on a
     loop device; whatever happens, no loop device stays attached (global resource)."""
     from daemonstore import session
-    from daemonstore.session import loop_vault as loopvault
+    from daemonstore.kernel import loop as kernel_loop
 
     proc, banner = spawn_cryptohome_sim("--root", host.root, "--address", address,
                                         "--vault", "loop")
@@ -198,18 +198,18 @@ def _serve_loop_vault_and_login(host: Any, address: str) -> dict[str, Any]:
         for name in host.listdir(paths.SHADOW) if host.exists(paths.SHADOW) else []:
             if host.exists(f"{paths.SHADOW}/{name}/vault.img"):
                 session.sign_out(host, name)
-                cleared += loopvault.detach_image(host, paths.vault_image(name))
+                cleared += kernel_loop.detach_image(host, paths.vault_image(name))
     result.update(banner=banner, code=code, err=err, cleared=cleared,
-                  devices=loopvault.loop_devices_of(host, paths.vault_image(result["hash"])))
+                  devices=kernel_loop.loop_devices_of(host, paths.vault_image(result["hash"])))
     return result
 
 
 @pytest.mark.kernel
 def test_root_with_the_loop_vault(private_bus: PrivateBus) -> None:
+    from daemonstore.kernel import loop as kernel_loop
     from daemonstore.kernel.sandbox import run_in_sandbox
-    from daemonstore.session import loop_vault as loopvault
 
-    if loopvault.mkfs_command() is None:
+    if kernel_loop.mkfs_command() is None:
         pytest.skip("needs mkfs.ext4 (Debian: e2fsprogs)")
     out = run_in_sandbox(_serve_loop_vault_and_login, private_bus.address)
     assert out["code"] == 0, out["err"]

@@ -10,8 +10,10 @@ import stat
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from daemonstore import kernel, mountinfo, paths
+from daemonstore import mountinfo, paths
 from daemonstore.host import Host
+from daemonstore.kernel.syscalls import mount_setattr
+from daemonstore.kernel.uapi import AT_FDCWD, AT_RECURSIVE, MOUNT_ATTR_RDONLY
 from daemonstore.session.activity import activity_path
 from daemonstore.world import World
 
@@ -26,14 +28,12 @@ def guard_host(world: World) -> None:
     would fail with EROFS instead of writing to the machine. Per-mount flags belong to this
     namespace's copies: the host's own mounts are not touched. Namespaces cloned afterwards
     (daemon views) inherit the read-only copies."""
-    from daemonstore.kernel.sandbox import check_private_namespace
+    from daemonstore.kernel.guards import check_private_namespace
 
     check_private_namespace()
     root = world.host.root  # type: ignore[attr-defined]
-    kernel.mount_setattr(kernel.AT_FDCWD, "/", kernel.AT_RECURSIVE,
-                         attr_set=kernel.MOUNT_ATTR_RDONLY)
-    kernel.mount_setattr(kernel.AT_FDCWD, root, kernel.AT_RECURSIVE,
-                         attr_clr=kernel.MOUNT_ATTR_RDONLY)
+    mount_setattr(AT_FDCWD, "/", AT_RECURSIVE, attr_set=MOUNT_ATTR_RDONLY)
+    mount_setattr(AT_FDCWD, root, AT_RECURSIVE, attr_clr=MOUNT_ATTR_RDONLY)
 
 
 def guarded(body: Callable[..., R]) -> Callable[..., R]:

@@ -166,7 +166,7 @@ def test_kernel_host_statvfs_names_the_sandbox_path() -> None:
 def _loop_vaults(world: World) -> dict[str, Any]:
     from daemonstore import paths, session
     from daemonstore.cleanup import Thresholds, run_cleanup
-    from daemonstore.session import loop_vault as loopvault
+    from daemonstore.kernel import loop as kernel_loop
 
     out: dict[str, Any] = {}
     try:
@@ -194,14 +194,14 @@ def _loop_vaults(world: World) -> dict[str, Any]:
             h = world.hash_of(user)
             session.sign_out(world.host, h)
             if world.host.exists(paths.vault_image(h)):
-                loopvault.detach_image(world.host, paths.vault_image(h))
+                kernel_loop.detach_image(world.host, paths.vault_image(h))
     return out
 
 
 def test_loop_vaults_signed_in_through_the_store_signed_out_left_alone() -> None:
-    from daemonstore.session import loop_vault as loopvault
+    from daemonstore.kernel import loop as kernel_loop
 
-    if loopvault.mkfs_command() is None or not os.path.exists(loopvault.LOOP_CONTROL):
+    if kernel_loop.mkfs_command() is None or not os.path.exists(kernel_loop.LOOP_CONTROL):
         pytest.skip("needs mkfs.ext4 (Debian: e2fsprogs) and /dev/loop-control")
     out = kernel_world(_loop_vaults, daemons=DAEMONS)
     a, b = out["hashes"]

@@ -204,7 +204,7 @@ def test_model_and_kernel_agree_on_guest_mount_tables() -> None:
 
 
 def _late_chrome(world: World) -> dict[str, Any]:
-    from daemonstore.session import loop_vault as loopvault
+    from daemonstore.kernel import loop as kernel_loop
 
     view = world.daemon("foo")
     out: dict[str, Any] = {}
@@ -216,19 +216,19 @@ def _late_chrome(world: World) -> dict[str, Any]:
         out["sees"] = view.sees_store("alice")
         world.logout("alice")
         out["after"] = points_with(world, a)
-        out["devices"] = loopvault.loop_devices_of(world.host, paths.vault_image(a))
+        out["devices"] = kernel_loop.loop_devices_of(world.host, paths.vault_image(a))
         world.logout_guest()
     finally:
         with world.in_namespace(world.namespace):
             session.sign_out(world.host, a)
-            out["cleared"] = loopvault.detach_image(world.host, paths.vault_image(a))
+            out["cleared"] = kernel_loop.detach_image(world.host, paths.vault_image(a))
     return out
 
 
 def test_mnt_chrome_made_late_does_not_keep_a_users_loop_vault_mounted() -> None:
-    from daemonstore.session import loop_vault as loopvault
+    from daemonstore.kernel import loop as kernel_loop
 
-    if loopvault.mkfs_command() is None:
+    if kernel_loop.mkfs_command() is None:
         pytest.skip("needs mkfs.ext4 (Debian: e2fsprogs)")
     out = kernel_world(_late_chrome, daemons=[FOO])
     assert out["sees"]

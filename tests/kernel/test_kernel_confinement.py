@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from daemonstore import kernel
-from daemonstore.kernel import KernelHost, SandboxRefused, run_in_sandbox
-from daemonstore.kernel.sandbox import check_private_namespace
+from daemonstore.kernel import KernelHost, SandboxRefused, check_private_namespace, run_in_sandbox
+from daemonstore.kernel.syscalls import mount
+from daemonstore.mountflags import MS_FLAGS as MS
 from tests.kernel.util import errname, mount_points
 
 pytestmark = pytest.mark.kernel
@@ -23,8 +23,8 @@ def _guard_host_etc() -> None:
     """Make the host's /etc read-only *in this sandbox child's private namespace only*, so that a
     confinement bug would fail with EROFS instead of writing to the real /etc."""
     check_private_namespace()
-    kernel.mount("/etc", "/etc", None, kernel.MS_BIND)
-    kernel.mount(None, "/etc", None, kernel.MS_REMOUNT | kernel.MS_BIND | kernel.MS_RDONLY)
+    mount("/etc", "/etc", None, MS["MS_BIND"])
+    mount(None, "/etc", None, MS["MS_REMOUNT"] | MS["MS_BIND"] | MS["MS_RDONLY"])
 
 
 def test_absolute_symlink_to_a_host_directory_resolves_inside(tmp_path: Path) -> None:
@@ -119,7 +119,7 @@ def test_constructor_refuses_bad_roots() -> None:
     def body(h: KernelHost) -> Any:
         h.mkdir("/plain")
         h.mkdir("/ram")
-        kernel.mount("ramfs", f"{h.root}/ram", "ramfs", 0)
+        mount("ramfs", f"{h.root}/ram", "ramfs", 0)
         out: dict[str, str | None] = {}
         for label, root in (("host root", "/"), ("relative", "tmp"),
                             ("not a mount point", f"{h.root}/plain"),

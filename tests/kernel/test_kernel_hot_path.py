@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from daemonstore.kernel import KernelHost, _mnt_id, _to_stat, run_in_sandbox
+from daemonstore.kernel import KernelHost, run_in_sandbox
+from daemonstore.kernel.files import _mnt_id, _to_stat
 
 pytestmark = pytest.mark.kernel
 
@@ -44,7 +45,7 @@ def test_statx_gives_what_fstat_and_fdinfo_give() -> None:
     def body(h: KernelHost) -> tuple[Any, Any, Any]:
         _tree(h)
         fast = _stats(h)
-        h._hot.have_statx = False  # the fallback: fstat + /proc/self/fdinfo/N
+        h._calls.have_statx = False  # the fallback: fstat + /proc/self/fdinfo/N
         slow = _stats(h)
         fd = os.open(h.root + "/m/inner", os.O_PATH)  # the reference, computed by hand
         try:
@@ -85,7 +86,7 @@ def test_fchmodat2_and_fchownat_act_like_the_magic_link_calls() -> None:
         _tree(h)
         fast = _modes_and_owners(h)
         h.rmdir("/d/new")
-        h._hot.have_fchmodat2 = False  # the fallback: chmod of /proc/self/fd/N
+        h._calls.have_fchmodat2 = False  # the fallback: chmod of /proc/self/fd/N
         return fast, _modes_and_owners(h)
 
     fast, slow = run_in_sandbox(body)

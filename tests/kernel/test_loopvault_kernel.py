@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from daemonstore import mountinfo, paths, session
-from daemonstore.session import loop_vault as loopvault
+from daemonstore.kernel import loop as kernel_loop
+from daemonstore.session import loop_vault
 from daemonstore.world import World, kernel_world
 
 pytestmark = pytest.mark.kernel
@@ -25,10 +26,10 @@ FOO = ("foo", 20100, 20100, 0o700)
 
 def loop_vault_missing() -> str | None:
     """Why a loop vault cannot be tried here (None: it can)."""
-    if loopvault.mkfs_command() is None:
+    if kernel_loop.mkfs_command() is None:
         return "needs mkfs.ext4 (Debian package e2fsprogs)"
-    if not os.path.exists(loopvault.LOOP_CONTROL):
-        return f"needs {loopvault.LOOP_CONTROL} (the loop driver)"
+    if not os.path.exists(kernel_loop.LOOP_CONTROL):
+        return f"needs {kernel_loop.LOOP_CONTROL} (the loop driver)"
     return None
 
 
@@ -56,7 +57,7 @@ def _release(world: World, *users: str) -> list[str]:
         with world.in_namespace(world.namespace):
             session.sign_out(world.host, h)
             if world.host.exists(paths.vault_image(h)):
-                cleared += loopvault.detach_image(world.host, paths.vault_image(h))
+                cleared += kernel_loop.detach_image(world.host, paths.vault_image(h))
     return cleared
 
 
@@ -76,14 +77,14 @@ def _round_trip(world: World) -> dict[str, Any]:
         (vault,) = at(world.mountinfo(), paths.vault_mount(h))
         out["vault"] = (vault.fstype, vault.source, set(vault.options), vault.super_options)
         number = int(vault.source[len("/dev/loop"):])
-        out["bound_during"] = (_loop_bound(number), loopvault.loop_devices_of(world.host, image))
+        out["bound_during"] = (_loop_bound(number), kernel_loop.loop_devices_of(world.host, image))
         out["seen"] = view.sees_store("alice") and view.sees_store("alice", cache=True)
         st = view.stat("alice")
         out["attrs"] = (st.uid, st.gid, st.perm)
         view.write("alice", "state.json", b"kept in the image")
         out["signout"] = world.logout("alice")
         # LOOP_CLR_FD (and the autoclear) unbound the device: its loop/ sysfs group is gone
-        out["bound_after"] = (_loop_bound(number), loopvault.loop_devices_of(world.host, image))
+        out["bound_after"] = (_loop_bound(number), kernel_loop.loop_devices_of(world.host, image))
         out["after"] = (at(world.mountinfo(), paths.vault_mount(h)), view.visible_users())
         host_st = os.stat(f"{world.host.root}{image}")  # type: ignore[attr-defined]
         out["image"] = (host_st.st_size, host_st.st_blocks * 512)
@@ -108,7 +109,7 @@ def test_data_survives_in_the_image_and_the_loop_device_is_detached_at_sign_out(
     assert out["bound_after"] == (False, [])
     assert out["after"] == ([], [])
     size, allocated = out["image"]
-    assert size == loopvault.IMAGE_SIZE and allocated < size // 2  # sparse
+    assert size == loop_vault.IMAGE_SIZE and allocated < size // 2  # sparse
     assert out["again"] == b"kept in the image"
     assert out["cleared_in_finally"] == []
 
@@ -118,10 +119,10 @@ def test_data_survives_in_the_image_and_the_loop_device_is_detached_at_sign_out(
 
 def _attach_directly(world: World) -> dict[str, Any]:
     image = "/vault.img"
-    loopvault.create_image(world.host, image)
+    kernel_loop.create_image(world.host, image, loop_vault.IMAGE_SIZE)
     out: dict[str, Any] = {}
     try:
-        with loopvault.attach(world.host, image) as (loop, fd):
+        with kernel_loop.attach(world.host, image) as (loop, fd):
             out["loop"] = loop
             out["bound"] = _loop_bound(loop.number)
             out["fd_is_the_device"] = os.fstat(fd).st_rdev == os.stat(loop.device).st_rdev
@@ -129,13 +130,13 @@ def _attach_directly(world: World) -> dict[str, Any]:
         # last opener, so the device is free again
         out["bound_after"] = _loop_bound(loop.number)
         try:
-            with loopvault.attach(world.host, image) as (again, _fd):
+            with kernel_loop.attach(world.host, image) as (again, _fd):
                 out["second"] = again.number
                 raise RuntimeError("a failure inside the block")
         except RuntimeError:
             out["bound_after_failure"] = _loop_bound(out["second"])
     finally:
-        out["cleared_in_finally"] = loopvault.detach_image(world.host, image)
+        out["cleared_in_finally"] = kernel_loop.detach_image(world.host, image)
     return out
 
 
@@ -155,9 +156,9 @@ def test_the_wait_is_the_kernel_change_uevent_of_that_loop_device() -> None:
 
 
 def _timeout(world: World) -> str:
-    monitor = loopvault._monitor()
+    monitor = kernel_loop.block_uevent_monitor()
     try:
-        loopvault._wait_for(monitor, "loop-that-never-comes", 0.2)
+        kernel_loop.wait_for_change(monitor, "loop-that-never-comes", 0.2)
     except TimeoutError as exc:
         return f"{errno.errorcode[exc.errno or 0]}: {exc.strerror}"
     return "no timeout"
@@ -181,7 +182,7 @@ def _fail_around_the_mount(world: World) -> dict[str, Any]:
         world.logout("alice")
         plan = session.plan_sign_in(world.host, h, vault="loop")
         mount_step = next(i for i, op in enumerate(plan.steps)
-                          if isinstance(op, loopvault.MountLoopVault))
+                          if isinstance(op, loop_vault.MountLoopVault))
         for fail_at in (mount_step, mount_step + 1, len(plan.steps) - 1):
             before = {ns: world.host.mountinfo(ns) for ns in world.host.namespaces()}
             try:
@@ -189,7 +190,7 @@ def _fail_around_the_mount(world: World) -> dict[str, Any]:
             except session.SignInError as exc:
                 after = {ns: world.host.mountinfo(ns) for ns in world.host.namespaces()}
                 out["results"].append((fail_at, exc.step, exc.rollback, after == before,
-                                       loopvault.loop_devices_of(world.host, image)))
+                                       kernel_loop.loop_devices_of(world.host, image)))
             else:
                 out["results"].append((fail_at, "signed in"))
                 world.logout("alice")
@@ -200,7 +201,7 @@ def _fail_around_the_mount(world: World) -> dict[str, Any]:
             world.login("alice", vault="loop")
             out["corrupt"] = "signed in"
         except session.SignInError as exc:
-            out["corrupt"] = (exc.op, loopvault.loop_devices_of(world.host, image))
+            out["corrupt"] = (exc.op, kernel_loop.loop_devices_of(world.host, image))
     finally:
         out["cleared_in_finally"] = _release(world, "alice")
     return out

@@ -1,5 +1,5 @@
-"""Read-only access to a directory tree of the real filesystem through the Host interface's read
-methods (kernel layer, reads only: no mount, no write, so no private namespace is needed).
+"""Kernel layer, reads only: :class:`ReadOnlyRoot`, the Host interface's read methods over a
+directory tree of the real filesystem (no mount, no write, so no private namespace is needed).
 
 ``daemonstore path`` only has to read the salt below ``--root``; a :class:`KernelHost` would
 refuse the machine's own ``/`` (it mounts, so it must live in a sandbox). :class:`ReadOnlyRoot`
@@ -12,7 +12,15 @@ from __future__ import annotations
 
 import os
 
-from daemonstore import kernel
+from daemonstore.kernel.syscalls import openat2, read_all
+from daemonstore.kernel.uapi import (
+    O_CLOEXEC,
+    O_DIRECTORY,
+    O_NOFOLLOW,
+    O_PATH,
+    RESOLVE_IN_ROOT,
+    RESOLVE_SAFE,
+)
 
 __all__ = ["ReadOnlyRoot"]
 
@@ -23,7 +31,7 @@ class ReadOnlyRoot:
     kind = "kernel"
 
     def __init__(self, root: str) -> None:
-        self._fd = os.open(root, kernel.O_PATH | kernel.O_DIRECTORY | kernel.O_CLOEXEC)
+        self._fd = os.open(root, O_PATH | O_DIRECTORY | O_CLOEXEC)
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -37,23 +45,21 @@ class ReadOnlyRoot:
         self.close()
 
     def _open(self, path: str, flags: int, *, safe: bool) -> int:
-        resolve = kernel.RESOLVE_IN_ROOT
-        if safe:
-            resolve |= kernel.RESOLVE_NO_SYMLINKS | kernel.RESOLVE_NO_MAGICLINKS
-        return kernel.openat2(self._fd, path.lstrip("/") or ".", flags | kernel.O_CLOEXEC, 0,
-                              resolve, filename=path)
+        resolve = RESOLVE_SAFE if safe else RESOLVE_IN_ROOT
+        return openat2(self._fd, path.lstrip("/") or ".", flags | O_CLOEXEC, 0, resolve,
+                       filename=path)
 
     def read_file(self, path: str, *, safe: bool = False) -> bytes:
         # O_NONBLOCK: a fifo planted at the path reads as empty instead of hanging
         fd = self._open(path, os.O_RDONLY | os.O_NONBLOCK, safe=safe)
         try:
-            return kernel.read_all(fd)
+            return read_all(fd)
         finally:
             os.close(fd)
 
     def exists(self, path: str) -> bool:
         try:
-            os.close(self._open(path, kernel.O_PATH | kernel.O_NOFOLLOW, safe=False))
+            os.close(self._open(path, O_PATH | O_NOFOLLOW, safe=False))
         except OSError:
             return False
         return True

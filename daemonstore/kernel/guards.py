@@ -1,0 +1,69 @@
+"""Kernel layer, safety guards: the checks KernelHost makes before it opens or mounts anything
+(never in the machine's initial mount namespace; only on a tmpfs mount point of its own).
+
+Reading only: two nsfs inodes and /proc/self/mountinfo; no ctypes, no mount.
+"""
+
+from __future__ import annotations
+
+import os
+
+from daemonstore.errors import DaemonStoreError
+from daemonstore.mountinfo import parse as parse_mountinfo
+
+__all__ = ["MNT_NS_INIT_INO", "SandboxRefused", "check_private_namespace",
+           "check_tmpfs_mount_point"]
+
+#: The initial mount namespace's fixed nsfs inode (include/uapi/linux/nsfs.h ``enum init_ns_ino``,
+#: Linux 6.18+; older kernels give it a dynamic number >= 0xF0000000 like any other namespace).
+MNT_NS_INIT_INO = 0xEFFFFFF8
+
+
+class SandboxRefused(DaemonStoreError, PermissionError):
+    """KernelHost will not run here: in the initial mount namespace, or on a bad sandbox root."""
+
+
+def _kernel_at_least(major: int, minor: int) -> bool:
+    release = os.uname().release.split("-")[0].split(".")
+    try:
+        return (int(release[0]), int(release[1])) >= (major, minor)
+    except (IndexError, ValueError):
+        return False
+
+
+def check_private_namespace() -> None:
+    """Raise :class:`SandboxRefused` if this process is in the machine's initial mount namespace
+    (safety rule: never mount there). Reads two nsfs inodes and nothing else.
+
+    The initial namespace is PID 1's. Where /proc/1/ns is unreadable even for root (EACCES for an
+    undumpable PID 1), the fixed ``MNT_NS_INIT_INO`` of 6.18+ identifies it; on an older kernel
+    nothing can prove it, so we refuse.
+    """
+    own = os.stat("/proc/self/ns/mnt").st_ino
+    initial: set[int] = set()
+    try:
+        initial.add(os.stat("/proc/1/ns/mnt").st_ino)
+    except PermissionError:
+        pass
+    if _kernel_at_least(6, 18):
+        initial.add(MNT_NS_INIT_INO)
+    if not initial:
+        raise SandboxRefused("cannot identify the initial mount namespace (/proc/1/ns/mnt is "
+                             "unreadable and the kernel is older than 6.18); refusing to mount")
+    if own in initial:
+        raise SandboxRefused(
+            "refusing to run in the machine's initial mount namespace: unshare(CLONE_NEWNS) "
+            "first (daemonstore.kernel.sandbox.run_in_sandbox does it in a forked child)")
+
+
+def check_tmpfs_mount_point(host_root: str, root_fd: int) -> None:
+    """Raise :class:`SandboxRefused` unless ``root_fd`` (an fd of ``host_root``) is the root of a
+    tmpfs mount at ``host_root``: everything a host creates must vanish with that tmpfs."""
+    dev = os.fstat(root_fd).st_dev
+    want = f"{os.major(dev)}:{os.minor(dev)}"
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        entries = parse_mountinfo(f.read())
+    if not any(e.mount_point == host_root and e.dev == want and e.fstype == "tmpfs"
+               for e in entries):
+        raise SandboxRefused(f"sandbox root {host_root!r} is not a tmpfs mount point; mount a "
+                             "tmpfs there first")
