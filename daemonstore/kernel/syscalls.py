@@ -231,8 +231,8 @@ class BoundCalls:
     calls this kernel lacks. One per KernelHost, living as long as the host.
 
     The wrappers above look the number up (platform.machine()) and build a fresh struct each
-    call, which costs more than the openat2 itself (bench/startup.py, bench/signin.py measure
-    it); callers of these raise :func:`last_error` on ``-1`` just the same. ``have_statx`` and
+    call, which costs more than the openat2 itself (``python -m bench.boot`` and
+    ``bench.signin`` measure it); callers of these raise :func:`last_error` on ``-1`` just the same. ``have_statx`` and
     ``have_fchmodat2`` start true; the first call that the kernel lacks (ENOSYS, before 4.11 or
     6.6) or a seccomp filter refuses (EPERM) sets them false, and the host uses the older calls
     from then on."""
