@@ -44,9 +44,12 @@ def _host(root: str | None, model: bool) -> Host:
               help="Start a private dbus-daemon and print its address first.")
 @click.option("--vault", type=click.Choice(["dir", "loop"]), default="dir", show_default=True,
               help="Users' vault: a directory, or (kernel only) an ext4 image on a loop device.")
+@click.option("--no-daemon-stores", "no_stores", is_flag=True,
+              help="Mount vaults and home binds only; the session hook (daemonstore hook) "
+                   "makes the daemon-store binds.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every call to stderr.")
 def main(root: str | None, model: bool, address: str | None, spawn_bus: bool, vault: str,
-         verbose: bool) -> None:
+         no_stores: bool, verbose: bool) -> None:
     """Serve org.chromium.UserDataAuth and org.chromium.SessionManager on a D-Bus bus."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
                         format="cryptohome-sim: %(message)s")
@@ -72,8 +75,8 @@ def main(root: str | None, model: bool, address: str | None, spawn_bus: bool, va
         click.echo(f"{ENV_ADDRESS}={address}")
         click.echo(f"dbus-daemon pid {spawned.pid}, privileged user {user}")
     try:
-        code = asyncio.run(_serve(Cryptohome(host, vault=vault), address,  # type: ignore[arg-type]
-                                  host.kind))
+        core = Cryptohome(host, vault=vault, daemon_stores=not no_stores)
+        code = asyncio.run(_serve(core, address, host.kind))  # type: ignore[arg-type]
     finally:
         # a second signal (Ctrl-C, or `timeout` signalling the whole process group) must not
         # cut the clean-up short and leave the private bus's directory behind
