@@ -78,6 +78,14 @@ def _account(request: Any, field: str) -> str:
     return ident.account_id or ident.email
 
 
+def _refusal(reply_cls: type[ProtoMessage], code: int) -> ProtoMessage:
+    """A reply carrying ``error`` = ``code``; a reply without that field (GetSanitizedUsername,
+    GetSystemSalt, IsMounted) is sent empty, as ChromeOS does (chromeos-facts.md §3)."""
+    if "error" in reply_cls.DESCRIPTOR.fields_by_name:
+        return reply_cls(error=code)
+    return reply_cls()
+
+
 def _proto(request_cls: type[ProtoMessage], reply_cls: type[ProtoMessage]) -> Callable[[F], F]:
     """Make ``fn(self, request) -> reply`` an ``(ay) -> (ay)`` method: parse, call, serialize.
 
@@ -95,11 +103,10 @@ def _proto(request_cls: type[ProtoMessage], reply_cls: type[ProtoMessage]) -> Ca
                 raise DBusError(names.INVALID_ARGS, str(exc)) from None
             except CryptohomeError as exc:
                 _log.info("%s refused: %s: %s", fn.__name__, exc.code_name, exc)
-                reply = reply_cls(error=exc.code)
-            except OSError as exc:
+                reply = _refusal(reply_cls, exc.code)
+            except OSError:
                 _log.exception("%s failed", fn.__name__)
-                reply = reply_cls(error=uda.CRYPTOHOME_ERROR_MOUNT_FATAL)
-                del exc
+                reply = _refusal(reply_cls, uda.CRYPTOHOME_ERROR_MOUNT_FATAL)
             return reply.SerializeToString()
 
         del wrapper.__wrapped__  # dbus-fast reads the (ay) -> ay signature from the wrapper

@@ -101,6 +101,13 @@ async def test_get_sanitized_username_bytes(cryptohome_service: RunningCryptohom
     assert reply == b"\x0a\x28" + _expected(SALT, "alice@example.com").encode()
 
 
+async def test_a_reply_without_error_field_is_empty_on_failure(
+        cryptohome_client: Client) -> None:
+    """GetSanitizedUsernameReply has no ``error``: ChromeOS answers an empty string."""
+    await cryptohome_client.inject_failure("GetSanitizedUsername", 0)
+    assert await _raw(cryptohome_client, MISC, "GetSanitizedUsername", b"\x0a\x01a") == b""
+
+
 async def test_get_system_salt_bytes(cryptohome_service: RunningCryptohome,
                                      cryptohome_client: Client) -> None:
     _install_salt(cryptohome_service)
