@@ -22,6 +22,7 @@ from daemonstore.command import CannotRun, open_root
 from daemonstore.host import Host
 
 ENV_ADDRESS = "DBUS_SYSTEM_BUS_ADDRESS"
+SYSTEM_BUS_SOCKET = "/run/dbus/system_bus_socket"
 
 
 def _host(root: str | None, model: bool) -> Host:
@@ -39,7 +40,8 @@ def _host(root: str | None, model: bool) -> Host:
               help="Sandbox root for KernelHost (run inside a private mount namespace).")
 @click.option("--model", is_flag=True, help="Serve a fresh pure-model host instead.")
 @click.option("--address", default=None,
-              help=f"Bus address (default ${ENV_ADDRESS}; never the machine's own bus).")
+              help=f"Bus address (default ${ENV_ADDRESS}, else the system bus socket under "
+                   "--root).")
 @click.option("--spawn-bus", is_flag=True,
               help="Start a private dbus-daemon and print its address first.")
 @click.option("--vault", type=click.Choice(["dir", "loop"]), default="dir", show_default=True,
@@ -56,8 +58,12 @@ def main(root: str | None, model: bool, address: str | None, spawn_bus: bool, va
     if spawn_bus and address:
         raise CannotRun("--spawn-bus and --address exclude each other")
     address = address or (None if spawn_bus else os.environ.get(ENV_ADDRESS))
+    if not address and not spawn_bus and root is not None:
+        # design.md "D-Bus": else the system bus socket under the root
+        address = "unix:path=" + os.path.join(root, SYSTEM_BUS_SOCKET.lstrip("/"))
     if not address and not spawn_bus:
-        raise CannotRun(f"no bus address: pass --address, set ${ENV_ADDRESS} or use --spawn-bus")
+        raise CannotRun(f"no bus address: pass --address, set ${ENV_ADDRESS}, use --spawn-bus "
+                        "or give --root (its /run/dbus/system_bus_socket)")
     host = _host(root, model)  # before any bus: a refused KernelHost must not leave a bus behind
     if vault == "loop":
         _check_loop_vault(host)

@@ -246,3 +246,21 @@ def test_root_with_the_loop_vault(private_bus: PrivateBus) -> None:
     guest_store = paths.user_store("biod", out["guest"])
     assert out["active"] and f" {guest_store} " in out["during_guest"]  # propagated to init
     assert f" {guest_store} " not in out["after"]
+
+
+def _without_address(host: Any) -> tuple[int, str]:
+    env = {k: v for k, v in os.environ.items() if k != "DBUS_SYSTEM_BUS_ADDRESS"}
+    result = _cryptohome_sim("--root", host.root, env=env)
+    return result.returncode, result.stderr
+
+
+@pytest.mark.kernel
+def test_root_without_address_uses_the_system_socket_under_it() -> None:
+    """design.md "D-Bus": ``$DBUS_SYSTEM_BUS_ADDRESS``, else ``/run/dbus/system_bus_socket``
+    under the root (here a sandbox root with no bus: a clear failure naming the socket)."""
+    from daemonstore.kernel.sandbox import run_in_sandbox
+
+    code, err = run_in_sandbox(_without_address)
+    assert code == 1, err
+    assert "cannot connect to the bus at unix:path=" in err
+    assert "/run/dbus/system_bus_socket" in err
