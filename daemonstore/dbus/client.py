@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -80,6 +80,17 @@ class LoginResult:
 class LogoutResult:
     #: False when no session was started (the vaults were still unmounted)
     had_session: bool
+
+
+def _owner_rule(name: str) -> str:
+    return ("type='signal',sender='org.freedesktop.DBus',interface='org.freedesktop.DBus',"
+            f"member='NameOwnerChanged',arg0='{name}'")
+
+
+def _is_owner_change(msg: Message, name: str) -> bool:
+    return (msg.member == "NameOwnerChanged" and msg.sender == "org.freedesktop.DBus"
+            and msg.interface == "org.freedesktop.DBus" and msg.signature == "sss"
+            and msg.body[0] == name)
 
 
 class Client:
@@ -320,38 +331,51 @@ class Client:
     @asynccontextmanager
     async def _signals(self, name: str, path: str, interface: str, member: str,
                        signature: str, decode: Callable[[Any], Any]) -> AsyncIterator[Any]:
-        """Subscribe to one signal of the current owner of ``name``. Matching on the sender
-        matters: anyone may send a signal, but only root may own the ChromeOS names."""
-        rule = (f"type='signal',sender='{name}',path='{path}',interface='{interface}',"
-                f"member='{member}'")
-        owner = await self.name_owner(name)
+        """Subscribe to one signal of whoever owns ``name``. Matching on the sender matters:
+        anyone may send a signal, but only root may own the ChromeOS names. The owner is
+        followed through ``NameOwnerChanged`` (a restarted service, or one that comes up after
+        the subscription), so no signal of the rightful owner is missed."""
+        rules = [f"type='signal',sender='{name}',path='{path}',interface='{interface}',"
+                 f"member='{member}'", _owner_rule(name)]
+        owner = {"now": ""}
         queue: asyncio.Queue[Any] = asyncio.Queue()
 
         def handler(msg: Message) -> None:
-            if (msg.message_type is MessageType.SIGNAL and msg.member == member
-                    and msg.interface == interface and msg.path == path
-                    and msg.sender == owner and msg.signature == signature):
+            if msg.message_type is not MessageType.SIGNAL:
+                return
+            if _is_owner_change(msg, name):
+                owner["now"] = msg.body[2]
+            elif (msg.member == member and msg.interface == interface and msg.path == path
+                    and msg.sender == owner["now"] and owner["now"]
+                    and msg.signature == signature):
                 try:
                     queue.put_nowait(decode(msg.body[0]))
                 except (DecodeError, ValueError):
                     pass  # a malformed signal from the owner is dropped, never raised here
 
-        await self._bus_call("AddMatch", "s", rule)
+        for rule in rules:
+            await self._bus_call("AddMatch", "s", rule)
         self._bus.add_message_handler(handler)
         try:
+            try:
+                owner["now"] = owner["now"] or await self.name_owner(name)
+            except CallError as exc:
+                if not exc.error_name.endswith("NameHasNoOwner"):
+                    raise
             yield queue
         finally:
             self._bus.remove_message_handler(handler)
             if self._bus.connected:
-                await self._bus_call("RemoveMatch", "s", rule)
+                for rule in rules:
+                    await self._bus_call("RemoveMatch", "s", rule)
 
-    def session_states(self) -> Any:
+    def session_states(self) -> AbstractAsyncContextManager[asyncio.Queue[str]]:
         """``async with client.session_states() as queue``: each ``SessionStateChanged``
         state, in order."""
         return self._signals(names.SESSION_NAME, names.SESSION_PATH, names.SESSION_IFACE,
                              names.SESSION_SIGNAL, "s", str)
 
-    def low_disk_space(self) -> Any:
+    def low_disk_space(self) -> AbstractAsyncContextManager[asyncio.Queue[int]]:
         """``async with client.low_disk_space() as queue``: ``disk_free_bytes`` of each
         ``LowDiskSpace`` signal."""
 
@@ -364,14 +388,11 @@ class Client:
     @asynccontextmanager
     async def name_owner_changes(self, name: str) -> AsyncIterator[asyncio.Queue[str]]:
         """The bus's ``NameOwnerChanged`` for ``name``: a queue of new owners ("" = gone)."""
-        rule = (f"type='signal',sender='org.freedesktop.DBus',interface='org.freedesktop.DBus',"
-                f"member='NameOwnerChanged',arg0='{name}'")
+        rule = _owner_rule(name)
         queue: asyncio.Queue[str] = asyncio.Queue()
 
         def handler(msg: Message) -> None:
-            if (msg.message_type is MessageType.SIGNAL and msg.member == "NameOwnerChanged"
-                    and msg.sender == "org.freedesktop.DBus" and msg.signature == "sss"
-                    and msg.body[0] == name):
+            if msg.message_type is MessageType.SIGNAL and _is_owner_change(msg, name):
                 queue.put_nowait(msg.body[2])
 
         await self._bus_call("AddMatch", "s", rule)

@@ -6,7 +6,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from dbus_fast import Message
 
+from cryptohome_sim.bus import PrivateBus
+from cryptohome_sim.core import Cryptohome
+from cryptohome_sim.service import Service
 from daemonstore import paths
 from daemonstore.daemon.client import (
     DaemonStoreClient,
@@ -15,7 +19,10 @@ from daemonstore.daemon.client import (
     UserEvent,
 )
 from daemonstore.daemon.store_check import StoreNotMounted
+from daemonstore.dbus import names
+from daemonstore.dbus.client import Client
 from daemonstore.host import NamespaceView
+from daemonstore.model import ModelHost
 from daemonstore.testing.bus import RunningCryptohome
 from daemonstore.world import World
 
@@ -103,3 +110,32 @@ async def test_tracker_recovers_mid_session_and_treats_a_lost_name_as_logout(
         await svc.service.stop()  # session_manager (and cryptohome) leave the bus
         assert await _event(events) == UserEvent("logged_out", "alice@example.com",
                                                  alice.user_hash, "session manager gone")
+
+
+async def test_signals_follow_the_owner_across_a_restart(private_bus: PrivateBus) -> None:
+    """A daemon subscribed before session_manager came up, and after it restarted, still
+    hears the rightful owner's SessionStateChanged (the sender is followed through
+    NameOwnerChanged; a signal from anyone else is never believed)."""
+    core = Cryptohome(ModelHost())
+    listener = await Client.connect(private_bus.address)
+    impostor = await Client.connect(private_bus.address)
+    try:
+        async with listener.session_states() as states:
+            for _ in range(2):  # first start, then a restart with a new unique name
+                service = await Service.start(core, private_bus.address)
+                try:
+                    await impostor._bus.send(Message.new_signal(  # noqa: SLF001 - a forger
+                        names.SESSION_PATH, names.SESSION_IFACE, names.SESSION_SIGNAL, "s",
+                        ["started"]))
+                    async with await Client.connect(private_bus.address) as chrome:
+                        await chrome.login("alice@example.com")
+                        await chrome.logout()
+                    got = [await asyncio.wait_for(states.get(), EVENT_TIMEOUT)
+                           for _ in range(3)]
+                    assert got == ["started", "stopping", "stopped"]
+                finally:
+                    await service.stop()
+            assert states.empty()  # the forged signals never arrived
+    finally:
+        await impostor.close()
+        await listener.close()
