@@ -22,6 +22,7 @@ from daemonstore.command import CannotRun, open_root
 from daemonstore.host import Host
 
 ENV_ADDRESS = "DBUS_SYSTEM_BUS_ADDRESS"
+SYSTEM_BUS_SOCKET = "/run/dbus/system_bus_socket"
 
 
 def _host(root: str | None, model: bool) -> Host:
@@ -39,22 +40,30 @@ def _host(root: str | None, model: bool) -> Host:
               help="Sandbox root for KernelHost (run inside a private mount namespace).")
 @click.option("--model", is_flag=True, help="Serve a fresh pure-model host instead.")
 @click.option("--address", default=None,
-              help=f"Bus address (default ${ENV_ADDRESS}; never the machine's own bus).")
+              help=f"Bus address (default ${ENV_ADDRESS}, else the system bus socket under "
+                   "--root).")
 @click.option("--spawn-bus", is_flag=True,
               help="Start a private dbus-daemon and print its address first.")
 @click.option("--vault", type=click.Choice(["dir", "loop"]), default="dir", show_default=True,
               help="Users' vault: a directory, or (kernel only) an ext4 image on a loop device.")
+@click.option("--no-daemon-stores", "no_stores", is_flag=True,
+              help="Mount vaults and home binds only; the session hook (daemonstore hook) "
+                   "makes the daemon-store binds.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every call to stderr.")
 def main(root: str | None, model: bool, address: str | None, spawn_bus: bool, vault: str,
-         verbose: bool) -> None:
+         no_stores: bool, verbose: bool) -> None:
     """Serve org.chromium.UserDataAuth and org.chromium.SessionManager on a D-Bus bus."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
                         format="cryptohome-sim: %(message)s")
     if spawn_bus and address:
         raise CannotRun("--spawn-bus and --address exclude each other")
     address = address or (None if spawn_bus else os.environ.get(ENV_ADDRESS))
+    if not address and not spawn_bus and root is not None:
+        # design.md "D-Bus": else the system bus socket under the root
+        address = "unix:path=" + os.path.join(root, SYSTEM_BUS_SOCKET.lstrip("/"))
     if not address and not spawn_bus:
-        raise CannotRun(f"no bus address: pass --address, set ${ENV_ADDRESS} or use --spawn-bus")
+        raise CannotRun(f"no bus address: pass --address, set ${ENV_ADDRESS}, use --spawn-bus "
+                        "or give --root (its /run/dbus/system_bus_socket)")
     host = _host(root, model)  # before any bus: a refused KernelHost must not leave a bus behind
     if vault == "loop":
         _check_loop_vault(host)
@@ -72,8 +81,8 @@ def main(root: str | None, model: bool, address: str | None, spawn_bus: bool, va
         click.echo(f"{ENV_ADDRESS}={address}")
         click.echo(f"dbus-daemon pid {spawned.pid}, privileged user {user}")
     try:
-        code = asyncio.run(_serve(Cryptohome(host, vault=vault), address,  # type: ignore[arg-type]
-                                  host.kind))
+        core = Cryptohome(host, vault=vault, daemon_stores=not no_stores)
+        code = asyncio.run(_serve(core, address, host.kind))  # type: ignore[arg-type]
     finally:
         # a second signal (Ctrl-C, or `timeout` signalling the whole process group) must not
         # cut the clean-up short and leave the private bus's directory behind

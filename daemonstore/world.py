@@ -224,6 +224,9 @@ class World:
         return self.namespace, f"{paths.vault_mount(user_hash)}/{sub}/{name}"
 
     def logout(self, user: str) -> SignOutResult:
+        """Sign one user out (``session.sign_out``), for tests. ChromeOS has no per-user
+        sign-out: ``StopSession`` ends every session and ``Unmount{}`` unmounts everyone (what
+        the bus worlds and ``daemonstore logout`` do); README "Known deviations"."""
         user_hash = self.hash_of(user)
         with self.in_namespace(self.namespace):
             result = sign_out(self.host, user_hash)

@@ -20,12 +20,14 @@ from daemonstore.cleanup.plan import (
     DEFAULT_CRITICAL,
     DEFAULT_NORMAL,
     DEFAULT_TARGET,
+    NEEDS_CLEANUP,
     CleanupReport,
     Thresholds,
     format_size,
     parse_size,
 )
 from daemonstore.command import host_for, step_logger
+from daemonstore.dbus.lowdisk import LowDiskNotifier
 
 EXIT_OK = 0
 EXIT_SHORT = 1
@@ -108,12 +110,28 @@ def cleanup_command(root: str, dry_run: bool, as_json: bool, target: int | None,
                 _output(report, root, host.kind, as_json)
                 code = EXIT_OK if report.ok else EXIT_SHORT
             else:
+                notify = _low_disk_notifier(root)
+
+                def on_report(report: CleanupReport) -> None:
+                    _output(report, root, host.kind, as_json)
+                    if report.state_before in NEEDS_CLEANUP:  # LowDiskSpaceCheck (§6)
+                        problem = notify(report.plan.free)
+                        if problem:
+                            click.echo(f"daemonstore cleanup: {problem}", err=True)
+
                 watch(host, thresholds, interval=interval, count=count, dry_run=dry_run,
-                      log=log, on_report=lambda r: _output(r, root, host.kind, as_json))
+                      log=log, on_report=on_report)
                 code = EXIT_OK
         except KeyboardInterrupt:
             code = EXIT_OK
     sys.exit(code)
+
+
+def _low_disk_notifier(root: str) -> LowDiskNotifier:
+    """``--watch`` signals low space on the system bus (daemonstore.dbus.lowdisk)."""
+    from daemonstore.cli.login import bus_address
+
+    return LowDiskNotifier(bus_address(None, root))
 
 
 def _unmeasurable(exc: OSError) -> str:
