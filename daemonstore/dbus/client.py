@@ -226,6 +226,33 @@ class Client:
             if self._bus.connected:
                 await self._bus_call("RemoveMatch", rule)
 
+    @asynccontextmanager
+    async def name_owner_changes(self, name: str) -> AsyncIterator[asyncio.Queue[str]]:
+        """Subscribe to the bus's ``NameOwnerChanged`` for ``name``; yields a queue that gets
+        each new owner's unique name ("" when the name is released)."""
+        rule = ("type='signal',sender='org.freedesktop.DBus',path='/org/freedesktop/DBus',"
+                f"interface='org.freedesktop.DBus',member='NameOwnerChanged',arg0='{name}'")
+        queue: asyncio.Queue[str] = asyncio.Queue()
+
+        def handler(msg: Message) -> None:
+            if (msg.message_type is MessageType.SIGNAL and msg.member == "NameOwnerChanged"
+                    and msg.sender == "org.freedesktop.DBus" and msg.signature == "sss"
+                    and msg.body[0] == name):
+                queue.put_nowait(msg.body[2])
+
+        await self._bus_call("AddMatch", rule)
+        self._bus.add_message_handler(handler)
+        try:
+            yield queue
+        finally:
+            self._bus.remove_message_handler(handler)
+            if self._bus.connected:
+                await self._bus_call("RemoveMatch", rule)
+
+    async def wait_closed(self) -> None:
+        """Return when the connection to the bus is gone."""
+        await self._bus.wait_for_disconnect()
+
     async def _name_owner(self, name: str) -> str:
         (owner,) = await self._bus_call("GetNameOwner", name)
         return owner
