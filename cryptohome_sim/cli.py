@@ -18,25 +18,29 @@ import click
 from cryptohome_sim import bus as private_bus
 from cryptohome_sim.core import Cryptohome
 from cryptohome_sim.service import Service, ServiceError
-from daemonstore.command import CannotRun, open_root
+from daemonstore.command import CannotRun, check_interlock, open_root, system_option
 from daemonstore.host import Host
 
 ENV_ADDRESS = "DBUS_SYSTEM_BUS_ADDRESS"
 
 
-def _host(root: str | None, model: bool) -> Host:
-    if model == (root is not None):
-        raise CannotRun("give exactly one of --model (a fresh model) or --root DIR (the kernel)")
+def _host(root: str | None, model: bool, system: bool) -> Host:
+    if model and root is not None:
+        raise CannotRun("give one of --model (a fresh model) or --root DIR (the kernel; / by "
+                        "default)")
     if model:
         from daemonstore.model import ModelHost
 
         return ModelHost()
-    return open_root(root)  # type: ignore[arg-type]  # root is set: checked above
+    check_interlock(system, "cryptohome-sim")  # it mounts vaults: the --system interlock
+    return open_root(root or "/", system=system)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--root", type=click.Path(file_okay=False), default=None,
-              help="Sandbox root for KernelHost (run inside a private mount namespace).")
+              help="Root for KernelHost: / by default, or a sandbox (a private tmpfs mount "
+                   "point).")
+@system_option
 @click.option("--model", is_flag=True, help="Serve a fresh pure-model host instead.")
 @click.option("--address", default=None,
               help=f"Bus address (default ${ENV_ADDRESS}; never the machine's own bus).")
@@ -45,8 +49,8 @@ def _host(root: str | None, model: bool) -> Host:
 @click.option("--vault", type=click.Choice(["dir", "loop"]), default="dir", show_default=True,
               help="Users' vault: a directory, or (kernel only) an ext4 image on a loop device.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every call to stderr.")
-def main(root: str | None, model: bool, address: str | None, spawn_bus: bool, vault: str,
-         verbose: bool) -> None:
+def main(root: str | None, system: bool, model: bool, address: str | None, spawn_bus: bool,
+         vault: str, verbose: bool) -> None:
     """Serve org.chromium.UserDataAuth and org.chromium.SessionManager on a D-Bus bus."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
                         format="cryptohome-sim: %(message)s")
@@ -55,7 +59,8 @@ def main(root: str | None, model: bool, address: str | None, spawn_bus: bool, va
     address = address or (None if spawn_bus else os.environ.get(ENV_ADDRESS))
     if not address and not spawn_bus:
         raise CannotRun(f"no bus address: pass --address, set ${ENV_ADDRESS} or use --spawn-bus")
-    host = _host(root, model)  # before any bus: a refused KernelHost must not leave a bus behind
+    # before any bus: a refused KernelHost must not leave a bus behind
+    host = _host(root, model, system)
     if vault == "loop":
         _check_loop_vault(host)
     spawned = None

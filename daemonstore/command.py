@@ -67,8 +67,8 @@ def check_interlock(system: bool, what: str = "this command") -> None:
     except OSError as exc:
         raise CannotRun(f"{what}: {one_line(exc)}; pass --system to act anyway") from None
     if initial:
-        raise CannotRun(f"{what} changes mounts and this is the machine's initial mount "
-                        "namespace: pass --system to mean it (init scripts do), or run it in a "
+        raise CannotRun(f"{what} changes mounts: refusing the machine's initial mount "
+                        "namespace without --system (init scripts pass it); or run it in a "
                         "container or a private mount namespace")
 
 
