@@ -250,8 +250,9 @@ class Client:
                 await self._bus_call("RemoveMatch", rule)
 
     async def wait_closed(self) -> None:
-        """Return when the connection to the bus is gone."""
-        await self._bus.wait_for_disconnect()
+        """Return when the connection to the bus is gone (shielded: cancelling the wait must
+        not cancel the bus's own disconnect future, which close() awaits)."""
+        await asyncio.shield(self._bus.wait_for_disconnect())
 
     async def _name_owner(self, name: str) -> str:
         (owner,) = await self._bus_call("GetNameOwner", name)
