@@ -2,12 +2,16 @@
 sign-in's own ops on it): make the mounts under ``/run/daemon-store{,-cache}`` agree with the
 vaults that are mounted (design.md "Session hook").
 
-* every user whose vault is mounted at ``/home/.shadow/<H>/mount`` gets the store binds that are
-  missing or lack their flags: :func:`daemonstore.session.repair.plan_store_binds`, sign-in's
-  steps (owner and mode copied from the template, ``MS_BIND`` then the remount adding
-  nosuid,nodev,noexec,nosymfollow, every path opened without following a symlink) and its LIFO
-  rollback. Where cryptohome made them already (ChromeOS does, in PreparePersistentVault) the
-  plan is empty: nothing is bound twice;
+* every user with an active session (``RetrieveActiveSessions``; all mounted users when no
+  session list is given, e.g. ``--once``) whose vault is mounted at ``/home/.shadow/<H>/mount``
+  gets the store binds that are missing or lack their flags:
+  :func:`daemonstore.session.repair.plan_store_binds`, sign-in's steps (owner and mode copied
+  from the template, ``MS_BIND`` then the remount adding nosuid,nodev,noexec,nosymfollow, every
+  path opened without following a symlink) and its LIFO rollback. Where cryptohome made them
+  already (ChromeOS does, in PreparePersistentVault) the plan is empty: nothing is bound twice.
+  Only users with a session: a vault that is mounted but whose session has not started
+  (cryptohome still signing in, making its own binds) or has stopped (ui-post-stop unmounting
+  it, store binds first) must not be raced;
 * the store binds of a user whose vault is no longer mounted are unmounted (reverse mount order,
   lazy detach on EBUSY, as sign-out's ``ForceUmount``) and their empty targets removed; a
   guest's (its ephemeral vault lives in mnt_chrome, guest.py owns it) are left alone.
@@ -17,7 +21,7 @@ Each user is one action: a failure (refused or rolled back) is reported and the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from daemonstore import mountinfo, paths
@@ -90,23 +94,27 @@ def _unbind_plan(host: Host, entries: list[mountinfo.MountInfoEntry],
     return SignOutPlan(user_hash, tuple(steps), False)
 
 
-def plan_converge(host: Host) -> list[Action]:
-    """The actions that would make the store binds agree with the mounted vaults (pure)."""
+def plan_converge(host: Host, sessions: Collection[str] | None = None) -> list[Action]:
+    """The actions that would make the store binds agree with the mounted vaults (pure);
+    ``sessions``: the hashes with an active session, the only ones bound (None: every mounted
+    user)."""
     entries = mountinfo.parse(host.mountinfo())
     actions = [Action(BIND, h, plan) for h in mounted_users(host)
-               if (plan := plan_store_binds(host, h)).steps]
+               if (sessions is None or h in sessions)
+               and (plan := plan_store_binds(host, h)).steps]
     actions += [Action(UNBIND, h, _unbind_plan(host, entries, h))
                 for h in _stale_users(host, entries)]
     return actions
 
 
 def converge(host: Host, log: Callable[[str], None] = lambda line: None, *,
-             kinds: tuple[str, ...] = (BIND, UNBIND)) -> ConvergeReport:
+             kinds: tuple[str, ...] = (BIND, UNBIND),
+             sessions: Collection[str] | None = None) -> ConvergeReport:
     """Plan and apply, one user at a time; ``log`` gets one line per action. ``kinds``: which
-    halves to carry out (both by default)."""
+    halves to carry out (both by default); ``sessions`` as :func:`plan_converge`."""
     report = ConvergeReport()
     try:
-        actions = [a for a in plan_converge(host) if a.kind in kinds]
+        actions = [a for a in plan_converge(host, sessions) if a.kind in kinds]
     except (OSError, DaemonStoreError) as exc:
         report.failed.append("*")
         log(f"cannot read the mounts: {exc}")

@@ -2,10 +2,11 @@
 signal-driven store binds (design.md "Session hook").
 
 It converges (:func:`daemonstore.hook.converge.converge`) when it starts, on every
-``SessionStateChanged`` (``started``: the sessions of ``RetrieveActiveSessions`` are named in
-the log; ``stopped``: users signed out meanwhile lose their binds), and when
-``org.chromium.SessionManager`` changes owner (a restarted session manager: the subscription
-follows the new owner, whose signals alone are trusted). A change of the mount table
+``SessionStateChanged`` ``started`` and ``stopped``, and when ``org.chromium.SessionManager``
+changes owner (a restarted session manager: the subscription follows the new owner, whose
+signals alone are trusted). Each time it asks ``RetrieveActiveSessions`` first: only users with
+a session get binds (never a vault cryptohome is still mounting or already unmounting); when
+there is no session manager, nobody does, and only the unbind half runs. A change of the mount table
 (``/proc/self/mountinfo`` polls ``POLLPRI``) only triggers the *unbind* half: ui-post-stop
 unmounts the vault after ``stopped`` (chromeos-facts.md §4), and binding while cryptohome is
 half-way through a sign-in could race its own binds. Exit: SIGTERM/SIGINT (clean, 0) or the bus
@@ -62,9 +63,14 @@ class HookService:
     log: Callable[[str], None]
     watch_mounts: bool = True
 
-    def converge(self, why: str, *, kinds: tuple[str, ...] = (BIND, UNBIND)) -> ConvergeReport:
-        """One pass of ``kinds``; each action logs one line, prefixed with ``why``."""
-        return converge(self.host, lambda line: self.log(f"{why}: {line}"), kinds=kinds)
+    def converge(self, why: str, sessions: set[str] | None,
+                 kinds: tuple[str, ...] = (BIND, UNBIND)) -> ConvergeReport:
+        """One pass of ``kinds`` for the users with a session (``None``: none known, so the
+        unbind half only); each action logs one line, prefixed with ``why``."""
+        if sessions is None:
+            sessions, kinds = set(), (UNBIND,)
+        return converge(self.host, lambda line: self.log(f"{why}: {line}"), kinds=kinds,
+                        sessions=sessions)
 
     async def run(self, stop: asyncio.Event) -> int:
         """Serve until ``stop`` is set (0) or the bus connection is lost (1)."""
@@ -77,7 +83,7 @@ class HookService:
         async with self.client.name_owner_changes(names.SESSION_NAME) as owners:
             forward = asyncio.ensure_future(_forward(owners, events, "owner"))
             states = await self._subscribe(events)
-            self.converge("start")
+            self.converge("start", await self._sessions(log=False))
             closed = asyncio.ensure_future(self.client.wait_closed())
             stopped = asyncio.ensure_future(stop.wait())
             try:
@@ -113,23 +119,25 @@ class HookService:
         if owner:
             who = owner[-1] or "nobody (released)"
             self.log(f"org.chromium.SessionManager is now owned by {who}")
-            self.converge("owner changed")
+            self.converge("owner changed", await self._sessions(log=False))
         elif names.STARTED in states or names.STOPPED in states:
             why = names.STARTED if names.STARTED in states else names.STOPPED
-            if why == names.STARTED:
-                await self._log_sessions()
-            self.converge(f"session {why}")
+            self.converge(f"session {why}", await self._sessions(log=why == names.STARTED))
         elif any(kind == "mounts" for kind, _ in batch):
-            self.converge("mounts changed", kinds=(UNBIND,))
+            self.converge("mounts changed", set(), kinds=(UNBIND,))
 
-    async def _log_sessions(self) -> None:
+    async def _sessions(self, *, log: bool) -> set[str] | None:
+        """The hashes of ``RetrieveActiveSessions`` (None when it cannot be asked), named in
+        the log with ``log``."""
         try:
             sessions = await self.client.active_sessions()
         except ClientError as exc:
-            self.log(f"session started: RetrieveActiveSessions failed: {exc}")
-            return
-        shown = ", ".join(f"{user} ({h})" for user, h in sorted(sessions.items())) or "none"
-        self.log(f"session started: active sessions: {shown}")
+            self.log(f"RetrieveActiveSessions failed: {exc}")
+            return None
+        if log:
+            shown = ", ".join(f"{u} ({h})" for u, h in sorted(sessions.items())) or "none"
+            self.log(f"session started: active sessions: {shown}")
+        return set(sessions.values())
 
     async def _subscribe(self, events: asyncio.Queue[tuple[str, str]]) -> asyncio.Future[None]:
         """SessionStateChanged from the session manager's current owner, forwarded to

@@ -68,26 +68,37 @@ async def until(predicate: object, what: str) -> None:
 async def test_signals_drive_the_binds_and_sigterm_stops_cleanly(world: World) -> None:
     h_early = login_without_stores(world, "early@example.com")  # mounted before the hook
     client = FakeClient()
+    client.sessions = {"early@example.com": h_early}
     lines: list[str] = []
     stop = asyncio.Event()
-    service = HookService(world.host, client, lines.append, watch_mounts=False)  # type: ignore[arg-type]
+    service = HookService(world.host, client, lines.append,  # type: ignore[arg-type]
+                          watch_mounts=False)
     task = asyncio.ensure_future(service.run(stop))
     await until(lambda: client.states, "the subscription")
     # converged at start: the user mounted before the hook came up has the stores
     assert lines == [f"start: bound 4 stores of {h_early}: " + ", ".join(
         f"/run/daemon-store{c}/{d}" for c in ("", "-cache") for d in ("crash", "debugd"))]
     h = login_without_stores(world, "alice@example.com")
-    client.sessions = {"alice@example.com": h}
+    # mounted, no session yet (cryptohome may still be signing her in): left alone
+    client.states[-1].put_nowait("stopped")
+    client.owners.put_nowait(":1.1")
+    await until(lambda: len(lines) == 2, "the owner line")
+    assert lines[1] == "org.chromium.SessionManager is now owned by :1.1"
+    assert not any(m.endswith(h) for m in store_mounts(world))
+    lines.clear()
+    lines.append("(start)")
+    client.sessions["alice@example.com"] = h
     client.states[-1].put_nowait("started")
     await until(lambda: len(lines) == 3, "the started pass")
-    assert lines[1] == f"session started: active sessions: alice@example.com ({h})"
+    assert lines[1] == (f"session started: active sessions: alice@example.com ({h}), "
+                        f"early@example.com ({h_early})")
     assert lines[2].startswith(f"session started: bound 4 stores of {h}")
     assert len([m for m in store_mounts(world) if m.endswith(h)]) == 4
     # stopping changes nothing (the vault is still mounted); nothing is logged
     client.states[-1].put_nowait("stopping")
     # a restarted session manager: a new subscription, and a converge pass (nothing to do)
     client.owners.put_nowait(":1.7")
-    await until(lambda: len(client.states) == 2, "the new subscription")
+    await until(lambda: len(client.states) == 3, "the new subscription")
     await until(lambda: len(lines) == 4, "the owner line")
     assert lines[3] == "org.chromium.SessionManager is now owned by :1.7"
     stop.set()
@@ -98,7 +109,8 @@ async def test_signals_drive_the_binds_and_sigterm_stops_cleanly(world: World) -
 async def test_no_session_manager_yet_then_the_bus_goes(world: World) -> None:
     client = FakeClient(owner=None)
     lines: list[str] = []
-    service = HookService(world.host, client, lines.append, watch_mounts=False)  # type: ignore[arg-type]
+    service = HookService(world.host, client, lines.append,  # type: ignore[arg-type]
+                          watch_mounts=False)
     task = asyncio.ensure_future(service.run(asyncio.Event()))
     await until(lambda: lines, "the waiting line")
     assert lines == ["org.chromium.SessionManager is not on the bus: waiting for it"]
