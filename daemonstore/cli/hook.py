@@ -89,12 +89,13 @@ def _serve(host: Host, address: str, watch_mounts: bool) -> int:
             return 1
         async with client:
             service = HookService(host, client, _log, watch_mounts)
-            task = asyncio.ensure_future(service.run(stop))
-            await asyncio.sleep(0)
-            _log(f"listening on {address}")
-            notify_ready()
+
+            def ready() -> None:
+                _log(f"listening on {address}")
+                notify_ready()
+
             try:
-                code = await task
+                code = await service.run(stop, ready)
             except ClientError as exc:
                 _log(f"bus error: {exc}")
                 return 1

@@ -72,8 +72,10 @@ class HookService:
         return converge(self.host, lambda line: self.log(f"{why}: {line}"), kinds=kinds,
                         sessions=sessions)
 
-    async def run(self, stop: asyncio.Event) -> int:
-        """Serve until ``stop`` is set (0) or the bus connection is lost (1)."""
+    async def run(self, stop: asyncio.Event,
+                  ready: Callable[[], None] | None = None) -> int:
+        """Serve until ``stop`` is set (0) or the bus connection is lost (1); ``ready`` is called
+        once the signals are subscribed and the first pass is done."""
         events: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         loop = asyncio.get_running_loop()
         watch = MountWatch() if self.watch_mounts else None
@@ -84,6 +86,8 @@ class HookService:
             forward = asyncio.ensure_future(_forward(owners, events, "owner"))
             states = await self._subscribe(events)
             self.converge("start", await self._sessions(log=False))
+            if ready is not None:
+                ready()
             closed = asyncio.ensure_future(self.client.wait_closed())
             stopped = asyncio.ensure_future(stop.wait())
             try:

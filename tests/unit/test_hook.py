@@ -167,3 +167,20 @@ def test_cli_once_exits_1_when_a_user_failed(cli_world: World) -> None:
     res: Any = CliRunner().invoke(main, ["hook", "--once"])
     assert res.exit_code == 1
     assert res.output.startswith(f"daemonstore hook: failed to bind the stores of {h}")
+
+
+def test_ready_is_sent_to_systemd_s_notify_socket(tmp_path: Any,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Type=notify``: the hook tells systemd it is ready through ``$NOTIFY_SOCKET``."""
+    import socket
+
+    from daemonstore.cli.hook import notify_ready
+
+    path = str(tmp_path / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(path)
+        monkeypatch.setenv("NOTIFY_SOCKET", path)
+        notify_ready()
+        assert sock.recv(64) == b"READY=1"
+    monkeypatch.delenv("NOTIFY_SOCKET")
+    notify_ready()  # not under systemd: nothing to do, no error
