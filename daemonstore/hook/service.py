@@ -46,8 +46,11 @@ class MountWatch:
     def fileno(self) -> int:
         return self._epoll.fileno()
 
-    def consume(self) -> bool:
-        return bool(self._epoll.poll(0))
+    def consume(self) -> None:
+        """Drain the readiness. The outer epoll's own readiness check already polled the file
+        (and mountinfo reports a change to one poll only), so this may well find nothing: that
+        the epoll fd was readable at all is the news."""
+        self._epoll.poll(0)
 
     def close(self) -> None:
         self._epoll.close()
@@ -80,8 +83,11 @@ class HookService:
         loop = asyncio.get_running_loop()
         watch = MountWatch() if self.watch_mounts else None
         if watch is not None:
-            loop.add_reader(watch.fileno(),
-                            lambda: watch.consume() and events.put_nowait(("mounts", "")))
+            def changed() -> None:
+                watch.consume()
+                events.put_nowait(("mounts", ""))
+
+            loop.add_reader(watch.fileno(), changed)
         async with self.client.name_owner_changes(names.SESSION_NAME) as owners:
             forward = asyncio.ensure_future(_forward(owners, events, "owner"))
             states = await self._subscribe(events)

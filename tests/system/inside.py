@@ -116,6 +116,8 @@ def main() -> None:
     # the hook makes them on SessionStateChanged "started"
     facts["bob"] = asyncio.run(bob(pid))
 
+    facts["carol"] = carol(pid)
+
     for user, key in (("alice@example.com", "logout"), ("bob@example.com", "logout_bob")):
         r = run("daemonstore", "logout", user, env=BUS_ENV)
         facts[key] = [r.returncode, r.stdout.strip(), r.stderr.strip()]
@@ -126,6 +128,28 @@ def main() -> None:
     hook.terminate()
     facts["hook_exit"] = hook.wait(10)
     facts["hook_log"] = read("hook.log").splitlines()
+
+
+def carol(pid: str) -> dict[str, Any]:
+    """A vault unmounted behind the session manager's back (its store binds left): the hook's
+    mount-table watch removes them without any signal."""
+    out: dict[str, Any] = {}
+    r = run("daemonstore", "login", "carol@example.com", env=BUS_ENV)
+    out["login"] = r.returncode
+    target = run("daemonstore", "path", DAEMON, "carol@example.com").stdout.strip()
+    h = target.rsplit("/", 1)[1]
+    mine = [m for m in mount_points() if h in m and not m.startswith("/run/daemon-store")]
+    mine.append("/home/chronos/user") if "/home/chronos/user" in mount_points() else None
+    out["daemon_saw"] = target in mount_points(pid)
+    t0 = time.monotonic()
+    for m in reversed(mine):
+        subprocess.run(["umount", m], check=False)
+    wait(lambda: target not in mount_points(pid), "carol's store gone from the daemon")
+    out["seconds"] = time.monotonic() - t0
+    out["left_in_root"] = [m for m in mount_points() if h in m]
+    r = run("daemonstore", "logout", "carol@example.com", env=BUS_ENV)
+    out["logout"] = r.returncode
+    return out
 
 
 async def bob(pid: str) -> dict[str, Any]:

@@ -110,6 +110,16 @@ def test_the_hook_makes_the_binds_cryptohome_left_out(facts: dict[str, Any]) -> 
                for line in facts["hook_log"])
 
 
+def test_a_vault_unmounted_behind_the_bus_loses_its_store_binds(facts: dict[str, Any]) -> None:
+    """The hook's mount-table watch (POLLPRI on /proc/self/mountinfo): carol's vault and homes
+    unmounted by hand, her store binds go without any signal."""
+    carol = facts["carol"]
+    assert carol["login"] == 0 and carol["daemon_saw"]
+    assert carol["left_in_root"] == []
+    assert any(line.startswith("daemonstore hook: mounts changed: unbound 2 stores of ")
+               for line in facts["hook_log"])
+
+
 def test_logout_removes_the_store_everywhere_and_the_hook_stops_cleanly(
         facts: dict[str, Any]) -> None:
     assert facts["logout"][0] == 0 and facts["logout_bob"][0] == 0
