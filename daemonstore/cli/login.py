@@ -19,28 +19,17 @@ printed), 2 bad input (malformed user name, conflicting options).
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import click
 
 from daemonstore import paths
-from daemonstore.command import CannotRun
+from daemonstore.command import ENV_BUS_ADDRESS, CannotRun, bus_address
 from daemonstore.dbus.client import Client, ClientError
 
-ENV_ADDRESS = "DBUS_SYSTEM_BUS_ADDRESS"
-SYSTEM_BUS_SOCKET = "/run/dbus/system_bus_socket"
 T = TypeVar("T")
 
-
-def bus_address(address: str | None, root: str = "/") -> str:
-    """``address``, else ``$DBUS_SYSTEM_BUS_ADDRESS``, else the system socket under ``root``."""
-    if address:
-        return address
-    if os.environ.get(ENV_ADDRESS):
-        return os.environ[ENV_ADDRESS]
-    return "unix:path=" + os.path.join(root, SYSTEM_BUS_SOCKET.lstrip("/"))
 
 
 def _user(username: str) -> str:
@@ -66,7 +55,7 @@ def _run(address: str, what: str, call: Callable[[Client], Awaitable[T]]) -> T:
 
 _address_option = click.option(
     "--address", default=None,
-    help=f"Bus address (default ${ENV_ADDRESS}, else the system bus socket under --root).")
+    help=f"Bus address (default ${ENV_BUS_ADDRESS}, else the system bus socket under --root).")
 _root_option = click.option(
     "--root", type=click.Path(file_okay=False), default="/", show_default=True,
     help="Root whose /run/dbus/system_bus_socket is used when no address is given.")

@@ -404,6 +404,11 @@ class Client:
             if self._bus.connected:
                 await self._bus_call("RemoveMatch", "s", rule)
 
+    async def wait_closed(self) -> None:
+        """Return when the connection to the bus is gone (shielded: cancelling the wait must
+        not cancel the bus's own disconnect future, which close() awaits)."""
+        await asyncio.shield(self._bus.wait_for_disconnect())
+
     async def name_owner(self, name: str) -> str:
         """The unique name owning ``name`` (CallError NameHasNoOwner when nobody does)."""
         (owner,) = await self._bus_call("GetNameOwner", "s", name)

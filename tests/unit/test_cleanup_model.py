@@ -402,7 +402,7 @@ def test_model_usage_is_pages_of_file_data() -> None:
 
 @pytest.fixture
 def cli_world(monkeypatch: pytest.MonkeyPatch, world: World) -> World:
-    monkeypatch.setattr(command, "open_host", lambda root: world.host)
+    monkeypatch.setattr(command, "open_host", lambda root, **_: world.host)
     fill(world, "bob", "foo", "blob", 20)
     fill(world, "carol", "foo", "blob", 10)
     return world
@@ -466,14 +466,14 @@ def test_cli_bad_input_exits_2(cli_world: World, args: list[str], message: str) 
 
 
 def test_cli_cannot_measure_exits_2(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(command, "open_host", lambda root: ModelHost())
+    monkeypatch.setattr(command, "open_host", lambda root, **_: ModelHost())
     res = CliRunner().invoke(main, ["cleanup", "--root", "/r"])
     assert res.exit_code == 2
     assert "cannot measure the free space of /home/.shadow" in res.output
 
 
 def test_cli_refused_root_exits_2(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(root: str) -> Host:
+    def refuse(root: str, **_: object) -> Host:
         raise PermissionError(errno.EPERM, "refusing to run in the initial mount namespace")
 
     monkeypatch.setattr(command, "open_host", refuse)
