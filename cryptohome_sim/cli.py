@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 
@@ -64,6 +65,9 @@ def main(root: str | None, system: bool, model: bool, address: str | None, spawn
                         format="cryptohome-sim: %(message)s")
     if spawn_bus and address:
         raise CannotRun("--spawn-bus and --address exclude each other")
+    if model and not (spawn_bus or address or os.environ.get(ENV_BUS_ADDRESS)):
+        raise CannotRun(f"no bus address: --model has no system bus socket; pass --address, "
+                        f"set ${ENV_BUS_ADDRESS} or use --spawn-bus")
     if not spawn_bus:  # design.md "D-Bus": $DBUS_SYSTEM_BUS_ADDRESS, else the root's socket
         address = bus_address(address, root or "/")
     host = _host(root, model, system)  # before any bus: a refused host must leave no bus behind

@@ -28,7 +28,9 @@ def disk(monkeypatch: pytest.MonkeyPatch) -> World:
     world.host.mkdir("/home", 0o755)
     world.host.mount_tmpfs("small", "/home", data="size=64M")
     world.host.mkdir("/home/.shadow", 0o700)
-    monkeypatch.setattr(command, "open_host", lambda root: world.host)
+    monkeypatch.setattr(command, "open_host", lambda root, **_: world.host)
+    # the --system interlock asks about the process's namespace; the host here is a model
+    monkeypatch.setattr(command, "in_initial_namespace", lambda: False)
     return world
 
 

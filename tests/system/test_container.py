@@ -116,14 +116,16 @@ def test_a_vault_unmounted_behind_the_bus_loses_its_store_binds(facts: dict[str,
     carol = facts["carol"]
     assert carol["login"] == 0 and carol["daemon_saw"]
     assert carol["left_in_root"] == []
-    assert any(line.startswith("daemonstore hook: mounts changed: unbound 2 stores of ")
+    # crash (3770, group-writable as ChromeOS ships it) and sample, each store and cache
+    assert any(line.startswith("daemonstore hook: mounts changed: unbound 4 stores of ")
                for line in facts["hook_log"])
 
 
 def test_logout_removes_the_store_everywhere_and_the_hook_stops_cleanly(
         facts: dict[str, Any]) -> None:
-    assert facts["logout"][0] == 0 and facts["logout_bob"][0] == 0
+    assert facts["logout"][0] == 0, facts["logout"]
     assert facts["after_logout_daemon"] == []
     assert facts["after_logout_root"] == []
     assert facts["hook_exit"] == 0
     assert facts["hook_log"][-1] == "daemonstore hook: stopped"
+
