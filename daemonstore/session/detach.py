@@ -46,5 +46,5 @@ def detach_found(host: Host,
 
 def left_note(mount_point: str) -> str:
     """The warning for a mount :func:`detach_found` could not catch."""
-    return (f"{mount_point}: a mount of the user could not be detached, it kept moving "
-            f"({ROUNDS} tries)")
+    return (f"{mount_point}: a mount of the user could not be detached in {ROUNDS} tries "
+            "(it kept moving, or umount failed)")

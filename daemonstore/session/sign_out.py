@@ -168,6 +168,7 @@ def sign_out(host: Host, user_hash: str) -> SignOutResult:
                                f"{exc.strerror or errname(exc.errno)}")
         return result
     result.lazily_detached += done
+    left = [p for p in left if p not in result.failed]  # those are reported already
     result.warnings += [f"{p} was still mounted after the umounts (moved meanwhile): "
                         "detached" for p in done] + [left_note(p) for p in left]
     result.failed += left
