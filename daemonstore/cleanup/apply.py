@@ -29,8 +29,11 @@ The home directories are attacker-controlled, so clearing a cache:
   that gained entries is left in place (ENOTEMPTY), a directory that became a symlink or a mount
   is not entered (ELOOP / mount check), and one entry's error never stops the rest.
 
-The walk is :func:`daemonstore.ops.walk_tree` (iterative: no recursion limit for a deep
-attacker-made tree), the one that guest sign-in's ``RemoveTree`` uses too. Deletion only: the
+On the kernel the caches are cleared by file descriptor, one component at a time
+(:mod:`daemonstore.cleanup.fdwalk`: no ``PATH_MAX`` limit, at most a few dozen fds open
+whatever the depth); elsewhere (the model, the pyfakefs adapter) the walk is
+:func:`daemonstore.ops.walk_tree` (iterative: no recursion limit for a deep attacker-made tree),
+the one that guest sign-in's ``RemoveTree`` uses too. Deletion only: the
 cleanup writes nothing (the LRU records are written by sign-in/sign-out, activity.py).
 """
 
@@ -40,7 +43,7 @@ import errno
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 from daemonstore import paths, session
 from daemonstore.cleanup.plan import (
@@ -233,6 +236,11 @@ def clear_cache(disk: Disk, step: ClearCache) -> StepResult:
     if not st.is_dir or st.mnt_id != step.mnt_id:
         result.skipped.append(f"{step.path}: changed since it was measured (no longer a "
                               "directory on the same mount): left alone")
+        return result
+    if hasattr(disk, "open_fd"):  # the kernel: by fd, one component at a time (fdwalk.py)
+        from daemonstore.cleanup.fdwalk import clear_by_fd
+
+        clear_by_fd(cast(Any, disk), step.path, (st.dev, st.ino), result)
         return result
     try:
         for item in walk_tree(disk, step.path, step.mnt_id):

@@ -22,6 +22,7 @@ import grp
 import os
 import pwd
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from daemonstore import mountflags, paths
 from daemonstore.errors import DaemonStoreError
@@ -67,6 +68,8 @@ def plan_jail(spec: JailSpec, name: str = "jail") -> list[Op]:
         steps.append(EnterNamespaceFile(spec.enter, f"{name}-host"))
     if spec.new_mount_ns:
         steps.append(Unshare(name, spec.remount_mode or "unchanged"))
+        if spec.remount_mode not in (None, "", "unchanged"):
+            steps.append(RemountWholeTree(spec.remount_mode))
     trees = DetachedTrees()
     binds = [(f"tree{i}", m) for i, m in enumerate(spec.mounts) if m.is_bind]
     keys = {id(m): key for key, m in binds}
@@ -82,6 +85,28 @@ def plan_jail(spec: JailSpec, name: str = "jail") -> list[Op]:
             steps.append(MountTmpfs(m.src, m.dest, flags=mountflags.options(m.flags),
                                     data=m.data))
     return steps
+
+
+@dataclass(frozen=True)
+class RemountWholeTree(Op):
+    """minijail's ``-K`` remount of the *whole* new tree, ``mount(NULL, "/", NULL,
+    MS_REC | mode)`` (libminijail.c ``remount_propagation``): not only the sandbox root, so
+    no copy of a shared mount outside it stays a peer of the caller's namespace. On the
+    kernel :meth:`KernelHost.make_whole_tree` (the process's ``/``, in the jail's own
+    namespace only); on a Host without it (the model, whose sandbox root is its whole tree)
+    ``mount --make-r<mode> /``."""
+
+    propagation: str
+
+    def apply(self, host: Host) -> None:
+        whole = getattr(host, "make_whole_tree", None)
+        if whole is not None:
+            whole(self.propagation)
+        else:
+            host.make("/", self.propagation, recursive=True)
+
+    def to_line(self) -> str:
+        return f"mount --make-r{self.propagation} /  # the whole tree, as minijail -K"
 
 
 def _bind_remount_options(m: MountSpec) -> frozenset[str]:

@@ -342,6 +342,15 @@ def _warnings(mounts: list[MountSpec], vfs_from: Option | None, v: bool,
     if stores and k in ("private", "unbindable"):
         warnings.append(f"-K{k} cuts the store binds off: sign-ins will never arrive; "
                         "use -Kslave")
+    if stores and k_opt is not None and k in (None, "", "shared"):
+        # audit's store-propagation-shared: the jail's copies stay peers of the root
+        # namespace's stores, so the daemon's mounts flow out (chromeos-facts.md §5); a mount
+        # it leaves on <store>/<H> makes that user's next sign-in refuse the target (EBUSY)
+        how = "bare -K leaves propagation unchanged" if not k else "-Kshared keeps it shared"
+        warnings.append(f"{how}: the store binds stay peers of the root namespace's stores, so "
+                        "whatever the daemon mounts below them appears outside, in every "
+                        "other jail of the store, and blocks the user's next sign-in; use "
+                        "-Kslave")
     for m in stores:
         if m.from_b:
             warnings.append(f"-b {m.src} is not recursive: users already signed in stay "

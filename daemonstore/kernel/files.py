@@ -101,7 +101,8 @@ class FileMethods(Resolver):
         that needs the open file itself, e.g. a loop device's backing file. The caller owns
         (and closes) it; O_CLOEXEC is always added. ``mode`` only counts with O_CREAT (openat2
         refuses a mode without it: EINVAL)."""
-        creating = flags & (os.O_CREAT | os.O_TMPFILE)
+        # O_TMPFILE includes O_DIRECTORY's bit: only all of its bits mean O_TMPFILE
+        creating = flags & os.O_CREAT or flags & os.O_TMPFILE == os.O_TMPFILE
         return self._open(path, flags, safe=safe, mode=mode if creating else 0)
 
     def mkdir(self, path: str, mode: int = 0o755, *, parents: bool = False,

@@ -44,6 +44,17 @@ class NamespaceMethods(Resolver):
             # process's tree is private already (run_in_sandbox made "/" rprivate)
             mount(None, fd_path(root_fd), None, flag | MS["MS_REC"], filename="/")
 
+    def make_whole_tree(self, propagation: Propagation | str) -> None:
+        """Kernel only (not in the Host interface): minijail's ``-K`` remount,
+        ``mount(NULL, "/", NULL, MS_REC | mode)`` (libminijail.c ``remount_propagation``), on the
+        whole tree of the current namespace -- the process's ``/``, not only the sandbox root.
+        ``EPERM`` in the namespace this host started in: only a namespace it made is changed,
+        never the caller's (which may be the machine's initial one)."""
+        flag = propagation_flag(propagation)
+        if self._current == next(iter(self._ns)):
+            raise os_error(errno.EPERM, "/")
+        mount(None, "/", None, flag | MS["MS_REC"], filename="/")
+
     def _unshare(self) -> int:
         """unshare(CLONE_NEWNS) and return an O_PATH fd of the sandbox root's copy.
 

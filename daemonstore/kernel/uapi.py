@@ -28,6 +28,7 @@ NS_GET_NSTYPE = 0xB703  # _IO(NSIO, 0x3): the CLONE_NEW* type of an nsfs fd
 
 # ---- include/uapi/linux/openat2.h --------------------------------------------------------------
 
+RESOLVE_NO_XDEV = 0x01
 RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_NO_SYMLINKS = 0x04
 RESOLVE_BENEATH = 0x08

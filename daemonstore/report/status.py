@@ -112,7 +112,19 @@ class StatusReport:
             lines.append(f"  holding no store: {', '.join(blind)}")
         lines.append(f"problems: {len(self.problems) or 'none'}")
         lines += [f"  - {p}" for p in self.problems]
-        return lines
+        return [printable(line) for line in lines]
+
+
+def printable(text: str) -> str:
+    """``text`` with every non-printable character (an ESC starting a terminal escape, a
+    newline, a C1 control) and the backslash shown as a ``\\xNN``/``\\uNNNN`` escape: process
+    names (``/proc/PID/comm``, set by any process with prctl(PR_SET_NAME)) and mount points
+    in other users' and daemons' namespaces are attacker-controlled, and a terminal must never
+    interpret them. Printable text, other languages' letters included, is kept as is."""
+    if text.isprintable() and "\\" not in text:
+        return text
+    return "".join(c if c.isprintable() and c != "\\" else
+                   (repr(c)[1:-1] if c != "\\" else "\\\\") for c in text)
 
 
 def _hashes(users: Sequence[str]) -> str:

@@ -9,10 +9,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
+from daemonstore import mountinfo
 from daemonstore.errors import errname
 from daemonstore.host import Host
 from daemonstore.ops import ForceUmount, Op, op_path, undo_of
 from daemonstore.session.activity import record_activity
+from daemonstore.session.detach import detach_found, left_note
+from daemonstore.session.queries import user_mounts
 from daemonstore.session.results import SessionResult, SignInError
 
 __all__ = ["SignInPlan", "plan_lines"]
@@ -66,15 +69,18 @@ class SignInPlan:
             raise ValueError(f"fail_at must be a step index >= 0, not {fail_at}")
         undo: list[Op] = []
         mounted: list[str] = []
+        had = self._identity_mounts(mountinfo.parse(host.mountinfo()))
         for index, op in enumerate(self.steps):
             try:
                 if index == fail_at:
                     raise OSError(errno.EIO, f"injected failure before step {index}", op_path(op))
                 op.apply(host)
             except OSError as exc:
-                raise self._failure(index, op, exc, _rollback(host, undo)) from exc
+                notes = _rollback(host, undo) + self._sweep(host, had)
+                raise self._failure(index, op, exc, notes) from exc
             except BaseException:
                 _rollback(host, undo)  # a bug or an interrupt: still leave no mount behind
+                self._sweep(host, had)
                 raise
             step_undo = undo_of(op)
             if step_undo is not None:
@@ -85,6 +91,36 @@ class SignInPlan:
             record_activity(host, self.user_hash)  # LRU order of the low-disk cleanup
         return SessionResult(self.user_hash, self.first_user, mounted, list(self.stores),
                              list(self.warnings))
+
+    def identity_vault_mount(self) -> str | None:
+        """Where this plan mounts the vault: None for ``/home/.shadow/<H>/mount`` (a guest's
+        plan: its ephemeral tmpfs)."""
+        return None
+
+    def _identity_mounts(self, entries: list[mountinfo.MountInfoEntry]) -> set[int]:
+        """Ids of the user's mounts by identity (queries.py: device and root, not path)."""
+        return {e.mount_id for e in user_mounts(entries, self.user_hash,
+                                                self.identity_vault_mount())}
+
+    def _sweep(self, host: Host, had: set[int]) -> list[str]:
+        """After the rollback: detach every mount of the user this sign-in made that the LIFO
+        undo did not reach because it is not where the step put it -- a bind that landed on a
+        directory swapped in (``renameat2(RENAME_EXCHANGE)`` in chronos-owned /home/chronos)
+        between resolution and mount(2), or a mount point renamed from another namespace.
+        Found by identity (SECURITY.md, "mounts by identity"); ``had``: the ids from before."""
+        def made_here(entries: object) -> list[mountinfo.MountInfoEntry]:
+            found = user_mounts(entries, self.user_hash,  # type: ignore[arg-type]
+                                self.identity_vault_mount())
+            return [e for e in found if e.mount_id not in had]
+
+        try:
+            _done, left = detach_found(host, made_here)
+        except OSError as exc:
+            return [f"could not look for mounts that landed elsewhere: "
+                    f"{exc.strerror or errname(exc.errno)}"]
+        # detaching a mount that landed elsewhere is part of a clean refusal, not a problem:
+        # the error itself (ESTALE from the re-check) already says the bind did not land
+        return [left_note(p) for p in left]
 
     def _failure(self, index: int, op: Op, exc: OSError, notes: list[str]) -> SignInError:
         """The error for step ``index`` failing with ``exc``, after a rollback that left

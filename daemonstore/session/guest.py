@@ -133,6 +133,9 @@ class GuestSignInPlan(SignInPlan):
         with in_namespace(host, self.namespace):
             return super().apply(host, fail_at=fail_at)
 
+    def identity_vault_mount(self) -> str | None:
+        return paths.ephemeral_mount(self.user_hash)
+
     def set_up(self, host: Host) -> None:
         """Run ``setup`` (create and pin mnt_chrome); SignInError if a step fails."""
         for op in self.setup:

@@ -40,6 +40,7 @@ from daemonstore.ops import (
     SafeMake,
 )
 from daemonstore.session.apply import SignInPlan
+from daemonstore.session.planted import RemovePlanted, planted_kind, user_owned_mount_point
 from daemonstore.session.results import SessionResult, SignInError
 
 __all__ = ["BIND_FLAGS", "ROOT_ID", "TARGET_MODE", "VAULTS", "VAULT_DIRS", "Refused",
@@ -144,10 +145,14 @@ class SignInPlanner:
         self.stores: list[str] = []
         self.vault_mount = paths.vault_mount(user_hash)
         self.vault = paths.vault(user_hash)
+        #: non-directories this plan removes first (session/planted.py)
+        self.planted: set[str] = set()
 
     # -- inspection
     def inspect(self, path: str) -> Stat | None:
         """lstat a directory-to-be: None if missing, refuse anything but a real directory."""
+        if path in self.planted:
+            return None  # removed by an earlier step of this plan
         try:
             st = self.host.lstat(path, safe=True)
         except OSError as exc:
@@ -205,6 +210,8 @@ class SignInPlanner:
         if self.vault_kind == "loop" and path.startswith(self.vault_mount + "/"):
             self.steps.append(EnsureDir(path, mode, uid, gid))
             return
+        if user_owned_mount_point(path, self.user_hash):
+            self.remove_planted(path)
         st = self.inspect(self.backing(path))
         if st is None:
             self.steps.append(MakeTarget(path, mode) if target else MakeDir(path, mode))
@@ -218,6 +225,22 @@ class SignInPlanner:
             self.steps.append(DirChown(path, uid, gid))
         if st.perm != mode:
             self.steps.append(DirChmod(path, mode))
+
+    def remove_planted(self, path: str) -> None:
+        """A non-directory at a mount point in chronos-owned /home/chronos is removed, not
+        refused (session/planted.py); the plan then makes the directory. Inspected afterwards
+        as missing: ``inspect`` sees the plan's state."""
+        try:
+            st = self.host.lstat(path, safe=True)
+        except OSError:
+            return  # missing, or a problem inspect() reports
+        kind = planted_kind(st)
+        if kind is None:
+            return
+        self.warnings.append(f"{path} was a {kind} (planted in a user-owned directory): "
+                             "removed, never followed")
+        self.steps.append(RemovePlanted(path, kind))
+        self.planted.add(path)
 
     def require_unmounted(self, path: str) -> None:
         """Refuse ``path`` if anything is mounted there (a mount left from an earlier session)."""

@@ -55,7 +55,13 @@ from daemonstore.ops import (
 from daemonstore.session.apply import SignInPlan
 from daemonstore.session.guest import mounted_guests
 from daemonstore.session.plan import BIND_FLAGS, TARGET_MODE, read_templates
-from daemonstore.session.queries import existing_dir, mounted_users, store_user, user_mounts
+from daemonstore.session.queries import (
+    existing_dir,
+    mounted_users,
+    store_user,
+    stray_mounts,
+    user_mounts,
+)
 from daemonstore.session.results import SignInError
 from daemonstore.session.sign_out import SignOutPlan, plan_sign_out
 
@@ -64,6 +70,9 @@ __all__ = ["RepairPlan", "RepairReport", "UserRepair", "plan_repair", "plan_stor
 
 #: a dir vault's /home/chronos/user shows <sandbox>/home/.shadow/<H>/vault/user
 _CHRONOS_USER_ROOT = re.compile(r"/\.shadow/([0-9a-f]{40})/vault/user\Z")
+
+#: a mount of a user's shadow directory, wherever it is mounted (queries.vault_identity)
+_SHADOW_ROOT = re.compile(r"/\.shadow/([0-9a-f]{40})(?:/|\Z)")
 
 # what is done for a user
 TEAR_DOWN = "tear-down"    # an incomplete sign-in (or sign-out): everything of the user unmounted
@@ -99,7 +108,9 @@ def session_problems(mounts: MountView, user_hash: str) -> list[str]:
     if any(e.mount_point == paths.HOME_CHRONOS_USER
            for e in user_mounts(mounts.entries, user_hash)):
         core.append((paths.HOME_CHRONOS_USER, Propagation.SLAVE))
-    found = (_mount_problem(mounts.top(path), path, prop) for path, prop in core)
+    found = [_mount_problem(mounts.top(path), path, prop) for path, prop in core]
+    found += [f"{e.mount_point} is the user's but not where sign-in mounts it (a mount point "
+              "swapped or renamed)" for e in stray_mounts(mounts.entries, user_hash)]
     return [p for p in found if p is not None]
 
 
@@ -234,6 +245,8 @@ def _candidates(host: Host, entries: list[mountinfo.MountInfoEntry]) -> tuple[se
             if mp.startswith(base):
                 hashes.add(mp[len(base):].split("/")[0])
         if mp == paths.HOME_CHRONOS_USER and (m := _CHRONOS_USER_ROOT.search(e.root)):
+            hashes.add(m.group(1))
+        if m := _SHADOW_ROOT.search(e.root):  # a user's mount by identity, at any path
             hashes.add(m.group(1))
     for base in paths.STORE_BASES:
         try:

@@ -21,7 +21,8 @@ from daemonstore.host import Host
 from daemonstore.ops import ForceUmount, Op, RemoveDir, op_path
 from daemonstore.session.activity import record_activity
 from daemonstore.session.apply import plan_lines
-from daemonstore.session.queries import existing_dir, user_mounts
+from daemonstore.session.detach import detach_found, left_note
+from daemonstore.session.queries import existing_dir, stray_mounts, user_mounts
 from daemonstore.session.results import SignOutResult
 
 __all__ = ["SignOutPlan", "plan_sign_out", "sign_out"]
@@ -106,6 +107,14 @@ def plan_sign_out(host: Host, user_hash: str) -> SignOutPlan:
     warnings = [] if signed_in else [f"user {user_hash} is not signed in (no mount at "
                                      f"{paths.vault_mount(user_hash)})"]
     steps: list[Op] = [_umount_step(e, user_hash) for e in reversed(mine)]
+    # mounts found by identity away from their place (queries.stray_mounts): once unmounted
+    # here, their mount points are removed too, which detaches the copies other namespaces
+    # hold on those dentries (a daemon's slave of a store renamed to <H>.keep)
+    strays = [e.mount_point for e in stray_mounts(entries, user_hash)]
+    if strays:
+        warnings.append("mounts of the user found away from where sign-in puts them (a "
+                        "mount point swapped or renamed): " + ", ".join(strays))
+    steps += [RemoveDir(p) for p in dict.fromkeys(reversed(strays))]
     for base in reversed(paths.STORE_BASES):
         try:
             daemons = host.listdir(base, safe=True)
@@ -146,5 +155,21 @@ def _umount_step(entry: mountinfo.MountInfoEntry, user_hash: str) -> ForceUmount
 
 def sign_out(host: Host, user_hash: str) -> SignOutResult:
     """Plan and apply a sign-out. Never raises for a mount problem (see ``failed`` and
-    ``warnings``); ``BadName`` for a malformed hash. The user's data stays in the vault."""
-    return plan_sign_out(host, user_hash).apply(host)
+    ``warnings``); ``BadName`` for a malformed hash. The user's data stays in the vault.
+
+    Then whatever of the user is still mounted in this namespace, found by identity, is
+    detached (session.detach): a mount point renamed from another namespace between the plan
+    and its umount is found again at its new place."""
+    result = plan_sign_out(host, user_hash).apply(host)
+    try:
+        done, left = detach_found(host, lambda entries: user_mounts(entries, user_hash))
+    except OSError as exc:
+        result.warnings.append(f"could not look for mounts of the user left behind: "
+                               f"{exc.strerror or errname(exc.errno)}")
+        return result
+    result.lazily_detached += done
+    left = [p for p in left if p not in result.failed]  # those are reported already
+    result.warnings += [f"{p} was still mounted after the umounts (moved meanwhile): "
+                        "detached" for p in done] + [left_note(p) for p in left]
+    result.failed += left
+    return result

@@ -60,6 +60,13 @@ class Figures:
                        f"({c['race_swaps']} swaps), {c['race_ok']} succeeded cleanly, "
                        f"{c['race_refused']} refused cleanly ({self.notes.get('race', '')}), "
                        f"escapes {c['race_escapes']}")
+        if c["identity_race"]:
+            out.append(f"identity: {c['identity_race']} sign-ins against a mount-point swapper "
+                       f"in /home/chronos ({c['identity_swaps']} swaps), {c['identity_ok']} "
+                       f"succeeded cleanly, {c['identity_refused']} refused cleanly"
+                       + (f" ({self.notes['identity']})" if self.notes.get("identity") else "")
+                       + ", escapes "
+                       f"{c['identity_escapes']}, leftover mounts {c['identity_left']}")
         if c["faults"]:
             out.append(f"faults: {c['faults']} injected ({c['faults_eio']} EIO, "
                        f"{c['faults_kill']} SIGKILL), {c['faults_converged']} converged, "

@@ -96,6 +96,27 @@ def _attempt(world: World, label: str, want_path: str | None,
     return (label, bool(clean_error and unchanged), 0 if unchanged else 1, detail)
 
 
+def _attempt_replaced(world: World, label: str, path: str) -> Record:
+    """A non-directory planted at a mount point in chronos-owned /home/chronos: sign-in removes
+    it (never following it) and signs alice in there; nothing outside changes; sign-out leaves
+    the mount table as before (SECURITY.md, "Planted mount points in /home/chronos")."""
+    host = world.host
+    before = (mount_state(host), victims(world))
+    try:
+        world.login("alice", first_user=True)
+    except session.SignInError as exc:
+        return (label, False, 0, f"refused: {exc}")
+    st = host.stat(path, safe=True)
+    mine = st.is_dir and host.stat(f"{paths.vault_mount(world.hash_of('alice'))}/user",
+                                   safe=True).ino == st.ino
+    warned = any(path in w and "removed, never followed" in w
+                 for w in world.sessions["alice"].warnings)
+    world.logout("alice")
+    unchanged = (mount_state(host), victims(world)) == before
+    ok = mine and warned and unchanged and not os.path.lexists(real(world, path))
+    return (label, ok, 0 if unchanged else 1, f"home there {mine}, warned {warned}")
+
+
 def _places_body(world: World) -> list[Record]:
     view, h = _prepared(world)
     records = []
@@ -110,7 +131,10 @@ def _places_body(world: World) -> list[Record]:
                 restore(world, path, moved)
                 continue
             want = (errno.ELOOP,) if kind.startswith("symlink") else (errno.ENOTDIR,)
-            records.append(_attempt(world, f"{label}: {kind}", path, want))
+            if label.startswith("/home/chronos/"):  # user-owned: replaced, not refused
+                records.append(_attempt_replaced(world, f"{label}: {kind} replaced", path))
+            else:
+                records.append(_attempt(world, f"{label}: {kind}", path, want))
             restore(world, path, moved)
     # with everything put back, alice signs in again and her data is intact
     world.login("alice")

@@ -52,10 +52,11 @@ def jail(h: ModelHost, argv: list[str], name: str = "d") -> None:
 def test_plan_pins_sources_before_the_tmpfs_covers_them() -> None:
     steps = plan_jail(parse_jail_args(DOC), "d")
     kinds = [type(s).__name__ for s in steps]
-    assert kinds == ["Unshare", "PinTree", "Mkdir", "MountTmpfs", "Mkdir", "AttachTree"]
+    assert kinds == ["Unshare", "RemountWholeTree", "PinTree", "Mkdir", "MountTmpfs", "Mkdir",
+                     "AttachTree"]
     assert steps[0] == Unshare("d", "slave")
-    assert steps[1] == PinTree("tree1", STORE, True) and steps[-1] == AttachTree("tree1", STORE)
-    assert [s.to_line() for s in steps][3].startswith("mount -t tmpfs -o ")
+    assert steps[2] == PinTree("tree1", STORE, True) and steps[-1] == AttachTree("tree1", STORE)
+    assert [s.to_line() for s in steps][4].startswith("mount -t tmpfs -o ")
 
 
 def test_documented_jail_receives_sign_in_and_loses_it_at_sign_out() -> None:
