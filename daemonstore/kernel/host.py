@@ -19,6 +19,7 @@ from daemonstore.kernel.guards import (
     check_private_namespace,
     check_tmpfs_mount_point,
 )
+from daemonstore.kernel.holds import HoldMethods
 from daemonstore.kernel.mounts import MountMethods
 from daemonstore.kernel.namespaces import NamespaceMethods
 from daemonstore.kernel.resolve import Namespace, fd_path
@@ -28,7 +29,7 @@ from daemonstore.kernel.uapi import O_CLOEXEC, O_DIRECTORY, O_PATH, STATX_SIZE
 __all__ = ["KernelHost"]
 
 
-class KernelHost(FileMethods, MountMethods, NamespaceMethods):
+class KernelHost(FileMethods, MountMethods, NamespaceMethods, HoldMethods):
     """The real kernel behind the Host interface, confined to a tmpfs sandbox root.
 
     ``root`` is the HOST path of the sandbox root; interface paths are sandbox-absolute (``/`` is
@@ -58,6 +59,7 @@ class KernelHost(FileMethods, MountMethods, NamespaceMethods):
         self._current = "init"
         self._calls = BoundCalls()
         self._detached = {}  # handle -> open_tree fd
+        self._held = {}  # hold name -> KernelHold (kernel/holds.py)
         self._handles = itertools.count(1)
         self._statx_buf = ctypes.create_string_buffer(STATX_SIZE)
         self._statx_addr = ctypes.addressof(self._statx_buf)
@@ -70,6 +72,7 @@ class KernelHost(FileMethods, MountMethods, NamespaceMethods):
     def close(self) -> None:
         """Close the detached trees, namespace and root fds (namespaces and detached trees die
         with their last reference)."""
+        self._release_all()
         for handle in list(self._detached):
             self.drop_detached(handle)
         for ns in self._ns.values():
