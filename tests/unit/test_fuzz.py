@@ -13,12 +13,14 @@ import pytest
 from daemonstore import mountinfo
 from daemonstore.ops import (
     Bind,
+    Hold,
     Make,
     Mkdir,
     MountTmpfs,
     Move,
     NewNamespace,
     Op,
+    Release,
     Umount,
     UseNamespace,
     canonical_result,
@@ -60,6 +62,10 @@ def op_form(op: Op) -> str:
         return "ns"
     if isinstance(op, UseNamespace):
         return "use"
+    if isinstance(op, Hold):
+        return "hold"
+    if isinstance(op, Release):
+        return "release"
     raise TypeError(op)
 
 
