@@ -16,7 +16,7 @@ from daemonstore.host import OpenFile
 from daemonstore.kernel.resolve import Resolver
 from daemonstore.kernel.syscalls import os_error, syncfs
 from daemonstore.kernel.uapi import O_CLOEXEC, O_PATH
-from daemonstore.mountinfo import parse
+from daemonstore.mountinfo import parse, rebase
 
 #: how long end_holder waits for a killed process to close its files (it exits at once on
 #: SIGKILL unless stuck in uninterruptible sleep)
@@ -103,14 +103,20 @@ class HoldMethods(Resolver):
                 continue  # this host's own fds: the sandbox roots, detached trees, the holds
             try:
                 ns_ino = os.stat(f"/proc/{pid}/ns/mnt").st_ino
+                if ns_ino not in ns_names:
+                    # a namespace this host did not make (a daemon's, made by minijail): its
+                    # mounts of the sandbox, as that process sees them
+                    ns_names[ns_ino] = f"mnt:[{ns_ino}]"
+                    text = rebase(_read(f"/proc/{pid}/mountinfo"), self._root)
+                    for entry in parse(text):
+                        ids.setdefault(entry.mount_id, ns_names[ns_ino])
                 comm = _read(f"/proc/{pid}/comm").strip()
                 refs = _references(pid)
             except OSError:
                 continue  # the process went away meanwhile
             for how, mnt_id, link in refs:
                 if mnt_id in ids:
-                    found.append(OpenFile(f"pid {pid} ({comm})",
-                                          ns_names.get(ns_ino, f"mnt:[{ns_ino}]"), how,
+                    found.append(OpenFile(f"pid {pid} ({comm})", ns_names[ns_ino], how,
                                           self._sandbox_path(link), mnt_id, pid))
         return found
 

@@ -127,8 +127,9 @@ class RemountBind(Op):
 class ForceUmount(Umount):
     """``Mounter::ForceUmount`` (chromeos-facts.md §2, "Unmount at sign-out"): a plain umount, and
     on ``EBUSY`` a lazy ``MNT_DETACH`` as the fallback. The mount then leaves the namespace at
-    once; the kernel frees it when its last user goes. (The original syncs before the detach;
-    a Host has no sync, and tmpfs-backed sandboxes have nothing to flush.)"""
+    once; the kernel frees it when its last user goes. Before the detach the mount's
+    filesystem is flushed (``syncfs``), as the original syncs: whatever the holders write
+    afterwards goes to a vault nobody can reach any more."""
 
     def unmount(self, host: Host) -> bool:
         """Unmount; True when it had to fall back to the lazy detach."""
@@ -137,6 +138,7 @@ class ForceUmount(Umount):
         except OSError as exc:
             if exc.errno != errno.EBUSY:
                 raise
+            host.syncfs(self.target, safe=True)
             host.umount(self.target, detach=True, safe=True)
             return True
         return False
