@@ -76,3 +76,9 @@ def test_a_daemon_process_holding_its_store_is_found_and_killed(kill: bool) -> N
         assert out["lazy"] == [] and out["failed"] == []
     else:
         assert out["ended"] == [] and out["lazy"]
+
+
+def test_status_reports_held_stores_on_the_kernel() -> None:
+    from tests.unit.test_busy_signout import check_held_status, held_status
+
+    check_held_status(KernelWorld().run(held_status))

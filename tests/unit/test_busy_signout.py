@@ -95,3 +95,41 @@ def test_kill_holders_ends_the_holder_first() -> None:
 
 def test_a_sign_out_without_holders_reports_none() -> None:
     assert World.model().run(quiet_sign_out) == {"holders": [], "ended": [], "lazy": []}
+
+
+def held_status(world: World) -> dict[str, Any]:
+    """``daemonstore status`` after a busy sign-out, and after the holder lets go."""
+    from daemonstore.report.status import status_of
+
+    world.install_daemon(*DAEMON)
+    view = world.daemon("mydaemon")
+    user = world.login("alice")
+    name = view.hold("alice")
+    with world.in_namespace(world.namespace):
+        while_signed_in = status_of(world.host)
+    world.logout("alice")
+    with world.in_namespace(world.namespace):
+        held = status_of(world.host)
+    view.release(name)
+    with world.in_namespace(world.namespace):
+        released = status_of(world.host)
+    return {"user": user, "name": name, "signed_in": while_signed_in.held,
+            "held": held.to_json()["held"], "problems": held.problems,
+            "lines": held.to_lines(), "released": released.held,
+            "released_problems": released.problems}
+
+
+def check_held_status(out: dict[str, Any]) -> None:
+    user, name = out["user"], out["name"]
+    assert out["signed_in"] == {}  # a signed-in user's open files are no problem
+    [holder] = out["held"][user]
+    assert name in holder and "detached" in holder
+    assert any(p.startswith(f"user {user} is signed out") and name in p
+               for p in out["problems"])
+    assert any(line.startswith(f"  {user[:12]}: ") for line in out["lines"])
+    assert out["released"] == {}
+    assert not any("signed out" in p for p in out["released_problems"])
+
+
+def test_status_reports_held_stores_of_signed_out_users() -> None:
+    check_held_status(World.model().run(held_status))
