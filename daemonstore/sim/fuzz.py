@@ -69,8 +69,8 @@ WEIGHTS: dict[str, int] = {
     "umount-l": 4,
     "ns": 5,
     "use": 4,
-    "hold": 5,
-    "release": 3,
+    "hold": 10,
+    "release": 2,
 }
 
 
@@ -92,6 +92,7 @@ class _Gen:
     current: str = "init"
     tmpfs_count: int = 0
     held: list[str] = field(default_factory=list)
+    held_paths: dict[str, str] = field(default_factory=dict)  # name -> the path it holds
     hold_count: int = 0
 
     # ---- the guess ---------------------------------------------------------------------------
@@ -206,6 +207,9 @@ class _Gen:
 
     def _umount(self, detach: bool) -> list[Op]:
         target = self.pick_mount()
+        if self.held_paths and self.rng.random() < 0.5:
+            # aim at what is held (or its parent mount): the busy checks and detached mounts
+            target = self.rng.choice(sorted(self.held_paths.values()))
         self._uncover(target)
         return [Umount(target, detach=detach)]
 
@@ -216,7 +220,9 @@ class _Gen:
         self.hold_count += 1
         name = f"h{self.hold_count}"
         self.held.append(name)
-        return [Hold(name, self.pick_mount() if self.rng.random() < 0.6 else self.pick_dir())]
+        path = self.pick_mount() if self.rng.random() < 0.8 else self.pick_dir()
+        self.held_paths[name] = path
+        return [Hold(name, path)]
 
     def _release(self) -> list[Op]:
         """Release a held name, mostly; sometimes one that is not held (EBADF)."""
@@ -224,6 +230,7 @@ class _Gen:
             return [Release(f"h{self.hold_count + 1}")]
         name = self.rng.choice(self.held)
         self.held.remove(name)
+        del self.held_paths[name]
         return [Release(name)]
 
     def _use(self) -> list[Op]:
