@@ -16,7 +16,7 @@ from daemonstore.host import OpenFile
 from daemonstore.kernel.resolve import Resolver
 from daemonstore.kernel.syscalls import os_error, syncfs
 from daemonstore.kernel.uapi import O_CLOEXEC, O_PATH
-from daemonstore.mountinfo import parse, rebase
+from daemonstore.mountinfo import parse
 
 #: how long end_holder waits for a killed process to close its files (it exits at once on
 #: SIGKILL unless stuck in uninterruptible sleep)
@@ -70,54 +70,56 @@ class HoldMethods(Resolver):
             os.close(real)
 
     # ---- who pins what -----------------------------------------------------------------------
-    def _sandbox_mounts(self) -> dict[int, str]:
-        """mount id -> namespace name, for every mount of the sandbox in every namespace."""
-        ids: dict[int, str] = {}
-        for name in self._ns:
-            for entry in parse(self.mountinfo(name)):
-                ids.setdefault(entry.mount_id, name)
-        return ids
+    def _mount_ids(self, namespace: str) -> set[int]:
+        return {entry.mount_id for entry in parse(self.mountinfo(namespace))}
 
     def _namespace_names(self) -> dict[int, str]:
         return {os.fstat(ns.ns_fd).st_ino: name for name, ns in self._ns.items()
                 if ns.ns_fd >= 0}
 
-    def _sandbox_path(self, link: str) -> str:
+    def _in_sandbox(self, link: str) -> str | None:
+        """A /proc link target as a sandbox path, or None when it lies outside the sandbox."""
         if link == self._root:
             return "/"
+        if self._root == "/" and link.startswith("/"):
+            return link
         if link.startswith(self._root + "/"):
             return link[len(self._root):]
-        return link
+        return None
 
     def open_files(self) -> list[OpenFile]:
-        ids = self._sandbox_mounts()
+        """This process's holds, then every other process's fds, cwd and root whose target
+        ``/proc`` shows inside the sandbox (the ``readlink`` of a file on a detached mount is
+        relative to that mount, so such references of other processes are not found; this
+        process's own holds are, by name). One pass over /proc; mountinfo is read only for the
+        namespaces this process holds files in."""
         found: list[OpenFile] = []
         me = os.getpid()
+        attached_ids: dict[str, set[int]] = {}
         for name, held in self._held.items():
+            if held.namespace not in attached_ids:
+                attached_ids[held.namespace] = self._mount_ids(held.namespace)
             mnt_id = fd_mount_id(me, held.fd)
             found.append(OpenFile(name, held.namespace, "hold", held.path, mnt_id, me,
-                                  attached=mnt_id in ids))
+                                  attached=mnt_id in attached_ids[held.namespace]))
         ns_names = self._namespace_names()
         for pid in _pids():
             if pid == me:
                 continue  # this host's own fds: the sandbox roots, detached trees, the holds
             try:
                 ns_ino = os.stat(f"/proc/{pid}/ns/mnt").st_ino
-                if ns_ino not in ns_names:
-                    # a namespace this host did not make (a daemon's, made by minijail): its
-                    # mounts of the sandbox, as that process sees them
-                    ns_names[ns_ino] = f"mnt:[{ns_ino}]"
-                    text = rebase(_read(f"/proc/{pid}/mountinfo"), self._root)
-                    for entry in parse(text):
-                        ids.setdefault(entry.mount_id, ns_names[ns_ino])
-                comm = _read(f"/proc/{pid}/comm").strip()
                 refs = _references(pid)
+                inside = [(how, link, path) for how, link, target in refs
+                          if (path := self._in_sandbox(target)) is not None]
+                if not inside:
+                    continue
+                comm = _read(f"/proc/{pid}/comm").strip()
+                for how, link, path in inside:
+                    found.append(OpenFile(f"pid {pid} ({comm})",
+                                          ns_names.get(ns_ino, f"mnt:[{ns_ino}]"), how, path,
+                                          _mount_id_of(pid, how, link), pid))
             except OSError:
                 continue  # the process went away meanwhile
-            for how, mnt_id, link in refs:
-                if mnt_id in ids:
-                    found.append(OpenFile(f"pid {pid} ({comm})", ns_names[ns_ino], how,
-                                          self._sandbox_path(link), mnt_id, pid))
         return found
 
     def end_holder(self, found: OpenFile) -> None:
@@ -151,8 +153,11 @@ def fd_mount_id(pid: int, fd: int) -> int:
     return 0
 
 
-def _link_mount_id(link: str) -> int:
-    """The mount a /proc magic link (cwd, root) stands on: open it O_PATH, read our fdinfo."""
+def _mount_id_of(pid: int, how: str, link: str) -> int:
+    """The mount a reference stands on: fdinfo for an fd; for cwd and root, the magic link
+    opened O_PATH and our own fdinfo of that."""
+    if how.startswith("fd "):
+        return fd_mount_id(pid, int(how[3:]))
     fd = os.open(link, O_PATH | O_CLOEXEC)
     try:
         return fd_mount_id(os.getpid(), fd)
@@ -160,13 +165,13 @@ def _link_mount_id(link: str) -> int:
         os.close(fd)
 
 
-def _references(pid: int) -> list[tuple[str, int, str]]:
-    """(how, mount id, readlink) of each fd, the cwd and the root of process PID."""
-    refs: list[tuple[str, int, str]] = []
+def _references(pid: int) -> list[tuple[str, str, str]]:
+    """(how, /proc link, its target) for each fd, the cwd and the root of process PID."""
+    refs: list[tuple[str, str, str]] = []
     base = f"/proc/{pid}"
-    for how, link in (("cwd", f"{base}/cwd"), ("root", f"{base}/root")):
+    for how in ("cwd", "root"):
         try:
-            refs.append((how, _link_mount_id(link), os.readlink(link)))
+            refs.append((how, f"{base}/{how}", os.readlink(f"{base}/{how}")))
         except OSError:
             continue
     try:
@@ -175,9 +180,8 @@ def _references(pid: int) -> list[tuple[str, int, str]]:
         return refs
     for fd in fds:
         try:
-            target = os.readlink(f"{base}/fd/{fd}")
-            refs.append((f"fd {fd}", fd_mount_id(pid, int(fd)), target))
-        except (OSError, ValueError):
+            refs.append((f"fd {fd}", f"{base}/fd/{fd}", os.readlink(f"{base}/fd/{fd}")))
+        except OSError:
             continue  # closed meanwhile
     return refs
 

@@ -5,12 +5,16 @@
 A *pin* is a reference on a mount: a file held open, a cwd, a root (:class:`~daemonstore.host.
 OpenFile`; the model's holds, the kernel's ``/proc/*/fd``, ``cwd`` and ``root`` in every
 namespace). A pin is the user's when the mount it pins is one of the user's mounts in the
-namespace it shows in (the vault, the home binds, the store binds and what is mounted below them:
+current namespace (the vault, the home binds, the store binds and what is mounted below them:
 queries.user_mounts), or when the path the holder sees names the user (``/home/user/<H>``,
-``/run/daemon-store/<d>/<H>/...``: process_killer's path patterns; this finds holders in
-namespaces the host did not make). Pins on a detached mount (after a lazy detach) are the user's
-when the path they were opened by names the user: the kernel shows a detached mount's files
-relative to its own root, so only the holds this process made keep their path there.
+``/run/daemon-store/<d>/<H>/...``: process_killer's path patterns), which is how holders in
+other namespaces (a daemon's, with its copies of the store binds) are found. A holder that
+reaches a copy of the user's mount by a path that does not name the user (a store bound again
+elsewhere in its namespace) is not found; its EBUSY still leads to the lazy detach.
+
+Pins on a detached mount (after a lazy detach) are the user's when the path they were opened
+by names the user: the kernel shows a detached mount's files relative to that mount, so only
+the holds this process made keep their path there.
 """
 
 from __future__ import annotations
@@ -39,17 +43,12 @@ def path_user(path: str) -> str | None:
     return None
 
 
-def _user_mount_ids(host: Host, user_hash: str) -> set[int]:
-    ids: set[int] = set()
-    for name in host.namespaces():
-        entries = mountinfo.parse(host.mountinfo(name))
-        ids.update(e.mount_id for e in user_mounts(entries, user_hash))
-    return ids
-
-
 def user_pins(host: Host, user_hash: str) -> list[OpenFile]:
-    """Every reference that keeps one of the user's mounts busy, in any namespace."""
-    ids = _user_mount_ids(host, user_hash)
+    """Every reference that keeps one of the user's mounts busy, in any namespace: on a mount
+    of the user in the current namespace, or at a path that names the user (one mountinfo
+    read and one scan of the references, whatever the number of namespaces)."""
+    entries = mountinfo.parse(host.mountinfo())
+    ids = {e.mount_id for e in user_mounts(entries, user_hash)}
     return [f for f in host.open_files()
             if f.attached and (f.mnt_id in ids or path_user(f.path) == user_hash)]
 

@@ -63,6 +63,8 @@ class SignOutResult:
     unmounted: list[str] = field(default_factory=list)
     holders: list[str] = field(default_factory=list)
     ended: list[str] = field(default_factory=list)
+    #: the holders were looked for (sign_out.py: once, first or at the first EBUSY)
+    holders_checked: bool = False
     lazily_detached: list[str] = field(default_factory=list)
     removed_dirs: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)

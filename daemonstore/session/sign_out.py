@@ -17,6 +17,7 @@ flushed (``syncfs``) and lazily detached, and reported with its holders.
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -56,10 +57,11 @@ class SignOutPlan:
     def apply(self, host: Host) -> SignOutResult:
         """Best effort, like ``UnmountAll``: every step is tried; problems become warnings."""
         result = SignOutResult(self.user_hash, warnings=list(self.warnings))
-        _handle_holders(host, self, result)
+        if self.kill_holders:
+            _handle_holders(host, self, result)
         for op in self.steps:
             if isinstance(op, ForceUmount):
-                _unmount(host, op, result)
+                _unmount(host, op, result, lambda h: _handle_holders(h, self, result))
             else:
                 _remove(host, op, result)
         note = (record_activity(host, self.user_hash)  # activity.py
@@ -69,9 +71,13 @@ class SignOutPlan:
 
 
 def _handle_holders(host: Host, plan: SignOutPlan, result: SignOutResult) -> None:
-    """Report who keeps the user's mounts busy; with ``kill_holders`` end them first."""
-    if not paths.is_hash(plan.user_hash):
+    """Report who keeps the user's mounts busy; with ``kill_holders`` end them. Runs once:
+    before the first umount with ``kill_holders`` (as ui-post-stop runs process_killer before
+    cryptohome unmounts), else at the first EBUSY, while the busy mount is still there (so an
+    ordinary sign-out does not scan /proc)."""
+    if not paths.is_hash(plan.user_hash) or result.holders_checked:
         return  # a repair's clean-up plan of leftovers ("-"): no user to find
+    result.holders_checked = True
     pins = user_pins(host, plan.user_hash)
     result.holders = [p.describe() for p in pins]
     if not pins:
@@ -101,9 +107,10 @@ def _remove(host: Host, op: Op, result: SignOutResult) -> None:
     result.removed_dirs.append(op_path(op))
 
 
-def _unmount(host: Host, op: ForceUmount, result: SignOutResult) -> None:
+def _unmount(host: Host, op: ForceUmount, result: SignOutResult,
+             on_busy: Callable[[Host], object]) -> None:
     try:
-        lazy = op.unmount(host)
+        lazy = op.unmount(host, on_busy)
     except OSError as exc:
         if exc.errno in (errno.EINVAL, errno.ENOENT):
             # an earlier umount took it along: umount propagates to the mounts at the same
