@@ -129,6 +129,14 @@ class HoldMethods(Resolver):
             self.release(found.holder)
             return
         pid = found.pid
+        link = f"/proc/{pid}/{found.how.replace(' ', '/')}"
+        try:
+            # the same process still pins the same mount: a pid reused since the scan, or a
+            # file closed meanwhile, is left alone
+            if _mount_id_of(pid, found.how, link) != found.mnt_id:
+                raise os_error(errno.ESRCH, found.holder)
+        except FileNotFoundError:
+            raise os_error(errno.ESRCH, found.holder) from None
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
