@@ -46,7 +46,7 @@ The last line of output is ONE JSON object with these keys:
 ``ratio_floor`` (ours/floor), ``ours_cpu_ms`` / ``floor_cpu_ms`` / ``ratio_floor_cpu`` (the
 same in CPU time of the measuring thread, ``time.thread_time``: robust on a busy machine, as it
 leaves out the time other processes take), ``ratio_path_floor`` (ours/path floor), ``ratio_shell``
-(ours/shell), ``target_ratio_floor`` (1.5), ``within_target`` (ratio_floor <= target),
+(ours/shell), ``target_ratio_floor`` (1.3), ``within_target`` (ratio_floor <= target),
 ``kernel`` (uname -r).
 """
 
@@ -72,7 +72,8 @@ from daemonstore.kernel.syscalls import OpenHow
 from daemonstore.kernel.uapi import O_CLOEXEC, O_DIRECTORY, O_PATH
 from daemonstore.mountinfo import parse
 
-TARGET_RATIO_FLOOR = 1.5
+#: the issue "Deployable": startup is on the boot path; at most 1.3x its syscall floor
+TARGET_RATIO_FLOOR = 1.3
 BASES = ("/run/daemon-store", "/run/daemon-store-cache")
 MS_BIND = 4096
 MS_SHARED = 1 << 20

@@ -30,11 +30,12 @@ then one more that is recorded (bench/floor.py ``Recorder``: each Host call).
 * **shell** -- a naive script: one ``mkdir``/``chown``/``chmod``/``mount``/``umount``/``rmdir``
   process per changing call (subprocess.run); read-only calls skipped.
 * **dbus** (``dbus_e2e_ms``) -- a ``cryptohome-sim --root`` process on this sandbox and a private
-  dbus-daemon (started here, stopped by pid): from ``Client.login`` (MountEx, then StartSession:
-  what ``daemonstore login`` does) until a daemon's client (``DaemonStoreClient`` on its own
-  connection, in the last daemon namespace) has received ``SessionStateChanged("started")``;
-  ``dbus_ready_ms`` until it has also seen its store bound in its namespace. The service's side
-  of it is the whole MountEx (its mounted-users check, the plan, the apply) and StartSession
+  dbus-daemon (started here, stopped by pid): from ``Client.login`` (StartAuthSession,
+  CreatePersistentUser, PreparePersistentVault, then StartSession: what ``daemonstore login``
+  does) until a daemon's client (``DaemonStoreClient`` on its own connection, in the last daemon
+  namespace) has received ``SessionStateChanged("started")``; ``dbus_ready_ms`` until it has
+  also seen its store bound in its namespace. The service's side of it is the whole
+  PreparePersistentVault (its mounted-users check, the plan, the apply) and StartSession
   (another mounted-users check), so it includes what ``apply_ms`` leaves out.
 
 Every round is checked outside the timed regions: after sign-in all 2S store binds are visible
@@ -366,7 +367,7 @@ async def _drive(h: KernelHost, address: str, rounds: int, names: list[str],
                     raise RuntimeError(f"the daemon received {state!r}, not 'started'")
                 check(h, store.user_hash, binds, names, full=k == 1)
                 t1 = time.perf_counter()
-                await login.logout(username)
+                await login.logout()
                 t2 = time.perf_counter()
                 stops = [await asyncio.wait_for(states.get(), 10) for _ in range(2)]
                 if stops != ["stopping", "stopped"]:

@@ -5,8 +5,9 @@ Never touches the machine's own buses: the daemon gets a generated configuration
 a unix socket in a fresh temporary directory, and :meth:`PrivateBus.stop` ends exactly the pid it
 started (style.md §2.6: wait for the daemon's printed address instead of sleeping).
 
-The configuration is ``private-bus.conf.in`` (Debian's system-bus default policy) including
-``dbus-policy.conf`` (who may own and call what), both shipped in this package.
+The configuration is ``private-bus.conf.in`` (Debian's system-bus default policy) including the
+shipped policy files ``daemonstore/dbus/policy/*.conf`` (who may own and call what), the very
+files ``daemonstore install`` puts into ``/etc/dbus-1/system.d/``.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from xml.sax.saxutils import escape
 
 from daemonstore.errors import DaemonStoreError
 
-#: the file a real system would drop into /etc/dbus-1/system.d/
-POLICY_FILE = "dbus-policy.conf"
+#: the files a real system has in /etc/dbus-1/system.d/ (package daemonstore.dbus, policy/)
+POLICY_FILES = ("org.chromium.UserDataAuth.conf", "org.chromium.SessionManager.conf")
 CONFIG_TEMPLATE = "private-bus.conf.in"
 SOCKET_NAME = "system_bus_socket"
 #: where .ci/run's Debian package `dbus` puts it, if it is not on PATH
@@ -52,22 +53,34 @@ def _package_text(name: str) -> str:
     return resources.files("cryptohome_sim").joinpath(name).read_text(encoding="utf-8")
 
 
-def render_policy(privileged_user: str = "root") -> str:
-    """``dbus-policy.conf`` with ``privileged_user`` in place of root.
+def policy_text(name: str) -> str:
+    """One shipped policy file, as installed."""
+    if name not in POLICY_FILES:
+        raise ValueError(f"no policy file {name!r}; one of {', '.join(POLICY_FILES)}")
+    return resources.files("daemonstore.dbus").joinpath("policy", name).read_text(
+        encoding="utf-8")
 
-    The shipped file names root; a test suite run by an ordinary user must still be able to own
-    the names, so it substitutes itself. Only the ``<policy user="root">`` attribute changes.
+
+def render_policy(name: str, privileged_user: str = "root", chronos: str = "chronos") -> str:
+    """Policy file ``name`` with ``privileged_user`` in place of root and ``chronos`` in place
+    of chronos.
+
+    The shipped files name root and chronos; a test suite run by an ordinary user must still be
+    able to own the names, so it substitutes itself; a machine without a chronos account gives a
+    uid (dbus-daemon accepts a number in ``user=``). Only the ``<policy user=...>`` attributes
+    change.
     """
-    text = _package_text(POLICY_FILE)
-    if privileged_user == "root":
-        return text
-    return text.replace('<policy user="root">', f'<policy user="{escape(privileged_user)}">')
+    text = policy_text(name)
+    for shipped, wanted in (("root", privileged_user), ("chronos", chronos)):
+        if wanted != shipped:
+            text = text.replace(f'<policy user="{shipped}">', f'<policy user="{escape(wanted)}">')
+    return text
 
 
-def render_config(socket_path: str, policy_path: str) -> str:
-    """The full bus configuration for a socket path and a policy file path."""
+def render_config(socket_path: str, policy_dir: str) -> str:
+    """The full bus configuration for a socket path and a directory of policy files."""
     return Template(_package_text(CONFIG_TEMPLATE)).substitute(
-        socket=escape(socket_path), policy=escape(policy_path))
+        socket=escape(socket_path), policy_dir=escape(policy_dir))
 
 
 def current_user() -> str:
@@ -87,6 +100,7 @@ class PrivateBus:
     pid: int
     directory: Path
     privileged_user: str
+    chronos: str
     _process: subprocess.Popen[bytes] = field(repr=False)
 
     @property
@@ -114,11 +128,12 @@ class PrivateBus:
         self.stop()
 
 
-def start_private_bus(*, privileged_user: str = "root", timeout: float = 10.0,
-                      dbus_daemon: str | None = None) -> PrivateBus:
+def start_private_bus(*, privileged_user: str = "root", chronos: str = "chronos",
+                      timeout: float = 10.0, dbus_daemon: str | None = None) -> PrivateBus:
     """Start ``dbus-daemon --nofork --print-address`` on a private socket and wait until ready.
 
-    ``privileged_user`` is who the policy treats as root (see :func:`render_policy`). The
+    ``privileged_user`` is who the policy treats as root, ``chronos`` who it treats as chronos
+    (see :func:`render_policy`). The
     directory is made 0755 and the socket 0666 so that an unprivileged uid can connect (the
     policy, not the file mode, decides what it may do). Raises :class:`BusError`.
     """
@@ -129,10 +144,13 @@ def start_private_bus(*, privileged_user: str = "root", timeout: float = 10.0,
     proc: subprocess.Popen[bytes] | None = None
     try:
         os.chmod(directory, 0o755)
-        policy = directory / POLICY_FILE
-        policy.write_text(render_policy(privileged_user), encoding="utf-8")
+        policy_dir = directory / "system.d"
+        policy_dir.mkdir()
+        for name in POLICY_FILES:
+            (policy_dir / name).write_text(render_policy(name, privileged_user, chronos),
+                                           encoding="utf-8")
         config = directory / "bus.conf"
-        config.write_text(render_config(str(directory / SOCKET_NAME), str(policy)),
+        config.write_text(render_config(str(directory / SOCKET_NAME), str(policy_dir)),
                           encoding="utf-8")
         with open(directory / "dbus-daemon.log", "wb") as log:
             proc = subprocess.Popen(
@@ -146,7 +164,7 @@ def start_private_bus(*, privileged_user: str = "root", timeout: float = 10.0,
         shutil.rmtree(directory, ignore_errors=True)
         raise
     return PrivateBus(address=address, pid=proc.pid, directory=directory,
-                      privileged_user=privileged_user, _process=proc)
+                      privileged_user=privileged_user, chronos=chronos, _process=proc)
 
 
 def _read_address(proc: subprocess.Popen[bytes], directory: Path, timeout: float) -> str:

@@ -18,44 +18,59 @@ import click
 from cryptohome_sim import bus as private_bus
 from cryptohome_sim.core import Cryptohome
 from cryptohome_sim.service import Service, ServiceError
-from daemonstore.command import CannotRun, open_root
+from daemonstore.command import (
+    ENV_BUS_ADDRESS,
+    CannotRun,
+    bus_address,
+    check_interlock,
+    open_root,
+    system_option,
+)
 from daemonstore.host import Host
 
-ENV_ADDRESS = "DBUS_SYSTEM_BUS_ADDRESS"
 
-
-def _host(root: str | None, model: bool) -> Host:
-    if model == (root is not None):
-        raise CannotRun("give exactly one of --model (a fresh model) or --root DIR (the kernel)")
+def _host(root: str | None, model: bool, system: bool) -> Host:
+    if model and root is not None:
+        raise CannotRun("give one of --model (a fresh model) or --root DIR (the kernel; / by "
+                        "default)")
     if model:
         from daemonstore.model import ModelHost
 
         return ModelHost()
-    return open_root(root)  # type: ignore[arg-type]  # root is set: checked above
+    check_interlock(system, "cryptohome-sim")  # it mounts vaults: the --system interlock
+    return open_root(root or "/", system=system)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--root", type=click.Path(file_okay=False), default=None,
-              help="Sandbox root for KernelHost (run inside a private mount namespace).")
+              help="Root for KernelHost: / by default, or a sandbox (a private tmpfs mount "
+                   "point).")
+@system_option
 @click.option("--model", is_flag=True, help="Serve a fresh pure-model host instead.")
 @click.option("--address", default=None,
-              help=f"Bus address (default ${ENV_ADDRESS}; never the machine's own bus).")
+              help=f"Bus address (default ${ENV_BUS_ADDRESS}, else the system bus socket under "
+                   "--root).")
 @click.option("--spawn-bus", is_flag=True,
               help="Start a private dbus-daemon and print its address first.")
 @click.option("--vault", type=click.Choice(["dir", "loop"]), default="dir", show_default=True,
               help="Users' vault: a directory, or (kernel only) an ext4 image on a loop device.")
+@click.option("--no-daemon-stores", "no_stores", is_flag=True,
+              help="Mount vaults and home binds only; the session hook (daemonstore hook) "
+                   "makes the daemon-store binds.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every call to stderr.")
-def main(root: str | None, model: bool, address: str | None, spawn_bus: bool, vault: str,
-         verbose: bool) -> None:
+def main(root: str | None, system: bool, model: bool, address: str | None, spawn_bus: bool,
+         vault: str, no_stores: bool, verbose: bool) -> None:
     """Serve org.chromium.UserDataAuth and org.chromium.SessionManager on a D-Bus bus."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
                         format="cryptohome-sim: %(message)s")
     if spawn_bus and address:
         raise CannotRun("--spawn-bus and --address exclude each other")
-    address = address or (None if spawn_bus else os.environ.get(ENV_ADDRESS))
-    if not address and not spawn_bus:
-        raise CannotRun(f"no bus address: pass --address, set ${ENV_ADDRESS} or use --spawn-bus")
-    host = _host(root, model)  # before any bus: a refused KernelHost must not leave a bus behind
+    if model and not (spawn_bus or address or os.environ.get(ENV_BUS_ADDRESS)):
+        raise CannotRun(f"no bus address: --model has no system bus socket; pass --address, "
+                        f"set ${ENV_BUS_ADDRESS} or use --spawn-bus")
+    if not spawn_bus:  # design.md "D-Bus": $DBUS_SYSTEM_BUS_ADDRESS, else the root's socket
+        address = bus_address(address, root or "/")
+    host = _host(root, model, system)  # before any bus: a refused host must leave no bus behind
     if vault == "loop":
         _check_loop_vault(host)
     spawned = None
@@ -69,11 +84,11 @@ def main(root: str | None, model: bool, address: str | None, spawn_bus: bool, va
         except private_bus.BusError as exc:
             raise click.ClickException(str(exc)) from None
         address = spawned.address
-        click.echo(f"{ENV_ADDRESS}={address}")
+        click.echo(f"{ENV_BUS_ADDRESS}={address}")
         click.echo(f"dbus-daemon pid {spawned.pid}, privileged user {user}")
     try:
-        code = asyncio.run(_serve(Cryptohome(host, vault=vault), address,  # type: ignore[arg-type]
-                                  host.kind))
+        core = Cryptohome(host, vault=vault, daemon_stores=not no_stores)
+        code = asyncio.run(_serve(core, address, host.kind))  # type: ignore[arg-type]
     finally:
         # a second signal (Ctrl-C, or `timeout` signalling the whole process group) must not
         # cut the clean-up short and leave the private bus's directory behind

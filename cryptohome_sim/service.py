@@ -1,33 +1,29 @@
 """D-Bus skin of the simulated cryptohome and session manager (the only module exporting D-Bus
 objects; dbus-fast ``ServiceInterface`` classes over :class:`cryptohome_sim.core.Cryptohome`).
 
-Names (design.md "D-Bus", chromeos-facts.md §3, §4; constants in :mod:`daemonstore.dbus.names`):
+ChromeOS's API, byte for byte (design.md "D-Bus", chromeos-facts.md §4, §10):
 
-``org.chromium.UserDataAuth`` at ``/org/chromium/UserDataAuth``
-  ``org.chromium.CryptohomeMiscInterface``
-    ``GetSanitizedUsername(s username) -> s``   anyone
-    ``GetSystemSalt() -> ay``                    root (the salt links hashes to user names)
-  ``org.chromium.CryptohomeMountInterface``      root
-    ``MountEx(s username, b guest) -> (s hash, as mounted)``   guest: username ``$guest``,
-                                                 an ephemeral vault inside mnt_chrome
-    ``Unmount(s username) -> as unmounted``
-    ``ListMounted() -> as hashes``
-  ``org.daemonstore.Control`` (tests; python-dbusmock's Mock interface, style.md §0 item 8) root
-    ``AddUser(s) -> s``, ``InjectFailure(s method, i step)``, ``ClearFailures()``,
-    ``GetCalls() -> a(sas)``, ``ClearCalls()``, ``InstallDaemon(s name, u uid, u gid, u mode)
-    -> as``, ``GetMountinfo(s namespace) -> s``
-``org.chromium.SessionManager`` at ``/org/chromium/SessionManager``
-  ``org.chromium.SessionManagerInterface``
-    signal ``SessionStateChanged(s state)``      started / stopping / stopped
-    ``StartSession(s username)``, ``StopSession(s username)``   root
-    ``RetrieveSessionState() -> s``, ``RetrievePrimarySession() -> (ss)``,
-    ``RetrieveActiveSessions() -> a{ss}``, ``IsGuestSessionActive() -> b``   anyone
+``org.chromium.UserDataAuth`` at ``/org/chromium/UserDataAuth``, every method ``(ay) -> (ay)``
+carrying a ``user_data_auth`` protobuf (:mod:`daemonstore.dbus.proto.UserDataAuth_pb2`):
+  ``org.chromium.CryptohomeMiscInterface``: ``GetSanitizedUsername``, ``GetSystemSalt``
+  ``org.chromium.UserDataAuthInterface``: ``StartAuthSession``, ``InvalidateAuthSession``,
+  ``CreatePersistentUser``, ``AuthenticateAuthFactor``, ``PreparePersistentVault``,
+  ``PrepareEphemeralVault``, ``PrepareGuestVault``, ``Unmount``, ``IsMounted``, ``Remove``;
+  signal ``LowDiskSpace(ay)``.
+``org.chromium.SessionManager`` at ``/org/chromium/SessionManager``,
+``org.chromium.SessionManagerInterface``: ``StartSession(ss)``, ``StopSession(s)``,
+``StopSessionWithReason(u)``, ``RetrieveSessionState() -> s``, ``RetrievePrimarySession() ->
+ss``, ``RetrieveActiveSessions() -> a{ss}``, ``IsGuestSessionActive() -> b``; signal
+``SessionStateChanged(s)``.
+``org.daemonstore.Control`` at ``/org/daemonstore/Control`` (tests only, on cryptohome's
+connection): ``AddUser(s) -> s``, ``InjectFailure(si)``, ``ClearFailures()``, ``GetCalls() ->
+a(sas)``, ``ClearCalls()``, ``InstallDaemon(suuu) -> as``, ``GetMountinfo(s) -> s``,
+``EmitLowDiskSpace(t)``.
 
-Each method logs the call into the core's call log, validates its arguments (a bad user name is
-``org.freedesktop.DBus.Error.InvalidArgs`` with the reason) and delegates to the core. A call
-with the right name but the wrong argument types is also ``InvalidArgs``, as libbrillo's
-``DBusObject`` answers (dbus-fast alone would say ``UnknownMethod``). Who may call what is the bus
-policy's job (``dbus-policy.conf``), not this module's.
+A cryptohome refusal is a reply whose ``error`` is a ``CryptohomeErrorCode``; a request over
+:data:`MAX_REQUEST` bytes or that does not parse, or a call with the wrong D-Bus signature, is
+``org.freedesktop.DBus.Error.InvalidArgs``. Nothing is logged before the request is valid.
+Who may call what is the bus policy's job (``daemonstore/dbus/policy/*.conf``).
 
 The two services use two connections, as cryptohomed and session_manager are two processes; both
 live in one asyncio loop, so the (not thread-safe) Host is only ever used from that loop.
@@ -43,48 +39,94 @@ from dbus_fast import BusType, DBusError, Message, MessageType, NameFlag, Reques
 from dbus_fast.aio import MessageBus
 from dbus_fast.annotations import DBusBool, DBusInt32, DBusSignature, DBusStr, DBusUInt32
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_signal
+from google.protobuf.message import DecodeError
+from google.protobuf.message import Message as ProtoMessage
 
-from cryptohome_sim.core import Cryptohome, CryptohomeError
-from daemonstore import paths
+from cryptohome_sim.core import BadRequest, Cryptohome, CryptohomeError, SessionRefused
 from daemonstore.dbus import names
+from daemonstore.dbus.proto import UserDataAuth_pb2 as uda
 from daemonstore.errors import DaemonStoreError
 
 _log = logging.getLogger("cryptohome_sim")
 
+Bytes = Annotated[bytes, DBusSignature("ay")]
 StrList = Annotated[list[str], DBusSignature("as")]
 F = TypeVar("F", bound=Callable[..., Any])
+#: the largest request accepted (ChromeOS's are a few hundred bytes)
+MAX_REQUEST = 64 * 1024
 
 
 class ServiceError(DaemonStoreError, RuntimeError):
     """The service could not be put on the bus (connection refused, name taken or denied)."""
 
 
-def _errors(error_prefix: str) -> Callable[[F], F]:
-    """Turn the core's errors into D-Bus errors named ``<error_prefix>.<kind>``.
+def _parse(cls: type[ProtoMessage], data: bytes) -> Any:
+    if len(data) > MAX_REQUEST:
+        raise DBusError(names.INVALID_ARGS, f"request of {len(data)} bytes is over the "
+                        f"{MAX_REQUEST}-byte limit")
+    request = cls()
+    try:
+        request.ParseFromString(bytes(data))
+    except DecodeError as exc:
+        raise DBusError(names.INVALID_ARGS, f"not a {cls.DESCRIPTOR.full_name}: {exc}") from None
+    return request
 
-    BadName and a core ``InvalidArgs`` become ``org.freedesktop.DBus.Error.InvalidArgs``; an
-    OSError from the Host that the core did not expect becomes ``<prefix>.Failed`` with errno
-    and path, so the caller sees more than dbus-fast's bare "internal error".
+
+def _account(request: Any, field: str) -> str:
+    """``AccountIdentifier.account_id`` (``email``, deprecated, as fallback)."""
+    ident = getattr(request, field)
+    return ident.account_id or ident.email
+
+
+def _refusal(reply_cls: type[ProtoMessage], code: int) -> ProtoMessage:
+    """A reply carrying ``error`` = ``code``; a reply without that field (GetSanitizedUsername,
+    GetSystemSalt, IsMounted) is sent empty, as ChromeOS does (chromeos-facts.md §3)."""
+    if "error" in reply_cls.DESCRIPTOR.fields_by_name:
+        return reply_cls(error=code)
+    return reply_cls()
+
+
+def _proto(request_cls: type[ProtoMessage], reply_cls: type[ProtoMessage]) -> Callable[[F], F]:
+    """Make ``fn(self, request) -> reply`` an ``(ay) -> (ay)`` method: parse, call, serialize.
+
+    A BadRequest becomes ``InvalidArgs``; a CryptohomeError the reply's ``error``; an OSError
+    the core did not expect ``MOUNT_FATAL`` (and a log line).
     """
 
     def wrap(fn: F) -> F:
         @functools.wraps(fn)
-        def wrapper(*args: Any) -> Any:
+        def wrapper(self: "_Interface", data: Bytes) -> Bytes:
+            request = _parse(request_cls, data)
             try:
-                return fn(*args)
-            except paths.BadName as exc:
+                reply = fn(self, request)
+            except BadRequest as exc:
                 raise DBusError(names.INVALID_ARGS, str(exc)) from None
             except CryptohomeError as exc:
-                name = (names.INVALID_ARGS if exc.kind == "InvalidArgs"
-                        else f"{error_prefix}.{exc.kind}")
-                raise DBusError(name, str(exc)) from None
-            except OSError as exc:
+                _log.info("%s refused: %s: %s", fn.__name__, exc.code_name, exc)
+                reply = _refusal(reply_cls, exc.code)
+            except OSError:
                 _log.exception("%s failed", fn.__name__)
-                raise DBusError(f"{error_prefix}.Failed", f"{fn.__name__}: {exc}") from None
+                reply = _refusal(reply_cls, uda.CRYPTOHOME_ERROR_MOUNT_FATAL)
+            return reply.SerializeToString()
 
+        del wrapper.__wrapped__  # dbus-fast reads the (ay) -> ay signature from the wrapper
+        wrapper.__annotations__ = {"data": Bytes, "return": Bytes}
         return wrapper  # type: ignore[return-value]
 
     return wrap
+
+
+def _session_errors(fn: F) -> F:
+    @functools.wraps(fn)
+    def wrapper(*args: Any) -> Any:
+        try:
+            return fn(*args)
+        except BadRequest as exc:
+            raise DBusError(names.INVALID_ARGS, str(exc)) from None
+        except SessionRefused as exc:
+            raise DBusError(f"{names.SESSION_ERROR}.{exc.kind}", str(exc)) from None
+
+    return wrapper  # type: ignore[return-value]
 
 
 class _Interface(ServiceInterface):
@@ -105,63 +147,131 @@ class CryptohomeMisc(_Interface):
         super().__init__(names.MISC_IFACE, core)
 
     @dbus_method()
-    @_errors(names.MISC_IFACE + ".Error")
-    def GetSanitizedUsername(self, username: DBusStr) -> DBusStr:
-        self._called("GetSanitizedUsername", username)
-        return self._core.sanitized_username(username)
+    @_proto(uda.GetSanitizedUsernameRequest, uda.GetSanitizedUsernameReply)
+    def GetSanitizedUsername(self, request: Any) -> Any:
+        self._core.hash_of(request.username)  # validates (InvalidArgs) before the log
+        self._called("GetSanitizedUsername", request.username)
+        return uda.GetSanitizedUsernameReply(
+            sanitized_username=self._core.sanitized_username(request.username))
 
     @dbus_method()
-    @_errors(names.MISC_IFACE + ".Error")
-    def GetSystemSalt(self) -> Annotated[bytes, DBusSignature("ay")]:
+    @_proto(uda.GetSystemSaltRequest, uda.GetSystemSaltReply)
+    def GetSystemSalt(self, request: Any) -> Any:
         self._called("GetSystemSalt")
-        return self._core.salt
+        return uda.GetSystemSaltReply(salt=self._core.salt)
 
 
-class CryptohomeMount(_Interface):
+class UserDataAuth(_Interface):
     def __init__(self, core: Cryptohome) -> None:
-        super().__init__(names.MOUNT_IFACE, core)
+        super().__init__(names.USERDATAAUTH_IFACE, core)
+
+    @dbus_signal()
+    def LowDiskSpace(self, data: bytes) -> Bytes:
+        return data
+
+    def emit_low_disk_space(self, free_bytes: int) -> None:
+        self._core.log_call(names.LOW_DISK_SIGNAL, free_bytes)
+        self.LowDiskSpace(uda.LowDiskSpace(disk_free_bytes=free_bytes).SerializeToString())
 
     @dbus_method()
-    @_errors(names.MOUNT_ERROR)
-    def MountEx(self, username: DBusStr,
-                guest: DBusBool) -> Annotated[tuple[str, list[str]], DBusSignature("sas")]:
-        self._called("MountEx", username, guest)
-        return self._core.mount(username, guest)
+    @_proto(uda.StartAuthSessionRequest, uda.StartAuthSessionReply)
+    def StartAuthSession(self, request: Any) -> Any:
+        account = _account(request, "account_id")
+        self._core.hash_of(account)
+        self._called("StartAuthSession", account, request.is_ephemeral_user)
+        sid, exists = self._core.start_auth_session(account, ephemeral=request.is_ephemeral_user)
+        return uda.StartAuthSessionReply(auth_session_id=sid, user_exists=exists,
+                                         broadcast_id=sid)
 
     @dbus_method()
-    @_errors(names.MOUNT_ERROR)
-    def Unmount(self, username: DBusStr) -> StrList:
-        self._called("Unmount", username)
-        return self._core.unmount(username)
+    @_proto(uda.InvalidateAuthSessionRequest, uda.InvalidateAuthSessionReply)
+    def InvalidateAuthSession(self, request: Any) -> Any:
+        self._called("InvalidateAuthSession")
+        self._core.invalidate_auth_session(request.auth_session_id)
+        return uda.InvalidateAuthSessionReply()
 
     @dbus_method()
-    @_errors(names.MOUNT_ERROR)
-    def ListMounted(self) -> StrList:
-        self._called("ListMounted")
-        return self._core.mounted_hashes()
+    @_proto(uda.CreatePersistentUserRequest, uda.CreatePersistentUserReply)
+    def CreatePersistentUser(self, request: Any) -> Any:
+        self._called("CreatePersistentUser")
+        return uda.CreatePersistentUserReply(
+            sanitized_username=self._core.create_persistent_user(request.auth_session_id))
+
+    @dbus_method()
+    @_proto(uda.AuthenticateAuthFactorRequest, uda.AuthenticateAuthFactorReply)
+    def AuthenticateAuthFactor(self, request: Any) -> Any:
+        self._called("AuthenticateAuthFactor", *request.auth_factor_labels)
+        self._core.authenticate_auth_factor(request.auth_session_id)
+        return uda.AuthenticateAuthFactorReply()
+
+    @dbus_method()
+    @_proto(uda.PreparePersistentVaultRequest, uda.PreparePersistentVaultReply)
+    def PreparePersistentVault(self, request: Any) -> Any:
+        self._called("PreparePersistentVault")
+        return uda.PreparePersistentVaultReply(
+            sanitized_username=self._core.prepare_persistent_vault(request.auth_session_id))
+
+    @dbus_method()
+    @_proto(uda.PrepareEphemeralVaultRequest, uda.PrepareEphemeralVaultReply)
+    def PrepareEphemeralVault(self, request: Any) -> Any:
+        self._called("PrepareEphemeralVault")
+        return uda.PrepareEphemeralVaultReply(
+            sanitized_username=self._core.prepare_ephemeral_vault(request.auth_session_id))
+
+    @dbus_method()
+    @_proto(uda.PrepareGuestVaultRequest, uda.PrepareGuestVaultReply)
+    def PrepareGuestVault(self, request: Any) -> Any:
+        self._called("PrepareGuestVault")
+        return uda.PrepareGuestVaultReply(sanitized_username=self._core.prepare_guest_vault())
+
+    @dbus_method()
+    @_proto(uda.UnmountRequest, uda.UnmountReply)
+    def Unmount(self, request: Any) -> Any:
+        self._called("Unmount")
+        self._core.unmount()
+        return uda.UnmountReply()
+
+    @dbus_method()
+    @_proto(uda.IsMountedRequest, uda.IsMountedReply)
+    def IsMounted(self, request: Any) -> Any:
+        if request.username:
+            self._core.hash_of(request.username)
+        self._called("IsMounted", request.username)
+        mounted, ephemeral = self._core.is_mounted(request.username)
+        return uda.IsMountedReply(is_mounted=mounted, is_ephemeral_mount=ephemeral)
+
+    @dbus_method()
+    @_proto(uda.RemoveRequest, uda.RemoveReply)
+    def Remove(self, request: Any) -> Any:
+        account = _account(request, "identifier")
+        self._core.hash_of(account)
+        self._called("Remove", account)
+        self._core.remove(account)
+        return uda.RemoveReply()
 
 
 class Control(_Interface):
     """Test control, never needed by a real client (python-dbusmock's ``AddSession``,
     ``GetCalls``, ``ClearCalls``)."""
 
-    def __init__(self, core: Cryptohome) -> None:
+    def __init__(self, core: Cryptohome, uda_iface: UserDataAuth) -> None:
         super().__init__(names.CONTROL_IFACE, core)
+        self._uda = uda_iface
 
     @dbus_method()
-    @_errors(names.CONTROL_ERROR)
+    @_session_errors
     def AddUser(self, username: DBusStr) -> DBusStr:
+        user_hash = self._core.add_user(username)
         self._called("AddUser", username)
-        return self._core.add_user(username)
+        return user_hash
 
     @dbus_method()
-    @_errors(names.CONTROL_ERROR)
+    @_session_errors
     def InjectFailure(self, method: DBusStr, step: DBusInt32) -> None:
-        self._called("InjectFailure", method, step)
         self._core.inject_failure(method, step)
+        self._called("InjectFailure", method, step)
 
     @dbus_method()
-    @_errors(names.CONTROL_ERROR)
     def ClearFailures(self) -> None:
         self._called("ClearFailures")
         self._core.clear_failures()
@@ -176,18 +286,24 @@ class Control(_Interface):
         self._core.clear_calls()
 
     @dbus_method()
-    @_errors(names.CONTROL_ERROR)
+    @_session_errors
     def InstallDaemon(self, name: DBusStr, uid: DBusUInt32, gid: DBusUInt32,
                       mode: DBusUInt32) -> StrList:
+        self._core.check_install(name, mode)
         self._called("InstallDaemon", name, uid, gid, f"{mode:04o}")
         return self._core.install_daemon(name, uid, gid, mode)
 
     @dbus_method()
-    @_errors(names.CONTROL_ERROR)
     def GetMountinfo(self, namespace: DBusStr) -> DBusStr:
         if namespace and namespace not in self._core.host.namespaces():
             raise DBusError(names.INVALID_ARGS, f"no namespace {namespace!r}")
         return self._core.host.mountinfo(namespace or self._core.namespace)
+
+    @dbus_method()
+    def EmitLowDiskSpace(self, free_bytes: Annotated[int, DBusSignature("t")]) -> None:
+        """Have cryptohome emit ``LowDiskSpace`` (what ``daemonstore cleanup --watch`` asks
+        for when it finds low space: only the owner of the name may send the signal)."""
+        self._uda.emit_low_disk_space(free_bytes)
 
 
 # ---- session manager -------------------------------------------------------------------------
@@ -207,22 +323,33 @@ class SessionManager(_Interface):
         self.SessionStateChanged(state)
 
     @dbus_method()
-    @_errors(names.SESSION_ERROR)
-    def StartSession(self, username: DBusStr) -> None:
-        """``started`` once per user that signs in (chromeos-facts.md §4)."""
-        self._called("StartSession", username)
-        self._core.start_session(username)
+    @_session_errors
+    def StartSession(self, account_id: DBusStr, unique_identifier: DBusStr) -> None:
+        """``started`` once per call (chromeos-facts.md §4); the argument is unused."""
+        self._core.hash_of(account_id)
+        self._called("StartSession", account_id)
+        self._core.start_session(account_id)
         self._emit(names.STARTED)
 
-    @dbus_method()
-    @_errors(names.SESSION_ERROR)
-    def StopSession(self, username: DBusStr) -> None:
-        """``stopping`` then ``stopped``; the caller unmounts afterwards (ui-post-stop order)."""
-        self._called("StopSession", username)
-        users = self._core.begin_stop(username)
+    def _stop(self) -> None:
+        self._core.begin_stop()
         self._emit(names.STOPPING)
-        self._core.finish_stop(users)
+        self._core.finish_stop()
         self._emit(names.STOPPED)
+
+    @dbus_method()
+    @_session_errors
+    def StopSession(self, unique_identifier: DBusStr) -> None:
+        """Ends every session: one ``stopping``, one ``stopped`` (the argument is ignored, as
+        in ChromeOS); cryptohome's Unmount comes afterwards (ui-post-stop order)."""
+        self._called("StopSession")
+        self._stop()
+
+    @dbus_method()
+    @_session_errors
+    def StopSessionWithReason(self, reason: DBusUInt32) -> None:
+        self._called("StopSessionWithReason", reason)
+        self._stop()
 
     @dbus_method()
     def RetrieveSessionState(self) -> DBusStr:
@@ -248,21 +375,24 @@ class SessionManager(_Interface):
 # ---- putting it on a bus ---------------------------------------------------------------------
 
 
-def _signature_guard(path: str, interfaces: list[ServiceInterface]) -> Callable[[Message], None]:
+def _signature_guard(objects: dict[str, list[ServiceInterface]]) -> Callable[[Message], None]:
     """A message handler answering ``InvalidArgs`` for a known method called with the wrong
-    argument signature (dbus-fast would answer ``UnknownMethod``)."""
-    table: dict[tuple[str, str], str] = {}
-    for iface in interfaces:
-        for method in iface.introspect().methods:
-            table[(iface.name, method.name)] = method.in_signature
+    argument signature (dbus-fast would answer ``UnknownMethod``; libbrillo says InvalidArgs)."""
+    table: dict[tuple[str, str, str], str] = {}
+    for path, interfaces in objects.items():
+        for iface in interfaces:
+            for method in iface.introspect().methods:
+                table[(path, iface.name, method.name)] = method.in_signature
 
     def guard(msg: Message) -> None:
-        if msg.message_type is not MessageType.METHOD_CALL or msg.path != path:
+        if msg.message_type is not MessageType.METHOD_CALL or msg.path not in objects:
             return
         if msg.interface is None:
-            wanted = [sig for (_, member), sig in table.items() if member == msg.member]
+            wanted = [sig for (path, _, member), sig in table.items()
+                      if path == msg.path and member == msg.member]
         else:
-            wanted = [table[key]] if (key := (msg.interface, msg.member or "")) in table else []
+            key = (msg.path, msg.interface, msg.member or "")
+            wanted = [table[key]] if key in table else []
         if wanted and msg.signature not in wanted:
             raise DBusError(names.INVALID_ARGS,
                             f"{msg.member} takes arguments ({wanted[0]}), "
@@ -289,14 +419,14 @@ async def _own(bus: MessageBus, name: str) -> None:
 
 
 class Service:
-    """cryptohome on one connection, session manager on another, both serving ``core``."""
+    """cryptohome (and the control object) on one connection, session manager on another."""
 
     def __init__(self, core: Cryptohome, address: str) -> None:
         self.core = core
         self.address = address
         self.misc = CryptohomeMisc(core)
-        self.mount = CryptohomeMount(core)
-        self.control = Control(core)
+        self.userdataauth = UserDataAuth(core)
+        self.control = Control(core, self.userdataauth)
         self.session_manager = SessionManager(core)
         self._buses: list[MessageBus] = []
 
@@ -305,22 +435,28 @@ class Service:
         """Connect, export and own both names; raise :class:`ServiceError` if that fails."""
         service = cls(core, address)
         try:
-            await service._put(names.CRYPTOHOME_NAME, names.CRYPTOHOME_PATH,
-                               [service.misc, service.mount, service.control])
-            await service._put(names.SESSION_NAME, names.SESSION_PATH,
-                               [service.session_manager])
+            await service._put(names.CRYPTOHOME_NAME, {
+                names.CRYPTOHOME_PATH: [service.misc, service.userdataauth],
+                names.CONTROL_PATH: [service.control]})
+            await service._put(names.SESSION_NAME,
+                               {names.SESSION_PATH: [service.session_manager]})
         except BaseException:
             await service.stop()
             raise
         return service
 
-    async def _put(self, name: str, path: str, interfaces: list[ServiceInterface]) -> None:
+    async def _put(self, name: str, objects: dict[str, list[ServiceInterface]]) -> None:
         bus = await _connect(self.address)
         self._buses.append(bus)
-        bus.add_message_handler(_signature_guard(path, interfaces))
-        for iface in interfaces:
-            bus.export(path, iface)
+        bus.add_message_handler(_signature_guard(objects))
+        for path, interfaces in objects.items():
+            for iface in interfaces:
+                bus.export(path, iface)
         await _own(bus, name)
+
+    def low_disk_space(self, free_bytes: int) -> None:
+        """Emit ``LowDiskSpace{disk_free_bytes}`` from cryptohome's connection."""
+        self.userdataauth.emit_low_disk_space(free_bytes)
 
     async def wait_closed(self) -> None:
         """Return when either connection is gone (the bus went away or :meth:`stop`)."""

@@ -1,5 +1,12 @@
 """What the command-line front ends share (composition layer): the one exit-2 error, the backend
-for ``--root`` and its life cycle (:func:`host_for`), and the ``-v`` step log.
+for ``--root`` and its life cycle (:func:`host_for`), the ``--system`` interlock, the system bus
+address, and the ``-v`` step log.
+
+design.md "Running on a real system": every command's root is ``/`` by default; a command that
+changes mounts refuses the machine's *initial* mount namespace unless given ``--system`` (init
+scripts pass it; tests never do). Anywhere else (a container, a test namespace) no flag is
+needed. :func:`check_interlock` is that rule; it asks :func:`in_initial_namespace`, looked up
+here at call time so a test injects the answer without touching any namespace.
 
 design.md: "every command exits non-zero with a one-line reason on bad input" -- 2 for bad input
 or an environment the command cannot run in, 1 for a finding or a failure of the work itself.
@@ -11,6 +18,7 @@ every command on a model host.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -27,12 +35,49 @@ class CannotRun(click.ClickException):
     exit_code = 2
 
 
-def open_host(root: str) -> Host:
-    """The backend for ``--root``: the real kernel (it refuses anything but a tmpfs sandbox root
-    in a private mount namespace)."""
+#: the system bus when ``$DBUS_SYSTEM_BUS_ADDRESS`` is unset (dbus's compiled-in default)
+SYSTEM_BUS_SOCKET = "/run/dbus/system_bus_socket"
+ENV_BUS_ADDRESS = "DBUS_SYSTEM_BUS_ADDRESS"
+
+SYSTEM_HELP = ("Allow the machine's initial mount namespace (init scripts pass it; without it "
+               "the command refuses to change the mounts everyone sees).")
+
+
+#: ``--system`` for every command that changes mounts (click option, shared)
+system_option = click.option("--system", is_flag=True, help=SYSTEM_HELP)
+
+ROOT_HELP = "Root of the system to act on: / (default) or a sandbox (a private tmpfs mount point)."
+
+
+def in_initial_namespace() -> bool:
+    """Is this process in the machine's initial mount namespace (PID 1's)? Reads two nsfs
+    inodes (:func:`daemonstore.kernel.guards.in_initial_namespace`); OSError when unknowable."""
+    from daemonstore.kernel.guards import in_initial_namespace as probe
+
+    return probe()
+
+
+def check_interlock(system: bool, what: str = "this command") -> None:
+    """The ``--system`` interlock: :class:`CannotRun` (exit 2, one line) when a command that
+    changes mounts would act on the initial mount namespace without ``--system``."""
+    if system:
+        return
+    try:
+        initial = in_initial_namespace()
+    except OSError as exc:
+        raise CannotRun(f"{what}: {one_line(exc)}; pass --system to act anyway") from None
+    if initial:
+        raise CannotRun(f"{what} changes mounts: refusing the machine's initial mount "
+                        "namespace without --system (init scripts pass it); or run it in a "
+                        "container or a private mount namespace")
+
+
+def open_host(root: str, *, system: bool = False) -> Host:
+    """The backend for ``--root``: the real kernel, on ``/`` or on a sandbox (a private tmpfs
+    mount point); ``system`` lets it run in the initial mount namespace."""
     from daemonstore.kernel import KernelHost  # only the kernel path needs ctypes
 
-    return KernelHost(root)
+    return KernelHost(root, system=system)
 
 
 def open_reader(root: str) -> Any:
@@ -49,21 +94,30 @@ def one_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def open_root(root: str, *, read_only: bool = False) -> Any:
+def open_root(root: str, *, read_only: bool = False, system: bool = False) -> Any:
     """:func:`open_reader` or :func:`open_host` for ``root``; an OSError (SandboxRefused is a
     PermissionError) becomes :class:`CannotRun` naming ``--root``."""
     try:
-        return open_reader(root) if read_only else open_host(root)
+        if read_only:
+            return open_reader(root)
+        return open_host(root, system=system)
     except OSError as exc:
         raise CannotRun(f"--root {root}: {one_line(exc)}") from None
 
 
 @contextmanager
-def host_for(root: str, *, read_only: bool = False,
+def host_for(root: str, *, read_only: bool = False, system: bool = False,
+             changes_mounts: bool = True, what: str = "this command",
              explain: Callable[[OSError], str] = str) -> Iterator[Any]:
     """The backend for ``--root`` (:func:`open_root`) for the block, closed afterwards; an
-    OSError in the block becomes :class:`CannotRun` with ``explain(exc)`` as the reason."""
-    host = open_root(root, read_only=read_only)
+    OSError in the block becomes :class:`CannotRun` with ``explain(exc)`` as the reason.
+
+    ``changes_mounts``: the ``--system`` interlock applies (:func:`check_interlock`); a command
+    that only reads (``status``) passes False and may look at the initial namespace."""
+    if changes_mounts and not read_only:
+        check_interlock(system, what)
+    host = open_root(root, read_only=read_only,
+                     system=system or not (changes_mounts and not read_only))
     try:
         yield host
     except OSError as exc:
@@ -72,6 +126,18 @@ def host_for(root: str, *, read_only: bool = False,
         close = getattr(host, "close", None)
         if close is not None:
             close()
+
+
+def bus_address(address: str | None, root: str = "/") -> str:
+    """The system bus (design.md "D-Bus"): ``address`` if given, else
+    ``$DBUS_SYSTEM_BUS_ADDRESS``, else the socket at ``/run/dbus/system_bus_socket`` under
+    ``root``."""
+    if address:
+        return address
+    env = os.environ.get(ENV_BUS_ADDRESS)
+    if env:
+        return env
+    return "unix:path=" + os.path.join(root, SYSTEM_BUS_SOCKET.lstrip("/"))
 
 
 def step_logger(verbose: bool, *, err: bool) -> Callable[[str], None] | None:

@@ -22,8 +22,11 @@ a built-in kind keeps that base, so callers that know the built-in still work: a
     ├── GuestUnavailable                     demo.signers: no guest session on this backend
     ├── ClientError                          dbus.client: talking to cryptohome / session manager
     │   ├── BusUnavailable                   no system bus to talk to
-    │   └── CallError                        a call that the service refused
-    ├── CryptohomeError                      cryptohome_sim.core: a refusal, sent as a D-Bus error
+    │   ├── CallError                        a D-Bus error (the bus or session_manager said no)
+    │   └── CryptohomeRefused                a reply carrying a CryptohomeErrorCode
+    ├── CryptohomeError                      cryptohome_sim.core: a refusal, sent as a reply code
+    ├── SessionRefused                       cryptohome_sim.core: a session_manager D-Bus error
+    ├── BadRequest (ValueError)              cryptohome_sim.core: a malformed argument (InvalidArgs)
     ├── ServiceError (RuntimeError)          cryptohome_sim.service: the service cannot start
     └── BusError (RuntimeError)              cryptohome_sim.bus: the private dbus-daemon failed
 

@@ -224,8 +224,11 @@ class World:
         return self.namespace, f"{paths.vault_mount(user_hash)}/{sub}/{name}"
 
     def logout(self, user: str, *, kill_holders: bool = False) -> SignOutResult:
-        """Sign ``user`` out; ``kill_holders`` ends whatever keeps the user's mounts busy
-        first (``process_killer --mount_holders``; on the model a daemon's holds go)."""
+        """Sign one user out (``session.sign_out``), for tests. ChromeOS has no per-user
+        sign-out: ``StopSession`` ends every session and ``Unmount{}`` unmounts everyone (what
+        the bus worlds and ``daemonstore logout`` do); README "Known deviations".
+        ``kill_holders`` ends whatever keeps the user's mounts busy first (``process_killer
+        --mount_holders``; on the model a daemon's holds go)."""
         user_hash = self.hash_of(user)
         with self.in_namespace(self.namespace):
             result = sign_out(self.host, user_hash, kill_holders=kill_holders)

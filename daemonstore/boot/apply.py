@@ -15,7 +15,7 @@ daemon sees its users (§7 items 3 and 12). Here every step's ``OSError`` is cau
   each store we touched really is a single shared self-bind (belt and braces against a backend
   whose mount "succeeded" onto the wrong thing). It is off by default because the errnos
   already say it and the read costs more than all the mounts together (KernelHost re-renders
-  the whole table; bench/startup.py); the next run's plan re-checks every store anyway.
+  the whole table); the next run's plan re-checks every store anyway.
 
 Nothing here raises for an operation failure; exceptions other than ``OSError`` (bugs) propagate.
 Exit codes are the CLI's business (style.md §6); :attr:`StartupReport.complete` is what it maps.

@@ -14,13 +14,17 @@ What chromeos_startup does, and what we do differently (chromeos-facts.md §1):
   (:func:`check_template`, design.md "Paths and names"):
 
   - the name matches ``[A-Za-z0-9_][A-Za-z0-9_.-]*`` without ``..`` (paths.check_daemon_name);
-  - it is a real directory: ``lstat``, never ``stat``; a symlink or a file is skipped;
+  - it is a real directory: ``lstat``, never ``stat``; a symlink (or a device, fifo, socket)
+    is skipped; a regular file (a README, a packaging leftover) is ignored: neither a store nor
+    a reason to fail startup;
   - it is owned by root or by an existing system user: uid 0 always; any other uid must be
     listed in ``<root>/etc/passwd`` (read with ``safe=True``; a missing or unreadable file means
     "only root");
-  - it is not group- or world-writable (``mode & 0o022 == 0``). Note: some real ChromeOS
-    templates are group-writable (pvm 0770, debugd 0660, fbpreprocessord 3770; chromeos-facts.md
-    §1, "Templates") and are skipped by this contract.
+  - it is not world-writable (``mode & 0o002 == 0``). Group-writable is accepted, as ChromeOS
+    ships such templates (crash 3770 crash:crash-user-access, fbpreprocessord 3770, pvm 0770,
+    debugd 0660; chromeos-facts.md §1, "Templates"): the group is the daemon's own. The mode is
+    not copied to the store anyway: ``/run/daemon-store/<d>`` is made 0755 root:root, and the
+    per-user directory's owner and mode come from the vault.
 
   The directory ``/etc/daemon-store`` itself must be a real, root-owned directory that is not
   group/world-writable, or else no template in it can be trusted and all are skipped.
@@ -204,9 +208,14 @@ def check_template(name: str, st: Stat | OSError, system_uids: Iterable[int]) ->
         return "is not a directory"
     if st.uid != ROOT_UID and st.uid not in system_uids:
         return f"owned by uid {st.uid}, which is neither root nor a user in {PASSWD}"
-    if st.perm & 0o022:
-        return f"mode {st.perm:04o} is group- or world-writable"
+    if st.perm & 0o002:
+        return f"mode {st.perm:04o} is world-writable"
     return None
+
+
+def ignored_template(st: Stat | OSError) -> bool:
+    """A regular file in ``/etc/daemon-store`` is no template and no problem: ignored."""
+    return not isinstance(st, OSError) and st.is_file
 
 
 def _lstat(host: Host, path: str) -> Stat | OSError:
@@ -243,7 +252,10 @@ def _templates(host: Host) -> tuple[list[str], list[Skipped]]:
     valid, skipped = [], []
     for name in names:
         path = f"{base}/{name}"
-        reason = check_template(name, _lstat(host, path), uids)
+        st = _lstat(host, path)
+        if ignored_template(st):
+            continue
+        reason = check_template(name, st, uids)
         if reason:
             skipped.append(Skipped(path, reason))
         else:

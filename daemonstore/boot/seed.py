@@ -48,13 +48,14 @@ SAMPLE = (
     Entry("session_manager", mode=0o755),
     Entry("linked", SYMLINK, target="/etc"),                 # symlink: skipped
     Entry("everyone", mode=0o777),                           # world-writable: skipped
-    Entry("pvm", mode=0o770, uid=299, gid=299),              # group-writable (real ChromeOS!)
+    Entry("pvm", mode=0o770, uid=299, gid=299),              # group-writable: fine, as ChromeOS
     Entry("ghost", uid=4242, gid=4242),                      # owner not in /etc/passwd
     Entry(".hidden"),                                        # bad name
-    Entry("README", FILE, mode=0o644),                       # not a directory
+    Entry("README", FILE, mode=0o644),                       # a regular file: ignored
 )
-SAMPLE_VALID = ("biod", "crosvm", "kerberosd", "session_manager", "shill")
-SAMPLE_SKIPPED = ("linked", "everyone", "pvm", "ghost", ".hidden", "README")
+SAMPLE_VALID = ("biod", "crosvm", "kerberosd", "pvm", "session_manager", "shill")
+SAMPLE_SKIPPED = ("linked", "everyone", "ghost", ".hidden")
+SAMPLE_IGNORED = ("README",)
 
 
 def passwd_line(name: str, uid: int, gid: int) -> str:

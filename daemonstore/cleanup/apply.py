@@ -338,7 +338,9 @@ def watch(disk: Disk, thresholds: Thresholds | None = None, *, interval: float,
     ``on_report``. The other keywords are run_cleanup's. Returns the number of passes.
 
     Simplified from cryptohome: every pass that finds the state below the normal threshold
-    cleans (no one-hour ``kAutoCleanupPeriod`` between automatic cleanups, no signal)."""
+    cleans (no one-hour ``kAutoCleanupPeriod`` between automatic cleanups). The
+    ``LowDiskSpace`` signal is the caller's: ``daemonstore cleanup --watch`` emits it from
+    ``on_report`` (daemonstore.dbus.lowdisk)."""
     if interval <= 0:
         raise ValueError(f"interval must be positive, not {interval}")
     passes = 0

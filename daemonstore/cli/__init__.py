@@ -15,6 +15,8 @@ import click
 from daemonstore.cli.audit import audit_command
 from daemonstore.cli.cleanup import cleanup_command
 from daemonstore.cli.demo import demo_command
+from daemonstore.cli.hook import hook_command
+from daemonstore.cli.install import install_command
 from daemonstore.cli.jail import jail_command
 from daemonstore.cli.login import login, logout
 from daemonstore.cli.repair import repair_command
@@ -40,3 +42,5 @@ main.add_command(status_command, "status")  # design.md CLI: `daemonstore status
 main.add_command(path_command, "path")  # design.md CLI: `daemonstore path DAEMON USER [--cache]`
 main.add_command(audit_command, "audit")  # `daemonstore audit`: check init scripts' jails
 main.add_command(repair_command, "repair")  # converge after a crash (SECURITY.md)
+main.add_command(hook_command, "hook")  # design.md CLI: `daemonstore hook` (the session hook)
+main.add_command(install_command, "install")  # design.md CLI: `daemonstore install [--prefix]`

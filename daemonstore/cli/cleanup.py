@@ -20,12 +20,14 @@ from daemonstore.cleanup.plan import (
     DEFAULT_CRITICAL,
     DEFAULT_NORMAL,
     DEFAULT_TARGET,
+    NEEDS_CLEANUP,
     CleanupReport,
     Thresholds,
     format_size,
     parse_size,
 )
-from daemonstore.command import host_for, step_logger
+from daemonstore.command import ROOT_HELP, bus_address, host_for, step_logger, system_option
+from daemonstore.dbus.lowdisk import LowDiskNotifier
 
 EXIT_OK = 0
 EXIT_SHORT = 1
@@ -66,8 +68,8 @@ def _output(report: CleanupReport, root: str, backend: str, as_json: bool) -> No
 @click.command("cleanup", epilog=_EPILOG,
                context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--root", default="/", show_default=True, metavar="DIR",
-              help="Sandbox root holding home/.shadow and run/ (a tmpfs mount point in a "
-                   "private mount namespace).")
+              help=ROOT_HELP)
+@system_option
 @click.option("--dry-run", is_flag=True, help="Print the ordered plan and the predicted "
                                               "steps (+); delete nothing.")
 @click.option("--json", "as_json", is_flag=True,
@@ -82,7 +84,7 @@ def _output(report: CleanupReport, root: str, backend: str, as_json: bool) -> No
 @click.option("--count", type=click.IntRange(min=1), default=None,
               help="With --watch: stop after N passes (default: until interrupted).")
 @click.option("-v", "--verbose", is_flag=True, help="Print each step before it runs.")
-def cleanup_command(root: str, dry_run: bool, as_json: bool, target: int | None,
+def cleanup_command(root: str, system: bool, dry_run: bool, as_json: bool, target: int | None,
                     normal: int | None, aggressive: int | None, critical: int | None,
                     interval: float | None, count: int | None, verbose: bool) -> None:
     """Free disk space by clearing daemon-store caches, as cryptohome does when space runs low.
@@ -101,19 +103,35 @@ def cleanup_command(root: str, dry_run: bool, as_json: bool, target: int | None,
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     log = step_logger(verbose, err=as_json)
-    with host_for(root, explain=_unmeasurable) as host:
+    with host_for(root, system=system, changes_mounts=not dry_run, what="cleanup",
+                  explain=_unmeasurable) as host:
         try:
             if interval is None:
                 report = run_cleanup(host, thresholds, dry_run=dry_run, log=log)
                 _output(report, root, host.kind, as_json)
                 code = EXIT_OK if report.ok else EXIT_SHORT
             else:
+                notify = _low_disk_notifier(root)
+
+                def on_report(report: CleanupReport) -> None:
+                    _output(report, root, host.kind, as_json)
+                    if report.state_before in NEEDS_CLEANUP:  # LowDiskSpaceCheck (§6)
+                        problem = notify(report.plan.free)
+                        if problem:
+                            click.echo(f"daemonstore cleanup: {problem}", err=True)
+
                 watch(host, thresholds, interval=interval, count=count, dry_run=dry_run,
-                      log=log, on_report=lambda r: _output(r, root, host.kind, as_json))
+                      log=log, on_report=on_report)
                 code = EXIT_OK
         except KeyboardInterrupt:
             code = EXIT_OK
     sys.exit(code)
+
+
+def _low_disk_notifier(root: str) -> LowDiskNotifier:
+    """``--watch`` signals low space on the system bus (daemonstore.dbus.lowdisk)."""
+
+    return LowDiskNotifier(bus_address(None, root))
 
 
 def _unmeasurable(exc: OSError) -> str:

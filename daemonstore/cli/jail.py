@@ -4,7 +4,12 @@ click would reinterpret minijail's getopt-style words (``-Kslave``, ``--``), so 
 its arguments raw and hands them to :func:`daemonstore.jail.spec.parse_jail_args`, the one parser
 (style.md habit 10: argv -> spec is tested without any kernel). Our own options come first:
 
-    daemonstore jail [--root DIR] [--dry-run] [--name NAME] MINIJAIL-ARGS... [--] CMD ARGS...
+    daemonstore jail [--root DIR] [--system] [--dry-run] [--name NAME] MINIJAIL-ARGS... -- CMD
+
+``--root`` is ``/`` by default. A jail with its own mount namespace (``-v`` and the other options
+that make one) changes no mount outside it, so it runs anywhere; one without (its mounts land in
+the caller's namespace) is held by the ``--system`` interlock like every command that changes
+mounts.
 
 Exit codes: 2 bad arguments (position and reason) or a refused environment; 1 a jail step failed
 (the step and the path are named); otherwise the command's own, since we exec it.
@@ -33,14 +38,14 @@ class _RawCommand(click.Command):
 
 
 def _own_options(args: list[str]) -> tuple[dict[str, Any], list[str]]:
-    opts: dict[str, Any] = {"root": None, "dry_run": False, "name": "jail"}
+    opts: dict[str, Any] = {"root": "/", "dry_run": False, "name": "jail", "system": False}
     while args:
         word = args[0]
         if word in ("-h", "--help"):
             opts["help"] = True
             return opts, []
-        if word == "--dry-run":
-            opts["dry_run"] = True
+        if word in ("--dry-run", "--system"):
+            opts[word[2:].replace("-", "_")] = True
             args = args[1:]
         elif word in ("--root", "--name"):
             if len(args) < 2:
@@ -78,13 +83,14 @@ def jail_command(ctx: click.Context) -> None:
         return
     if not spec.command:
         raise CannotRun("no command to run: put it after the options (or after --)")
-    if opts["root"] is None:
-        raise CannotRun("--root DIR is required: the jail only runs on a sandbox root (a tmpfs "
-                        "in a private mount namespace)")
+    system = opts["system"]
+    if not spec.new_mount_ns:  # its mounts would land in this namespace
+        command.check_interlock(system, "a jail without its own mount namespace (-v)")
     try:
-        host = command.open_host(opts["root"])
-    except OSError as exc:  # SandboxRefused is a PermissionError
-        raise CannotRun(f"cannot use --root {opts['root']}: {exc}") from None
+        # with -v every mount is made after unshare(CLONE_NEWNS), in the jail's own namespace
+        host = command.open_root(opts["root"], system=system or spec.new_mount_ns)
+    except CannotRun as exc:
+        raise CannotRun(f"cannot use {exc.message}") from None
     try:
         exec_jail(host, spec, opts["name"])
     except JailError as exc:

@@ -1,39 +1,35 @@
-"""``daemonstore login USER [--guest]`` / ``daemonstore logout USER``: sign in and out through the
-cryptohome and session manager services on a bus (thin click commands over
-:class:`daemonstore.dbus.client.Client`; registered in ``cli/__init__.py``).
+"""``daemonstore login USER [--guest | --ephemeral]`` / ``daemonstore logout``: sign in and end
+the session through cryptohome and the session manager on the system bus (thin click commands
+over :class:`daemonstore.dbus.client.Client`; registered in ``cli/__init__.py``).
 
-login  = cryptohome ``MountEx``, then ``StartSession`` (emits ``started``);
-logout = ``StopSession`` (emits ``stopping``, ``stopped``), then cryptohome ``Unmount``
-(the order of chromeos-facts.md §4).
+login  = ``StartAuthSession``, ``CreatePersistentUser`` (first time) or
+         ``AuthenticateAuthFactor``, ``PreparePersistentVault``, then ``StartSession``
+         (``started``); ``--guest``: ``PrepareGuestVault``; ``--ephemeral``:
+         ``PrepareEphemeralVault``;
+logout = ``StopSession`` (ends every session: ``stopping``, ``stopped``), then cryptohome's
+         ``Unmount{}`` (every user), the order of chromeos-facts.md §4. ChromeOS has no
+         per-user sign-out, so neither has this command.
 
-The bus is ``--address`` or ``$DBUS_SYSTEM_BUS_ADDRESS``; with neither the command refuses
-rather than fall back to the machine's own system bus. Exit codes: 0 done, 1 the bus or the
-service said no (unreachable, AccessDenied, sign-in failed: the service's reason is printed),
-2 bad input (no address, malformed user name).
+The bus is ``--address``, else ``$DBUS_SYSTEM_BUS_ADDRESS``, else the system bus socket
+``/run/dbus/system_bus_socket`` under ``--root`` (design.md "D-Bus"). Exit codes: 0 done, 1 the
+bus or the service said no (unreachable, AccessDenied, a CryptohomeErrorCode: the reason is
+printed), 2 bad input (malformed user name, conflicting options).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import click
 
 from daemonstore import paths
-from daemonstore.command import CannotRun
+from daemonstore.command import ENV_BUS_ADDRESS, CannotRun, bus_address
 from daemonstore.dbus.client import Client, ClientError
 
-ENV_ADDRESS = "DBUS_SYSTEM_BUS_ADDRESS"
 T = TypeVar("T")
 
-
-def _address(address: str | None) -> str:
-    found = address or os.environ.get(ENV_ADDRESS)
-    if not found:
-        raise CannotRun(f"no bus: pass --address or set {ENV_ADDRESS}")
-    return found
 
 
 def _user(username: str) -> str:
@@ -58,29 +54,44 @@ def _run(address: str, what: str, call: Callable[[Client], Awaitable[T]]) -> T:
 
 
 _address_option = click.option(
-    "--address", default=None, help=f"Bus address (default ${ENV_ADDRESS}).")
+    "--address", default=None,
+    help=f"Bus address (default ${ENV_BUS_ADDRESS}, else the system bus socket under --root).")
+_root_option = click.option(
+    "--root", type=click.Path(file_okay=False), default="/", show_default=True,
+    help="Root whose /run/dbus/system_bus_socket is used when no address is given.")
 
 
 @click.command("login")
-@click.argument("user")
+@click.argument("user", required=False)
 @click.option("--guest", is_flag=True,
-              help="A guest (ephemeral) session, in mnt_chrome; USER must be $guest.")
+              help="A guest session (PrepareGuestVault; USER is $guest, may be left out).")
+@click.option("--ephemeral", is_flag=True,
+              help="An ephemeral user (PrepareEphemeralVault): nothing kept after sign-out.")
 @_address_option
-def login(user: str, guest: bool, address: str | None) -> None:
+@_root_option
+def login(user: str | None, guest: bool, ephemeral: bool, address: str | None,
+          root: str) -> None:
     """Sign USER in: mount the cryptohome and daemon stores, then start the session."""
+    if guest and ephemeral:
+        raise CannotRun("--guest and --ephemeral exclude each other")
+    if guest:
+        user = user or paths.GUEST_USER
+        if user != paths.GUEST_USER:
+            raise CannotRun(f"a guest signs in as {paths.GUEST_USER}, not {user!r}")
+    elif user is None:
+        raise CannotRun("give USER (or --guest)")
     user = _user(user)
-    result = _run(_address(address), f"login {user}",
-                  lambda client: client.login(user, guest=guest))
-    click.echo(f"{user} signed in: hash {result.user_hash}, {len(result.mounted)} mounts; "
-               "session started")
+    result = _run(bus_address(address, root), f"login {user}",
+                  lambda client: client.login(user, guest=guest, ephemeral=ephemeral))
+    created = ", account created" if result.created else ""
+    click.echo(f"{user} signed in: hash {result.user_hash}{created}; session started")
 
 
 @click.command("logout")
-@click.argument("user")
 @_address_option
-def logout(user: str, address: str | None) -> None:
-    """Sign USER out: stop the session (stopping, stopped), then unmount."""
-    user = _user(user)
-    result = _run(_address(address), f"logout {user}", lambda client: client.logout(user))
+@_root_option
+def logout(address: str | None, root: str) -> None:
+    """End the session (everyone: stopping, stopped), then unmount every user."""
+    result = _run(bus_address(address, root), "logout", lambda client: client.logout())
     stopped = "session stopped" if result.had_session else "no session was started"
-    click.echo(f"{user} signed out: {stopped}, {len(result.unmounted)} mounts removed")
+    click.echo(f"signed out: {stopped}, every cryptohome unmounted")

@@ -2,10 +2,10 @@
 and exit code. Thin (style.md habit 10); the logic is in daemonstore.boot.plan and
 daemonstore.boot.apply.
 
-The backend is the real kernel, ``KernelHost(--root)``. KernelHost refuses the machine's initial
-mount namespace, ``/`` itself and anything that is not a tmpfs mount point (its safety rules), so
-on this machine the command runs under ``unshare -m`` on a tmpfs root, or in a forked
-``run_in_sandbox`` child; the model path is exercised through the library API.
+The backend is the real kernel, ``KernelHost(--root)``, on ``/`` by default (chromeos_startup
+runs ``daemonstore-startup --system``) or on a sandbox root (a private tmpfs mount point). In the
+machine's initial mount namespace it refuses unless ``--system`` (the interlock,
+:func:`daemonstore.command.check_interlock`).
 
 Exit codes (also in ``--help``):
 
@@ -25,7 +25,7 @@ from typing import Any
 import click
 
 from daemonstore.boot.apply import run_startup
-from daemonstore.command import host_for, step_logger
+from daemonstore.command import ROOT_HELP, host_for, step_logger, system_option
 
 EXIT_COMPLETE = 0
 EXIT_INCOMPLETE = 1
@@ -45,15 +45,15 @@ def _err(text: str) -> None:
 @click.command("startup", epilog=_EPILOG,
                context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--root", default="/", show_default=True, metavar="DIR",
-              help="Sandbox root holding etc/daemon-store and run/ (a tmpfs mount point in a "
-                   "private mount namespace).")
+              help=ROOT_HELP)
+@system_option
 @click.option("--dry-run", is_flag=True,
               help="Print the plan as scenario-language lines; change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the report).")
 @click.option("--verify", is_flag=True,
               help="After the steps, re-read mountinfo and check every changed store.")
 @click.option("-v", "--verbose", is_flag=True, help="Print each step before it runs.")
-def startup_command(root: str, dry_run: bool, as_json: bool, verify: bool,
+def startup_command(root: str, system: bool, dry_run: bool, as_json: bool, verify: bool,
                     verbose: bool) -> None:
     """Turn /etc/daemon-store templates into shared /run/daemon-store{,-cache} mounts.
 
@@ -62,7 +62,10 @@ def startup_command(root: str, dry_run: bool, as_json: bool, verify: bool,
     changes nothing.
     """
     log = step_logger(verbose, err=as_json)
-    with host_for(root) as host:  # an OSError: the host itself failed (mountinfo unreadable)
+    # a dry run changes nothing: no interlock. An OSError in the block: the host itself failed
+    # (mountinfo unreadable)
+    with host_for(root, system=system, changes_mounts=not dry_run,
+                  what="daemonstore-startup") as host:
         plan, report = run_startup(host, dry_run=dry_run, log=log, verify=verify)
     code = EXIT_COMPLETE if report.complete else EXIT_INCOMPLETE
     if as_json:

@@ -3,10 +3,10 @@
 :mod:`daemonstore.daemon.salt`; registered in ``cli/__init__.py``).
 
 status exits 0 when it found no problem, 1 when it reported problems, 2 when it cannot run here:
-it reads the stores through a KernelHost on ``--root``, which refuses the machine's initial mount
-namespace and anything that is not a tmpfs sandbox (run it under ``unshare -m`` on a tmpfs root,
-or in a ``run_in_sandbox`` child). path exits 0 with the path, 2 with a one-line reason (bad
-names, no salt, unusable ``--root``); it only reads, so any directory will do as ``--root``.
+it reads the stores through a KernelHost on ``--root`` (``/`` by default); it only reads, so it
+runs in the initial mount namespace too, without ``--system``. path exits 0 with the path, 2
+with a one-line reason (bad names, no salt, unusable ``--root``); it only reads, so any
+directory will do as ``--root``.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from daemonstore.command import CannotRun, host_for, one_line
 from daemonstore.daemon.salt import SaltMissing, user_store_path
 from daemonstore.report import status
 
-_ROOT_HELP = ("Sandbox root holding etc/daemon-store, run/ and home/ (a tmpfs mount point in a "
-              "private mount namespace).")
+_ROOT_HELP = ("Root holding etc/daemon-store, run/ and home/: / (default) or a sandbox (a "
+              "private tmpfs mount point). Only read: no --system needed.")
 
 
 @click.command("status")
@@ -32,7 +32,7 @@ _ROOT_HELP = ("Sandbox root holding etc/daemon-store, run/ and home/ (a tmpfs mo
 def status_command(root: str, as_json: bool) -> None:
     """Stores, signed-in users, and which mount namespaces receive which store (every process's
     namespace holding the sandbox, found through /proc); problems found. Exit 1 if any."""
-    with host_for(root, explain=one_line) as host:
+    with host_for(root, changes_mounts=False, explain=one_line) as host:
         report = status.status_of(host, scan_processes=host.kind == "kernel")
     if as_json:
         out: dict[str, Any] = {"root": root, "backend": host.kind, **report.to_json()}

@@ -1,9 +1,11 @@
 """What a daemon uses: its store path for the primary user, "is it really mounted", and an
 asynchronous wait for sign-in (design.md ``client.py``).
 
-The pattern is biod's ``SessionStateManager`` (chromeos-facts.md §4): at start ask
-``RetrievePrimarySession`` (a daemon restarted mid-session recovers), then follow
-``SessionStateChanged``: on ``started`` look the primary user up again, on ``stopped`` forget it.
+The pattern is biod's ``SessionStateManager`` (chromeos-facts.md §4), in
+:class:`PrimaryUserTracker`: at start ask ``RetrievePrimarySession`` (a daemon restarted
+mid-session recovers), then follow ``SessionStateChanged``: on ``started`` look the primary user
+up if none is known, on ``stopped`` forget it; the session manager losing its name
+(``NameOwnerChanged`` to "") counts as a sign-out.
 The improvement over the original helpers (libbrillo ``GetDaemonStorePath``, libchromeos-rs
 ``get_daemonstore_path``) is that a path is only ever handed out once the user's vault is really
 bound there (:mod:`daemonstore.daemon.store_check`): the target directory exists before the bind and
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from daemonstore import paths
@@ -37,6 +41,86 @@ class PrimaryStore:
 
 class NoPrimaryUser(DaemonStoreError, LookupError):
     """Nobody is signed in (``RetrievePrimarySession`` returned empty strings)."""
+
+
+@dataclass(frozen=True)
+class UserEvent:
+    """``logged_in`` (``username``, ``user_hash`` set) or ``logged_out`` (the user forgotten;
+    ``reason`` is ``stopped`` or ``session manager gone``)."""
+
+    kind: str
+    username: str = ""
+    user_hash: str = ""
+    reason: str = ""
+
+
+class PrimaryUserTracker:
+    """biod's ``SessionStateManager``: who the primary user is, kept current from signals.
+
+    ``async with tracker.events() as queue``: first a ``logged_in`` if someone is signed in
+    already, then one event per change. ``primary`` is the current ``(username, hash)`` or
+    None.
+    """
+
+    def __init__(self, bus: Client) -> None:
+        self.bus = bus
+        self.primary: tuple[str, str] | None = None
+
+    async def refresh(self) -> UserEvent | None:
+        """``RefreshPrimaryUser``: ask ``RetrievePrimarySession``; an event if it changed."""
+        username, user_hash = await self.bus.primary_session()
+        if not user_hash:
+            return self._forget("stopped")
+        found = (username, paths.check_hash(user_hash))
+        if found == self.primary:
+            return None
+        self.primary = found
+        return UserEvent("logged_in", *found)
+
+    def _forget(self, reason: str) -> UserEvent | None:
+        if self.primary is None:
+            return None
+        username, user_hash = self.primary
+        self.primary = None
+        return UserEvent("logged_out", username, user_hash, reason)
+
+    @asynccontextmanager
+    async def events(self) -> AsyncIterator[asyncio.Queue[UserEvent]]:
+        out: asyncio.Queue[UserEvent] = asyncio.Queue()
+        async with self.bus.name_owner_changes(names.SESSION_NAME) as owners, \
+                self.bus.session_states() as states:
+            if (first := await self.refresh()) is not None:
+                out.put_nowait(first)
+
+            async def pump() -> None:
+                while True:
+                    get_state = asyncio.ensure_future(states.get())
+                    get_owner = asyncio.ensure_future(owners.get())
+                    done, pending = await asyncio.wait(
+                        [get_state, get_owner], return_when=asyncio.FIRST_COMPLETED)
+                    for task in pending:
+                        task.cancel()
+                    event = None
+                    if get_owner in done and not get_owner.result():
+                        event = self._forget("session manager gone")
+                    elif get_state in done:
+                        state = get_state.result()
+                        if state == names.STARTED and self.primary is None:
+                            event = await self.refresh()
+                        elif state == names.STOPPED:
+                            event = self._forget(names.STOPPED)
+                    if event is not None:
+                        out.put_nowait(event)
+
+            task = asyncio.ensure_future(pump())
+            try:
+                yield out
+            finally:
+                task.cancel()
+                try:
+                    await task
+                except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
+                    pass
 
 
 class DaemonStoreClient:

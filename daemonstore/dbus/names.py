@@ -1,9 +1,9 @@
-"""D-Bus names of the simulated services (pure constants; design.md "D-Bus", a contract).
+"""D-Bus names of cryptohome and session_manager (pure constants; design.md "D-Bus", a contract).
 
-The service and object names and ``CryptohomeMiscInterface`` / ``SessionManagerInterface`` are
-the ChromeOS ones (chromeos-facts.md §3, §4). The mount interface and the control interface are
-ours: real cryptohome mounts through ``org.chromium.UserDataAuthInterface`` with protobuf
-requests, which a simulation has no use for.
+Service names, object paths, interfaces, members and signal names are ChromeOS's
+(chromeos-facts.md §4, §10; ``system_api/dbus/cryptohome/dbus-constants.h``,
+``system_api/dbus/login_manager/dbus-constants.h``). The control interface is ours, for tests
+only (python-dbusmock's ``org.freedesktop.DBus.Mock``, style.md §0 item 8), on its own path.
 """
 
 from __future__ import annotations
@@ -12,9 +12,13 @@ from __future__ import annotations
 CRYPTOHOME_NAME = "org.chromium.UserDataAuth"
 CRYPTOHOME_PATH = "/org/chromium/UserDataAuth"
 MISC_IFACE = "org.chromium.CryptohomeMiscInterface"
-MOUNT_IFACE = "org.chromium.CryptohomeMountInterface"
-#: python-dbusmock's ``org.freedesktop.DBus.Mock`` in our namespace (style.md §0 item 8)
+USERDATAAUTH_IFACE = "org.chromium.UserDataAuthInterface"
+LOW_DISK_SIGNAL = "LowDiskSpace"
+
+# ---- the test control interface (not ChromeOS; served by cryptohome-sim on its connection) ----
 CONTROL_IFACE = "org.daemonstore.Control"
+CONTROL_PATH = "/org/daemonstore/Control"
+CONTROL_ERROR = CONTROL_IFACE + ".Error"
 
 # ---- session manager -------------------------------------------------------------------------
 SESSION_NAME = "org.chromium.SessionManager"
@@ -31,10 +35,7 @@ STOPPED = "stopped"
 INVALID_ARGS = "org.freedesktop.DBus.Error.InvalidArgs"
 ACCESS_DENIED = "org.freedesktop.DBus.Error.AccessDenied"
 SERVICE_UNKNOWN = "org.freedesktop.DBus.Error.ServiceUnknown"
-#: cryptohome reports errors inside its protobuf replies; ours are D-Bus errors named
-#: ``<interface>.Error.<Kind>``
-MOUNT_ERROR = MOUNT_IFACE + ".Error"
-CONTROL_ERROR = CONTROL_IFACE + ".Error"
-#: session_manager's own errors are flat: ``org.chromium.SessionManagerInterface.SessionExists``
-#: (login_manager/dbus_error_types.h)
+#: session_manager's errors are flat: ``org.chromium.SessionManagerInterface.SessionExists``
+#: (login_manager/dbus_error_types.h). cryptohome answers refusals inside its protobuf reply
+#: (field ``error``, a CryptohomeErrorCode), never as D-Bus errors.
 SESSION_ERROR = SESSION_IFACE

@@ -14,17 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
+from typing import Any, TypeVar
 
 from cryptohome_sim.bus import current_user, start_private_bus
 from cryptohome_sim.core import Cryptohome
 from cryptohome_sim.service import Service
 from daemonstore import paths
-from daemonstore.dbus.client import CallError, Client
+from daemonstore.dbus.client import Client, CryptohomeRefused
 from daemonstore.world import World
 
 __all__ = ["OverBus", "over_bus", "private_bus"]
+T = TypeVar("T")
 
 
 @contextmanager
@@ -36,8 +38,11 @@ def private_bus() -> Iterator[str]:
 
 
 class OverBus:
-    """Signer: ``MountEx`` + ``StartSession`` to sign in, ``StopSession`` + ``Unmount`` to sign
-    out (chromeos-facts.md §4 order), each followed by what the session manager now reports."""
+    """Signer over ChromeOS's calls: ``StartAuthSession`` ... ``PreparePersistentVault`` then
+    ``StartSession`` to sign in; ``StopSession`` then ``Unmount{}`` to sign out (everyone, as
+    ChromeOS: the story has one user signed in at a time), each followed by what the session
+    manager now reports. Mounts are counted from cryptohome-sim's mountinfo (control
+    interface) before and after, since ChromeOS's replies do not list them."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, client: Client) -> None:
         self.loop = loop
@@ -45,35 +50,46 @@ class OverBus:
         #: one line per call, for the narration
         self.notes: list[str] = []
 
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run_until_complete(coro)
+
+    def _mounts(self) -> set[str]:
+        """Mount ids of the root namespace."""
+        text = self._run(self.client.mountinfo())
+        return {line.split()[0] for line in text.splitlines() if line.strip()}  # mount ids
+
     def _state(self) -> str:
-        state = self.loop.run_until_complete(self.client.session_state())
-        primary, _hash = self.loop.run_until_complete(self.client.primary_session())
+        state = self._run(self.client.session_state())
+        primary, _hash = self._run(self.client.primary_session())
         return f"RetrieveSessionState={state!r}, RetrievePrimarySession={primary or '(none)'!r}"
 
     def login(self, user: str) -> int:
-        result = self.loop.run_until_complete(self.client.login(user))
-        self.notes.append(f"over D-Bus: MountEx({user!r}), StartSession -> {self._state()}")
-        return len(result.mounted)
+        before = self._mounts()
+        result = self._run(self.client.login(user))
+        how = "CreatePersistentUser" if result.created else "AuthenticateAuthFactor"
+        self.notes.append(f"over D-Bus: StartAuthSession({user!r}), {how}, "
+                          f"PreparePersistentVault, StartSession -> {self._state()}")
+        return len(self._mounts() - before)
 
     def logout(self, user: str) -> int:
-        result = self.loop.run_until_complete(self.client.logout(user))
-        self.notes.append(f"over D-Bus: StopSession, Unmount({user!r}) -> {self._state()}")
-        return len(result.unmounted)
+        before = self._mounts()
+        self._run(self.client.logout())
+        self.notes.append(f"over D-Bus: StopSession, Unmount{{}} (everyone) -> {self._state()}")
+        return len(before - self._mounts())
 
     def login_guest(self, user_hash: str) -> int:
-        """``MountEx("$guest", guest=true)``; a service without guest sessions says so."""
+        """``PrepareGuestVault`` + ``StartSession("$guest")``; a refusal says why."""
         from daemonstore.demo.signers import GuestUnavailable
 
+        before = self._mounts()
         try:
-            result = self.loop.run_until_complete(self.client.login(paths.GUEST_USER,
-                                                                    guest=True))
-        except CallError as exc:
-            if exc.error_name.endswith(".NotSupported"):
-                raise GuestUnavailable(f"cryptohome_sim refuses guests ({exc.text})") from None
-            raise
-        self.notes.append(f"over D-Bus: MountEx('$guest', guest=true), StartSession -> "
-                          f"{self._state()}")
-        return len(result.mounted)
+            self._run(self.client.login(paths.GUEST_USER, guest=True))
+        except CryptohomeRefused as exc:
+            raise GuestUnavailable(f"cryptohome refused the guest ({exc.code_name})") from None
+        self.notes.append(f"over D-Bus: PrepareGuestVault, StartSession('$guest') -> "
+                          f"{self._state()}, IsGuestSessionActive="
+                          f"{self._run(self.client.is_guest_session_active())}")
+        return len(self._mounts() - before)
 
     def logout_guest(self, user_hash: str) -> int:
         return self.logout(paths.GUEST_USER)

@@ -48,7 +48,7 @@ class InProcess:
 
     def login(self, user: str) -> int:
         self.world.login(user)
-        self.notes.append("in-process: session.sign_in (cryptohome's side of MountEx)")
+        self.notes.append("in-process: session.sign_in (what PreparePersistentVault does)")
         return len(self.world.sessions[user].mounted)
 
     def logout(self, user: str) -> int:

@@ -53,14 +53,17 @@ class DemoDaemon:
     data: bytes
     #: also writes a file into its cache store (``/run/daemon-store-cache/<d>/<hash>``)
     cache_file: str = ""
+    #: the template's group, when it is not the daemon's own (crash: crash-user-access)
+    gid: int | None = None
 
 
 #: made-up system users (not ChromeOS's ids); install_daemon writes them into /etc/passwd
 DAEMONS = (
     DemoDaemon("biod", 30282, 0o700, "fingerprints.dat", b"alice's fingerprint templates"),
     DemoDaemon("shill", 30104, 0o700, "wifi.profile", b"ssid=home psk=..."),
-    DemoDaemon("crash", 30150, 0o750, "report.meta", b"crash report #1",
-               cache_file="minidump.dmp"),
+    # as ChromeOS installs it: 3770 crash:crash-user-access (setgid, sticky, group-writable)
+    DemoDaemon("crash", 30150, 0o3770, "report.meta", b"crash report #1",
+               cache_file="minidump.dmp", gid=30151),
 )
 USERS = ("alice@example.com", "bob@example.com")
 SEED = 2024
@@ -133,14 +136,15 @@ class Story:
         self.heading(1, "templates: /etc/daemon-store/<d> (what each daemon's ebuild installs)")
         host = self.world.host
         for d in DAEMONS:
-            self.world.install_daemon(d.name, d.uid, d.uid, d.mode, startup=False)
+            self.world.install_daemon(d.name, d.uid, d.uid if d.gid is None else d.gid,
+                                      d.mode, startup=False)
         with self.world.in_namespace(self.world.namespace):  # shown as read back, not as meant
             passwd = host.read_file("/etc/passwd", safe=True).decode().splitlines()
             for d in DAEMONS:
                 st = host.lstat(paths.template(d.name), safe=True)
                 line = next((x for x in passwd if x.split(":")[2:3] == [str(st.uid)]), "-")
-                self.say(f"  {paths.template(d.name):<24} {st.perm:04o} uid {st.uid}  "
-                         f"/etc/passwd: {line}")
+                self.say(f"  {paths.template(d.name):<24} {st.perm:04o} uid {st.uid} "
+                         f"gid {st.gid}  /etc/passwd: {line}")
 
     def step_startup(self) -> None:
         self.heading(2, "startup: each store bound onto itself and made shared")

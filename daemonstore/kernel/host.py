@@ -17,7 +17,7 @@ from daemonstore.kernel.files import FileMethods
 from daemonstore.kernel.guards import (
     SandboxRefused,
     check_private_namespace,
-    check_tmpfs_mount_point,
+    check_sandbox_root,
 )
 from daemonstore.kernel.holds import HoldMethods
 from daemonstore.kernel.mounts import MountMethods
@@ -30,26 +30,27 @@ __all__ = ["KernelHost"]
 
 
 class KernelHost(FileMethods, MountMethods, NamespaceMethods, HoldMethods):
-    """The real kernel behind the Host interface, confined to a tmpfs sandbox root.
+    """The real kernel behind the Host interface, on ``/`` or confined to a tmpfs sandbox root.
 
-    ``root`` is the HOST path of the sandbox root; interface paths are sandbox-absolute (``/`` is
+    ``root`` is the HOST path of the root; interface paths are root-absolute (``/`` is
     ``root``). The constructor refuses (:class:`SandboxRefused`) in the machine's initial mount
-    namespace, for ``/``, and for anything that is not a tmpfs mount point. Not thread-safe:
+    namespace unless ``system`` (the ``--system`` interlock), and a sandbox root (anything but
+    ``/``) that is not a private tmpfs mount point (guards.py). Not thread-safe:
     unshare(CLONE_NEWNS) and setns(CLONE_NEWNS) need a single-threaded caller anyway.
     """
 
     kind = "kernel"
 
-    def __init__(self, root: str) -> None:
-        check_private_namespace()  # first, before anything is opened (safety rule 1)
-        if not os.path.isabs(root) or os.path.realpath(root) == "/":
-            raise SandboxRefused(f"sandbox root must be an absolute path other than '/': {root!r}")
+    def __init__(self, root: str, *, system: bool = False) -> None:
+        if not system:
+            check_private_namespace()  # first, before anything is opened (safety rule 1)
+        if not os.path.isabs(root):
+            raise SandboxRefused(f"root must be an absolute path: {root!r}")
         root_fd = os.open(root, O_PATH | O_DIRECTORY | O_CLOEXEC)
         try:
             host_root = os.readlink(fd_path(root_fd))
-            if host_root == "/":
-                raise SandboxRefused(f"sandbox root {root!r} is the host's '/'")
-            check_tmpfs_mount_point(host_root, root_fd)
+            if host_root != "/":  # "/" is the real system; anything else is a sandbox
+                check_sandbox_root(host_root, root_fd)
             ns_fd = os.open("/proc/self/ns/mnt", os.O_RDONLY | O_CLOEXEC)
         except BaseException:
             os.close(root_fd)

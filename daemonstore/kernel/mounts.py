@@ -126,10 +126,11 @@ class MountMethods(Resolver):
         link), refusing anything that is not under the sandbox root."""
         with self._opened(path, O_PATH, safe=safe) as fd:
             host_path = os.readlink(fd_path(fd))
+        prefix = self._root.rstrip("/")  # "" for a host on "/"
         if host_path == self._root:
             return "/"
-        if host_path.startswith(self._root + "/"):
-            return host_path[len(self._root):]
+        if host_path.startswith(prefix + "/"):
+            return host_path[len(prefix):]
         raise SandboxRefused(f"{path!r} resolved to {host_path!r}, outside the sandbox")
 
     def remount_bind(self, target: str, flags: frozenset[str], *, safe: bool = False) -> None:

@@ -236,12 +236,12 @@ class BoundCalls:
     bound once; the ``open_how`` structs it passes (one per flags/mode/resolve); and which newer
     calls this kernel lacks. One per KernelHost, living as long as the host.
 
-    The wrappers above look the number up (platform.machine()) and build a fresh struct each
-    call, which costs more than the openat2 itself (bench/startup.py, bench/signin.py measure
+    The wrappers above look the number up (platform.machine()) and build a fresh struct each call,
+    which costs more than the openat2 itself (``python -m bench.boot`` and ``bench.signin`` measure
     it); callers of these raise :func:`last_error` on ``-1`` just the same. ``have_statx`` and
-    ``have_fchmodat2`` start true; the first call that the kernel lacks (ENOSYS, before 4.11 or
-    6.6) or a seccomp filter refuses (EPERM) sets them false, and the host uses the older calls
-    from then on."""
+    ``have_fchmodat2`` start true; the first call that the kernel lacks (ENOSYS, before 4.11 or 6.6)
+    or a seccomp filter refuses (EPERM) sets them false, and the host uses the older calls from then
+    on."""
 
     __slots__ = ("fchmodat2", "fchownat", "have_fchmodat2", "have_statx", "hows", "mount",
                  "nr_fchmodat2", "nr_openat2", "nr_statx", "openat2", "statx", "umount2")

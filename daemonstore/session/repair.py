@@ -59,8 +59,8 @@ from daemonstore.session.queries import existing_dir, mounted_users, store_user,
 from daemonstore.session.results import SignInError
 from daemonstore.session.sign_out import SignOutPlan, plan_sign_out
 
-__all__ = ["RepairPlan", "RepairReport", "UserRepair", "plan_repair", "repair",
-           "session_problems"]
+__all__ = ["RepairPlan", "RepairReport", "UserRepair", "plan_repair", "plan_store_binds",
+           "repair", "session_problems"]
 
 #: a dir vault's /home/chronos/user shows <sandbox>/home/.shadow/<H>/vault/user
 _CHRONOS_USER_ROOT = re.compile(r"/\.shadow/([0-9a-f]{40})/vault/user\Z")
@@ -286,6 +286,13 @@ def _finish_plan(host: Host, mounts: MountView,
             steps += [BindDir(source, target), RemountBind(target, BIND_FLAGS)]
             stores.append(store)
     return SignInPlan(user_hash, False, tuple(steps), tuple(stores)), reasons
+
+
+def plan_store_binds(host: Host, user_hash: str) -> SignInPlan:
+    """Only the store binds of a user whose vault is mounted: what is missing or lacks its
+    flags, with sign-in's own ops and rollback (the session hook, daemonstore.hook, runs it
+    where cryptohome mounts vaults without daemon stores). Empty when all are there."""
+    return _finish_plan(host, MountView(mountinfo.parse(host.mountinfo())), user_hash)[0]
 
 
 def _leaked_chronos_user(mounts: MountView, signed: list[str]) -> bool:

@@ -10,7 +10,10 @@ Fixtures (import them into a conftest):
 ``cryptohome_service`` (async)
     cryptohome + session manager serving a fresh ModelHost on that bus, in the test's own
     asyncio loop (deterministic: nothing runs between two awaits of the test).
-    ``await cryptohome_service.login("alice")`` signs in over the bus.
+    ``await cryptohome_service.login("alice")`` signs in over the bus with ChromeOS's calls
+    (StartAuthSession ... PreparePersistentVault, StartSession); ``logout()`` ends the session
+    for everyone and unmounts every user, as ChromeOS (which has no per-user sign-out; the
+    in-process ``World.logout(user)`` keeps one for tests).
 ``cryptohome_client`` (async)
     a second, independent connection (a :class:`daemonstore.dbus.client.Client`).
 ``bus_world`` (async)
@@ -62,9 +65,16 @@ def privileged_user() -> str:
     return "root" if os.geteuid() == 0 else current_user()
 
 
+#: the account the private bus's policy treats as ``chronos`` (a test machine has no chronos;
+#: Debian's ``daemon`` exists everywhere and owns nothing of ours). dbus-daemon refuses a
+#: connection from a uid without a passwd entry, so a made-up uid would not do.
+CHRONOS_STAND_IN = "daemon"
+
+
 @pytest.fixture
 def private_bus(monkeypatch: pytest.MonkeyPatch) -> Iterator[PrivateBus]:
-    with start_private_bus(privileged_user=privileged_user()) as bus:
+    with start_private_bus(privileged_user=privileged_user(),
+                           chronos=CHRONOS_STAND_IN) as bus:
         monkeypatch.setenv(ENV_ADDRESS, bus.address)
         monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS", raising=False)
         yield bus
@@ -99,12 +109,14 @@ class RunningCryptohome:
             self._own = await self.client()
         return self._own
 
-    async def login(self, username: str, guest: bool = False) -> LoginResult:
-        """MountEx then StartSession over the bus (what ``daemonstore login`` does)."""
-        return await (await self._default()).login(username, guest=guest)
+    async def login(self, username: str, *, guest: bool = False,
+                    ephemeral: bool = False) -> LoginResult:
+        """Chrome's sign-in calls, then StartSession (what ``daemonstore login`` does)."""
+        return await (await self._default()).login(username, guest=guest, ephemeral=ephemeral)
 
-    async def logout(self, username: str) -> LogoutResult:
-        return await (await self._default()).logout(username)
+    async def logout(self) -> LogoutResult:
+        """StopSession (everyone), then Unmount{} (what ``daemonstore logout`` does)."""
+        return await (await self._default()).logout()
 
     async def close(self) -> None:
         for client in self._clients:

@@ -14,22 +14,27 @@ pytestmark = pytest.mark.dbus
 
 def test_demo_over_the_bus_tells_the_same_story() -> None:
     over_bus = demo.run_demo(bus=True)
-    assert over_bus.facts == demo.run_demo().facts  # guest included: MountEx(guest=true)
-    assert ("  over D-Bus: MountEx('alice@example.com'), StartSession -> "
-            "RetrieveSessionState='started', RetrievePrimarySession='alice@example.com'"
-            in over_bus.lines)
-    assert ("  over D-Bus: StopSession, Unmount('alice@example.com') -> "
+    assert over_bus.facts == demo.run_demo().facts  # guest included: PrepareGuestVault
+    assert ("  over D-Bus: StartAuthSession('alice@example.com'), CreatePersistentUser, "
+            "PreparePersistentVault, StartSession -> RetrieveSessionState='started', "
+            "RetrievePrimarySession='alice@example.com'" in over_bus.lines)
+    assert ("  over D-Bus: StopSession, Unmount{} (everyone) -> "
             "RetrieveSessionState='stopped', RetrievePrimarySession='(none)'" in over_bus.lines)
-    assert ("  over D-Bus: MountEx('$guest', guest=true), StartSession -> "
-            "RetrieveSessionState='started', RetrievePrimarySession='(none)'" in over_bus.lines)
+    assert ("  over D-Bus: PrepareGuestVault, StartSession('$guest') -> "
+            "RetrieveSessionState='started', RetrievePrimarySession='(none)', "
+            "IsGuestSessionActive=True" in over_bus.lines)
+    # alice comes back: her account exists, so she authenticates instead of being created
+    assert ("  over D-Bus: StartAuthSession('alice@example.com'), AuthenticateAuthFactor, "
+            "PreparePersistentVault, StartSession -> RetrieveSessionState='started', "
+            "RetrievePrimarySession='alice@example.com'" in over_bus.lines)
 
 
 def test_demo_cli_bus() -> None:
     res = CliRunner().invoke(main, ["demo", "--bus"])
     assert res.exit_code == 0, res.output
-    assert "  over D-Bus: MountEx('bob@example.com'), StartSession -> " \
-           "RetrieveSessionState='started', RetrievePrimarySession='bob@example.com'" \
-           in res.output.splitlines()
+    assert ("  over D-Bus: StartAuthSession('bob@example.com'), CreatePersistentUser, "
+            "PreparePersistentVault, StartSession -> RetrieveSessionState='started', "
+            "RetrievePrimarySession='bob@example.com'") in res.output.splitlines()
 
 
 @pytest.mark.kernel

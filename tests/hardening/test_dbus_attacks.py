@@ -1,8 +1,8 @@
 """Hostile D-Bus callers against cryptohome_sim on a private dbus-daemon (never the machine's
 bus): a non-root client (uid 65534, a separate process) trying every privileged method, and root
 calling with malformed or path-like arguments. Each call must be answered with a clear D-Bus
-error (AccessDenied from the bus itself; InvalidArgs or a named cryptohome error from the
-service) and change no mount; a user name that looks like a path is only ever hashed.
+answer (AccessDenied from the bus itself; InvalidArgs, or a CryptohomeErrorCode in the reply,
+from the service) and change no mount; a user name that looks like a path is only ever hashed.
 """
 
 from __future__ import annotations
@@ -27,45 +27,59 @@ NOBODY = 65534
 UDA = (names.CRYPTOHOME_NAME, names.CRYPTOHOME_PATH)
 SM = (names.SESSION_NAME, names.SESSION_PATH)
 
-#: (destination+path, interface, member, signature, body) that only root may call
+CTL = (names.CRYPTOHOME_NAME, names.CONTROL_PATH)
+UDA_IF, MISC_IF = names.USERDATAAUTH_IFACE, names.MISC_IFACE
+
+#: (destination+path, interface, member, signature, body) that uid 65534 may not call (the
+#: shipped policy: root, and chronos for Chrome's methods; nobody else)
 PRIVILEGED = [
-    (UDA, names.MOUNT_IFACE, "MountEx", "sb", ["../../etc", False]),
-    (UDA, names.MOUNT_IFACE, "MountEx", "sb", ["alice", False]),
-    (UDA, names.MOUNT_IFACE, "Unmount", "s", ["alice"]),
-    (UDA, names.MOUNT_IFACE, "ListMounted", "", []),
-    (UDA, names.MISC_IFACE, "GetSystemSalt", "", []),
-    (UDA, names.CONTROL_IFACE, "AddUser", "s", ["mallory"]),
-    (UDA, names.CONTROL_IFACE, "InjectFailure", "si", ["MountEx", 0]),
-    (UDA, names.CONTROL_IFACE, "InstallDaemon", "suuu", ["evil", 0, 0, 0o4755]),
-    (UDA, names.CONTROL_IFACE, "GetMountinfo", "s", [""]),
-    (UDA, names.CONTROL_IFACE, "GetCalls", "", []),
-    (SM, names.SESSION_IFACE, "StartSession", "s", ["mallory"]),
+    (UDA, UDA_IF, "StartAuthSession", "ay", [b"\x0a\x0b\x12\x09../../etc"]),
+    (UDA, UDA_IF, "PrepareGuestVault", "ay", [b""]),
+    (UDA, UDA_IF, "Unmount", "ay", [b""]),
+    (UDA, UDA_IF, "IsMounted", "ay", [b""]),
+    (UDA, UDA_IF, "Remove", "ay", [b"\x0a\x09\x12\x07mallory"]),
+    (UDA, MISC_IF, "GetSystemSalt", "ay", [b""]),
+    (UDA, MISC_IF, "GetSanitizedUsername", "ay", [b"\x0a\x05alice"]),
+    (CTL, names.CONTROL_IFACE, "AddUser", "s", ["mallory"]),
+    (CTL, names.CONTROL_IFACE, "InjectFailure", "si", ["Unmount", 0]),
+    (CTL, names.CONTROL_IFACE, "InstallDaemon", "suuu", ["evil", 0, 0, 0o4755]),
+    (CTL, names.CONTROL_IFACE, "GetMountinfo", "s", [""]),
+    (CTL, names.CONTROL_IFACE, "GetCalls", "", []),
+    (SM, names.SESSION_IFACE, "StartSession", "ss", ["mallory", ""]),
     (SM, names.SESSION_IFACE, "StopSession", "s", [""]),
+    (SM, names.SESSION_IFACE, "RetrievePrimarySession", "", []),
     (("org.freedesktop.DBus", "/org/freedesktop/DBus"), "org.freedesktop.DBus", "RequestName",
      "su", [names.CRYPTOHOME_NAME, 4]),
 ]
 
-#: (interface, member, signature, body, the error the service must answer) -- as root
+#: (path, interface, member, signature, body, the answer the service must give) -- as root.
+#: A D-Bus error name, or ("reply", bytes): a refusal inside cryptohome's protobuf reply.
 MALFORMED = [
-    (names.MOUNT_IFACE, "MountEx", "sb", ["", False], names.INVALID_ARGS),
-    (names.MOUNT_IFACE, "MountEx", "sb", ["a\nb", False], names.INVALID_ARGS),
-    (names.MOUNT_IFACE, "MountEx", "sb", ["a\x7fb", False], names.INVALID_ARGS),
-    (names.MOUNT_IFACE, "MountEx", "sb", ["x" * 300, False], names.INVALID_ARGS),
-    (names.MOUNT_IFACE, "MountEx", "s", ["alice"], names.INVALID_ARGS),
-    (names.MOUNT_IFACE, "MountEx", "bs", [False, "alice"], names.INVALID_ARGS),
-    (names.MOUNT_IFACE, "MountEx", "sbs", ["alice", False, "x"], names.INVALID_ARGS),
-    (names.MOUNT_IFACE, "Unmount", "u", [7], names.INVALID_ARGS),
-    (names.MOUNT_IFACE, "Unmount", "s", ["nobody-signed-in"], f"{names.MOUNT_ERROR}.NotMounted"),
-    (names.CONTROL_IFACE, "InstallDaemon", "suuu", ["../etc", 0, 0, 0o755], names.INVALID_ARGS),
-    (names.CONTROL_IFACE, "InstallDaemon", "suuu", ["..", 0, 0, 0o755], names.INVALID_ARGS),
-    (names.CONTROL_IFACE, "InstallDaemon", "suuu", ["a/b", 0, 0, 0o755], names.INVALID_ARGS),
-    (names.CONTROL_IFACE, "InstallDaemon", "suuu", ["x\ny", 0, 0, 0o755], names.INVALID_ARGS),
-    (names.CONTROL_IFACE, "InstallDaemon", "suuu", ["biod", 0, 0, 0o17777], names.INVALID_ARGS),
-    (names.CONTROL_IFACE, "InstallDaemon", "suuu", ["ww", 0, 0, 0o777],
-     f"{names.CONTROL_ERROR}.StartupFailed"),
-    (names.CONTROL_IFACE, "InjectFailure", "si", ["Reboot", 0], names.INVALID_ARGS),
-    (names.CONTROL_IFACE, "InjectFailure", "si", ["MountEx", -1], names.INVALID_ARGS),
-    (names.CONTROL_IFACE, "GetMountinfo", "s", ["no-such-namespace"], names.INVALID_ARGS),
+    (UDA, MISC_IF, "GetSanitizedUsername", "ay", [b"\x0a\x00"], names.INVALID_ARGS),
+    (UDA, MISC_IF, "GetSanitizedUsername", "ay", [b"\x0a\x03a\nb"], names.INVALID_ARGS),
+    (UDA, MISC_IF, "GetSanitizedUsername", "ay", [b"\x0a\x03a\x7fb"], names.INVALID_ARGS),
+    (UDA, MISC_IF, "GetSanitizedUsername", "ay", [b"\x0a\xac\x02" + b"x" * 300],
+     names.INVALID_ARGS),
+    (UDA, MISC_IF, "GetSanitizedUsername", "ay", [b"\x0a\x7f"], names.INVALID_ARGS),
+    (UDA, MISC_IF, "GetSanitizedUsername", "s", ["alice"], names.INVALID_ARGS),
+    (UDA, UDA_IF, "StartAuthSession", "ay", [b"\x0a\x02\x12\x00"], names.INVALID_ARGS),
+    (UDA, UDA_IF, "StartAuthSession", "ayay", [b"", b""], names.INVALID_ARGS),
+    (UDA, UDA_IF, "Unmount", "u", [7], names.INVALID_ARGS),
+    (UDA, UDA_IF, "Unmount", "ay", [b"\x00" * (64 * 1024 + 1)], names.INVALID_ARGS),
+    (UDA, UDA_IF, "PreparePersistentVault", "ay", [b"\x0a\x03abc"], ("reply", b"\x08\x21")),
+    (UDA, UDA_IF, "Remove", "ay", [b"\x0a\x0a\x12\x08nobody@x"], ("reply", b"\x08\x01")),
+    (CTL, names.CONTROL_IFACE, "InstallDaemon", "suuu", ["../etc", 0, 0, 0o755],
+     names.INVALID_ARGS),
+    (CTL, names.CONTROL_IFACE, "InstallDaemon", "suuu", ["..", 0, 0, 0o755], names.INVALID_ARGS),
+    (CTL, names.CONTROL_IFACE, "InstallDaemon", "suuu", ["a/b", 0, 0, 0o755], names.INVALID_ARGS),
+    (CTL, names.CONTROL_IFACE, "InstallDaemon", "suuu", ["x\ny", 0, 0, 0o755],
+     names.INVALID_ARGS),
+    (CTL, names.CONTROL_IFACE, "InstallDaemon", "suuu", ["biod", 0, 0, 0o17777],
+     names.INVALID_ARGS),
+    (CTL, names.CONTROL_IFACE, "InstallDaemon", "suuu", ["ww", 0, 0, 0o777], names.INVALID_ARGS),
+    (CTL, names.CONTROL_IFACE, "InjectFailure", "si", ["Reboot", 0], names.INVALID_ARGS),
+    (CTL, names.CONTROL_IFACE, "InjectFailure", "si", ["Unmount", -1], names.INVALID_ARGS),
+    (CTL, names.CONTROL_IFACE, "GetMountinfo", "s", ["no-such-namespace"], names.INVALID_ARGS),
 ]
 
 async def _call_all(address: str, calls: list) -> list[str]:
@@ -153,19 +167,19 @@ async def test_malformed_and_path_like_arguments(cryptohome_service: RunningCryp
     await cryptohome_client.install_daemon("foo", 20100, 20100, 0o700)
     before = _mounts(cryptohome_service)
     got = []
-    for iface, member, sig, body, want in MALFORMED:
+    for where, iface, member, sig, body, want in MALFORMED:
         try:
-            await cryptohome_client.call(*UDA, iface, member, sig, body)
+            reply = await cryptohome_client.call(*where, iface, member, sig, body)
         except CallError as exc:
             got.append((member, body[:1], exc.error_name == want and bool(exc.text)))
         else:
-            got.append((member, body[:1], False))
+            got.append((member, body[:1], want == ("reply", bytes(reply[0]))))
     unchanged = _mounts(cryptohome_service) == before
     # a user name that looks like a path is just bytes to hash: it mounts under its hash
     h = (await cryptohome_client.login("../../etc/passwd")).user_hash
     odd = [mp for mp, _ in _mounts(cryptohome_service) if (mp, ()) not in
            {(b, ()) for b, _ in before} and h not in mp and mp != paths.HOME_CHRONOS_USER]
-    await cryptohome_client.logout("../../etc/passwd")
+    await cryptohome_client.logout()
     hashed = paths.check_hash(h) == h and odd == [] and _mounts(cryptohome_service) == before
     ok = sum(1 for g in got if g[2]) + hashed
     figures.add(attacks=len(got) + 1, attacks_refused=ok if unchanged else 0,

@@ -121,7 +121,11 @@ def test_constructor_refuses_bad_roots() -> None:
         h.mkdir("/ram")
         mount("ramfs", f"{h.root}/ram", "ramfs", 0)
         out: dict[str, str | None] = {}
+        h.mkdir("/shared")
+        h.mount_tmpfs("s", "/shared")
+        h.make("/shared", "shared")
         for label, root in (("host root", "/"), ("relative", "tmp"),
+                            ("shared tmpfs", f"{h.root}/shared"),
                             ("not a mount point", f"{h.root}/plain"),
                             ("not tmpfs", f"{h.root}/ram"), ("missing", f"{h.root}/none")):
             try:
@@ -138,5 +142,8 @@ def test_constructor_refuses_bad_roots() -> None:
         return out
 
     assert run_in_sandbox(body) == {
-        "host root": "refused", "relative": "refused", "not a mount point": "refused",
+        # "/" is the real system: allowed outside the initial namespace (design.md "Running on
+        # a real system"); constructing and closing it changes nothing
+        "host root": None, "relative": "refused", "shared tmpfs": "refused",
+        "not a mount point": "refused",
         "not tmpfs": "refused", "missing": os.strerror(2), "tmpfs mount point": "nested"}

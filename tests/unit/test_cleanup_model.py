@@ -402,7 +402,7 @@ def test_model_usage_is_pages_of_file_data() -> None:
 
 @pytest.fixture
 def cli_world(monkeypatch: pytest.MonkeyPatch, world: World) -> World:
-    monkeypatch.setattr(command, "open_host", lambda root: world.host)
+    monkeypatch.setattr(command, "open_host", lambda root, **_: world.host)
     fill(world, "bob", "foo", "blob", 20)
     fill(world, "carol", "foo", "blob", 10)
     return world
@@ -449,7 +449,7 @@ def test_cli_dry_run_changes_nothing(cli_world: World) -> None:
 def test_cli_watch_counts_passes(cli_world: World) -> None:
     res = invoke(*SIZES, "--watch", "0.001", "--count", "3", "--json")
     assert res.exit_code == 0, res.output
-    passes = [json.loads(ln) for ln in res.output.splitlines()]
+    passes = [json.loads(ln) for ln in res.stdout.splitlines()]
     assert [len(p["steps"]) for p in passes] == [2, 0, 0]
     assert [p["state_before"] for p in passes] == ["aggressive", "above-target", "above-target"]
 
@@ -466,14 +466,14 @@ def test_cli_bad_input_exits_2(cli_world: World, args: list[str], message: str) 
 
 
 def test_cli_cannot_measure_exits_2(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(command, "open_host", lambda root: ModelHost())
+    monkeypatch.setattr(command, "open_host", lambda root, **_: ModelHost())
     res = CliRunner().invoke(main, ["cleanup", "--root", "/r"])
     assert res.exit_code == 2
     assert "cannot measure the free space of /home/.shadow" in res.output
 
 
 def test_cli_refused_root_exits_2(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(root: str) -> Host:
+    def refuse(root: str, **_: object) -> Host:
         raise PermissionError(errno.EPERM, "refusing to run in the initial mount namespace")
 
     monkeypatch.setattr(command, "open_host", refuse)
@@ -500,7 +500,10 @@ def test_callable_from_cryptohome_sim() -> None:
     host.mount_tmpfs("small", "/home", data="size=64M")
     core = Cryptohome(host, random_bytes=random.Random(1).randbytes)
     core.install_daemon("foo", 20100, 20100, 0o700)
-    h, _mounted = core.mount("alice@example.com")
+    core.add_user("alice@example.com")
+    sid, _exists = core.start_auth_session("alice@example.com", ephemeral=False)
+    core.authenticate_auth_factor(sid)
+    h = core.prepare_persistent_vault(sid)
     host.write_file(f"{paths.user_store('foo', h, cache=True)}/blob", b"c" * (60 * MiB))
     host.new_namespace("elsewhere")  # whatever namespace a test left current
     report = run_cleanup(core.host, T, namespace=core.namespace)

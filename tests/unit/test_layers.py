@@ -9,7 +9,7 @@ a lazy import is still a dependency.
     tier 6  the facade     daemonstore/__init__.py: the public API; nothing of ours imports it
     tier 5  front ends     cli, demo, testing (the pytest plugin), startup (the boot entry point)
     tier 4  compositions   world, audit, command, cryptohome_sim
-    tier 3  components     boot, session, jail, daemon, dbus, report, cleanup, sim
+    tier 3  components     boot, session, jail, daemon, dbus, report, cleanup, sim, hook, install
     tier 2  plans          ops
     tier 1  backends       model (pure), kernel (the only ctypes user)
     tier 0  vocabulary     errors, mountflags, paths, host, mountinfo, mounttree
@@ -34,7 +34,8 @@ TIERS: dict[str, int] = {
     "daemonstore.ops": 2,
     **dict.fromkeys(("daemonstore.boot", "daemonstore.session", "daemonstore.jail",
                      "daemonstore.daemon", "daemonstore.dbus", "daemonstore.report",
-                     "daemonstore.cleanup", "daemonstore.sim"), 3),
+                     "daemonstore.cleanup", "daemonstore.sim", "daemonstore.hook",
+                     "daemonstore.install"), 3),
     **dict.fromkeys(("daemonstore.world", "daemonstore.audit", "daemonstore.command",
                      "cryptohome_sim"), 4),
     **dict.fromkeys(("daemonstore.cli", "daemonstore.demo", "daemonstore.testing", "startup"), 5),

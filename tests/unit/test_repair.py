@@ -208,7 +208,7 @@ def test_names_that_are_not_hashes_are_left_alone() -> None:
 @pytest.fixture
 def host(monkeypatch: pytest.MonkeyPatch) -> World:
     world = build()
-    monkeypatch.setattr(command, "open_host", lambda root: world.host)
+    monkeypatch.setattr(command, "open_host", lambda root, **_: world.host)
     return world
 
 
@@ -245,7 +245,7 @@ def test_cli_exit_1_when_something_cannot_be_repaired(host: World) -> None:
 
 
 def test_cli_exit_2_when_it_cannot_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(root: str) -> Host:
+    def refuse(root: str, **_: object) -> Host:
         raise SandboxRefused("refusing to run in the machine's initial mount namespace")
 
     monkeypatch.setattr(command, "open_host", refuse)

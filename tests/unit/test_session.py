@@ -199,10 +199,8 @@ def test_a_store_missing_at_sign_in_is_skipped_with_a_warning() -> None:
 
 def test_setgid_and_sticky_template_mode_is_reproduced_exactly() -> None:
     world = make_world()
-    # startup refuses group-writable templates (design.md contract), so mount fbpreprocessord's
-    # stores the way chromeos_startup does (chromeos-facts.md §1 "Templates": 3770)
-    world.install_daemon("fbpreprocessord", 20300, 20301, 0o3770, startup=False)
-    world.start_stores("fbpreprocessord")
+    # fbpreprocessord's template is 3770 on ChromeOS (chromeos-facts.md §1 "Templates")
+    world.install_daemon("fbpreprocessord", 20300, 20301, 0o3770)
     view = world.daemon("fbpreprocessord")
     h = world.login("alice")
     for cache in (False, True):

@@ -21,7 +21,7 @@ from daemonstore.model import ModelHost
 @pytest.fixture
 def host(monkeypatch: pytest.MonkeyPatch) -> ModelHost:
     h = ModelHost()
-    monkeypatch.setattr(command, "open_host", lambda root: h)
+    monkeypatch.setattr(command, "open_host", lambda root, **_: h)
     return h
 
 
@@ -102,7 +102,7 @@ def test_orphans_are_reported_but_exit_0(host: ModelHost) -> None:
 
 
 def test_refusal_to_run_is_exit_2_with_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(root: str) -> ModelHost:
+    def refuse(root: str, **_: object) -> ModelHost:
         raise SandboxRefused("refusing to run in the machine's initial mount namespace")
 
     monkeypatch.setattr(command, "open_host", refuse)

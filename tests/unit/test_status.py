@@ -6,6 +6,7 @@ tests/kernel/test_demo_status_kernel.py)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -153,7 +154,7 @@ def test_hidden_copy_does_not_count() -> None:
 @pytest.fixture
 def world(monkeypatch: pytest.MonkeyPatch) -> World:
     w = booted()
-    monkeypatch.setattr(command, "open_host", lambda root: w.host)
+    monkeypatch.setattr(command, "open_host", lambda root, **_: w.host)
     return w
 
 
@@ -180,10 +181,14 @@ def test_cli_json(world: World) -> None:
     assert out["held"] == {}
 
 
-def test_cli_refused_by_kernel_host_exits_2_with_one_line() -> None:
-    """The real backend: KernelHost refuses the pytest process's namespace (the initial one) or
-    '/' itself before touching anything."""
-    res = CliRunner().invoke(main, ["status", "--root", "/"])
+def test_cli_reads_the_real_root_without_system(tmp_path: Path) -> None:
+    """status only reads: on "/" (the default) it runs wherever pytest runs, the initial
+    namespace included, with no --system; a sandbox root that is not a tmpfs mount point is
+    refused before anything is read, exit 2 and one line."""
+    res = CliRunner().invoke(main, ["status", "--json"])
+    assert res.exit_code in (0, 1), res.output
+    assert json.loads(res.output)["backend"] == "kernel"
+    res = CliRunner().invoke(main, ["status", "--root", str(tmp_path)])
     assert res.exit_code == 2
-    assert res.output.startswith("Error: --root /: ")
+    assert res.output.startswith(f"Error: --root {tmp_path}: ")
     assert len(res.output.strip().splitlines()) == 1

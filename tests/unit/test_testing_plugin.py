@@ -65,11 +65,16 @@ def test_body_written_for_both_backends_runs_on_the_model(daemonstore_world: Wor
 
 def test_startup_refusing_a_template_is_a_clear_error() -> None:
     world = World.model()
-    with pytest.raises(WorldError, match="group- or world-writable"):
-        world.install_daemon("pvm", 20100, 20100, 0o770)
-    world.start_stores("pvm")  # what chromeos_startup does, without its checks
+    with pytest.raises(WorldError, match="mode 0777 is world-writable"):
+        world.install_daemon("open", 20100, 20100, 0o777)
+
+
+def test_group_writable_template_gets_its_store_as_on_chromeos() -> None:
+    world = World.model()
+    world.install_daemon("pvm", 20100, 20101, 0o770)  # pluginvm:crosvm 0770 on ChromeOS
     world.login("alice")
-    assert world.daemon("pvm").stat("alice").perm == 0o770
+    st = world.daemon("pvm").stat("alice")
+    assert (st.perm, st.uid, st.gid) == (0o770, 20100, 20101)
 
 
 def test_view_of_a_daemon_without_stores_sees_nothing() -> None:

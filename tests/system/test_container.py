@@ -1,0 +1,131 @@
+"""The real-root path, end to end, in a container (design.md "Running on a real system").
+
+A forked child (``unshare -m --propagation private``: a new mount namespace, ``/`` private
+recursively) runs tests/system/container.sh: a tmpfs becomes ``/`` by pivot_root, with /usr, the
+repository (its venv) and the interpreter's prefix bound read-only, fresh /run, /home, /tmp,
+/var, /proc mounted and an /etc with passwd and group. Inside, tests/system/inside.py uses
+default paths only (no ``--root``, no ``--system``): ``daemonstore install``; templates (crash
+``3770 crash:crash-user-access`` and ``sample 0700``); ``daemonstore-startup``; ``dbus-daemon
+--system`` reading the installed policies; ``cryptohome-sim`` and ``daemonstore hook``; a daemon
+jailed as ChromeOS's init scripts do; ``daemonstore login`` / ``status`` / ``logout``; uid 65534
+refused by the policy; a sign-in whose store binds cryptohome did not make, made by the hook on
+``started``. It prints its facts as JSON; they are checked here. Nothing touches the host's
+root: the tmpfs and every mount exist only in the child's namespace, which dies with it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from daemonstore.boot import run_startup, seed
+from daemonstore.model import ModelHost
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.kernel, pytest.mark.dbus]
+
+
+@pytest.fixture(scope="module")
+def facts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    new_root = tmp_path_factory.mktemp("container")  # stays empty on the host
+    proc = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "bash",
+         str(REPO / "tests/system/container.sh"), str(new_root), str(REPO), sys.base_prefix],
+        capture_output=True, text=True, timeout=120)
+    assert os.listdir(new_root) == [], "the container's root leaked onto the host"
+    last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    assert last.startswith("{"), f"no facts (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
+    out = json.loads(last)
+    assert proc.returncode == 0 and "error" not in out, json.dumps(out, indent=1)[-6000:]
+    return out
+
+
+def model_startup() -> dict[str, Any]:
+    """The same templates through the model: which stores startup makes, which it skips."""
+    host = ModelHost()
+    seed.install(host, [seed.Entry("crash", mode=0o3770, uid=20125, gid=419),
+                        seed.Entry("sample", mode=0o700, uid=20200, gid=20200)],
+                 [("root", 0), ("crash", 20125), ("sample", 20200)])
+    return run_startup(host)[1].to_json()
+
+
+def test_install_writes_the_system_files(facts: dict[str, Any]) -> None:
+    code, lines = facts["install"]
+    assert code == 0
+    assert "wrote /etc/dbus-1/system.d/org.chromium.UserDataAuth.conf" in lines
+    assert "wrote /etc/systemd/system/daemonstore-hook.service" in lines
+
+
+def test_startup_on_slash_makes_what_the_model_makes(facts: dict[str, Any]) -> None:
+    code, report, _err = facts["startup"]
+    model = model_startup()
+    assert code == (0 if model["complete"] else 1)
+    assert [(t["path"], t["outcome"]) for t in report["targets"]] == \
+        [(t["path"], t["outcome"]) for t in model["targets"]]
+    assert report["skipped"] == model["skipped"]
+    assert ("/run/daemon-store/sample", "ready") in [(t["path"], t["outcome"])
+                                                     for t in report["targets"]]
+    assert "changed 0" in facts["startup_again"][1]  # idempotent
+
+
+def test_login_reaches_the_jailed_daemon_and_nothing_is_bound_twice(
+        facts: dict[str, Any]) -> None:
+    assert facts["login"][0] == 0, facts["login"]
+    # cryptohome bound the store, the hook (running) left it: one mount in the root namespace,
+    # one copy per store mount in the daemon's namespace (its hidden /run keeps one too)
+    assert facts["alice_binds_in_root"] == 1
+    assert facts["alice_binds_in_daemon"] == facts["daemon_store_copies"]
+    assert facts["daemon_write"] == 0
+    assert facts["in_vault"] == "report\n"
+    assert not any("bound" in line for line in facts["hook_log"]
+                   if facts["alice_target"].rsplit("/", 1)[1] in line)
+
+
+def test_uid_65534_is_refused_by_the_installed_policy(facts: dict[str, Any]) -> None:
+    code, err = facts["nobody_login"]
+    assert code == 1
+    assert "org.freedesktop.DBus.Error.AccessDenied" in err and "uid=65534" in err
+
+
+def test_status_works_on_the_real_root(facts: dict[str, Any]) -> None:
+    code, report, err = facts["status"]
+    assert isinstance(report, dict), (report, err)
+    assert code == (1 if report["problems"] else 0)
+    assert report["root"] == "/" and report["backend"] == "kernel"
+    assert facts["alice_target"].rsplit("/", 1)[1] in json.dumps(report["users"])
+
+
+def test_the_hook_makes_the_binds_cryptohome_left_out(facts: dict[str, Any]) -> None:
+    bob = facts["bob"]
+    assert bob["before"] == [False, False]
+    assert bob["binds_in_root"] == 1
+    assert bob["owner_mode"] == [20200, 20200, "0o700"]  # the template's
+    assert any(line.startswith("daemonstore hook: session started: bound ")
+               for line in facts["hook_log"])
+
+
+def test_a_vault_unmounted_behind_the_bus_loses_its_store_binds(facts: dict[str, Any]) -> None:
+    """The hook's mount-table watch (POLLPRI on /proc/self/mountinfo): carol's vault and homes
+    unmounted by hand, her store binds go without any signal."""
+    carol = facts["carol"]
+    assert carol["login"] == 0 and carol["daemon_saw"]
+    assert carol["left_in_root"] == []
+    # crash (3770, group-writable as ChromeOS ships it) and sample, each store and cache
+    assert any(line.startswith("daemonstore hook: mounts changed: unbound 4 stores of ")
+               for line in facts["hook_log"])
+
+
+def test_logout_removes_the_store_everywhere_and_the_hook_stops_cleanly(
+        facts: dict[str, Any]) -> None:
+    assert facts["logout"][0] == 0, facts["logout"]
+    assert facts["after_logout_daemon"] == []
+    assert facts["after_logout_root"] == []
+    assert facts["hook_exit"] == 0
+    assert facts["hook_log"][-1] == "daemonstore hook: stopped"
+
