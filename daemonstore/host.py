@@ -79,6 +79,32 @@ class Stat:
         return stat_mod.S_IMODE(self.mode)
 
 
+@dataclass(frozen=True)
+class OpenFile:
+    """A reference that pins a mount: a file held open, or a process's cwd or root.
+
+    On the model it is a file held with :meth:`Host.hold` (``holder`` is the hold's name,
+    ``pid`` None); on the kernel, any process's open fd, cwd or root found in ``/proc``
+    (``holder`` is ``pid N (comm)``; for this process's own holds, the hold's name). ``how`` is
+    ``hold``, ``fd N``, ``cwd`` or ``root``; ``path`` is what the holder opened (model, own
+    holds) or what ``/proc`` shows (``readlink``, sandbox-relative when inside the sandbox);
+    ``mnt_id`` the id of the mount it pins (mountinfo field 1), ``attached`` False once that
+    mount was detached (``umount -l``) and lives on only through such references.
+    """
+
+    holder: str
+    namespace: str
+    how: str
+    path: str
+    mnt_id: int
+    pid: int | None = None
+    attached: bool = True
+
+    def describe(self) -> str:
+        where = "" if self.attached else " (on a detached mount)"
+        return f"{self.holder} in namespace {self.namespace}: {self.how} {self.path}{where}"
+
+
 @runtime_checkable
 class Host(Protocol):
     """Mount-namespace and file operations, identical in signature and errno on both backends."""
@@ -211,6 +237,38 @@ class Host(Protocol):
 
     def exists(self, path: str) -> bool:
         """``lstat`` succeeds (a dangling symlink exists)."""
+        ...
+
+    # ---- open files: what makes a mount busy (fs/namespace.c, do_umount) ----------------------
+    def hold(self, name: str, path: str, *, safe: bool = False) -> None:
+        """Open PATH (``O_RDONLY``, following symlinks unless ``safe``; a file or a directory)
+        in the current namespace and keep it open as NAME: the mount it resolves onto is busy
+        (``umount`` without ``-l`` is ``EBUSY``, on it or on any copy the umount would propagate
+        to) and, detached by ``umount -l``, stays alive until released. ``EEXIST`` if NAME is
+        held (checked first)."""
+        ...
+
+    def release(self, name: str) -> None:
+        """Close what NAME holds (``EBADF`` if NAME is not held); the last reference to a
+        detached mount frees it."""
+        ...
+
+    def open_files(self) -> list[OpenFile]:
+        """Every reference that pins a mount of this host's sandbox, in any namespace: the
+        model's holds; on the kernel every process's fds, cwd and root (``/proc``), this
+        process's own holds named by their hold names."""
+        ...
+
+    def end_holder(self, found: OpenFile) -> None:
+        """Make ``found``'s holder let go, as ``process_killer --mount_holders`` does: on the
+        model the hold is released; on the kernel this process releases its own hold, any
+        other process is sent SIGKILL and waited for (its files close as it exits).
+        ``ESRCH`` if the holder is already gone."""
+        ...
+
+    def syncfs(self, path: str, *, safe: bool = False) -> None:
+        """``syncfs(2)`` on the filesystem PATH resolves onto (the model's data is always
+        stable: a check of PATH only)."""
         ...
 
     # ---- space (the low-disk cleanup, chromeos-facts.md §6) -----------------------------------

@@ -38,7 +38,7 @@ from daemonstore import paths
 from daemonstore.boot.seed import install_template
 from daemonstore.daemon.salt import load_or_create_salt
 from daemonstore.errors import DaemonStoreError
-from daemonstore.host import Host, Propagation, Stat, in_namespace
+from daemonstore.host import Host, OpenFile, Propagation, Stat, in_namespace
 from daemonstore.session import (
     SessionResult,
     SignOutResult,
@@ -223,13 +223,15 @@ class World:
             return self.chrome_namespace, f"{paths.ephemeral_mount(user_hash)}/{sub}/{name}"
         return self.namespace, f"{paths.vault_mount(user_hash)}/{sub}/{name}"
 
-    def logout(self, user: str) -> SignOutResult:
+    def logout(self, user: str, *, kill_holders: bool = False) -> SignOutResult:
         """Sign one user out (``session.sign_out``), for tests. ChromeOS has no per-user
         sign-out: ``StopSession`` ends every session and ``Unmount{}`` unmounts everyone (what
-        the bus worlds and ``daemonstore logout`` do); README "Known deviations"."""
+        the bus worlds and ``daemonstore logout`` do); README "Known deviations".
+        ``kill_holders`` ends whatever keeps the user's mounts busy first (``process_killer
+        --mount_holders``; on the model a daemon's holds go)."""
         user_hash = self.hash_of(user)
         with self.in_namespace(self.namespace):
-            result = sign_out(self.host, user_hash)
+            result = sign_out(self.host, user_hash, kill_holders=kill_holders)
         self.sessions.pop(user, None)
         self.sign_outs.append(result)
         return result
@@ -324,6 +326,28 @@ class DaemonView:
     def mkdir(self, user: str, relpath: str, mode: int = 0o700, *, cache: bool = False) -> None:
         with self.world.in_namespace(self.namespace):
             self.world.host.mkdir(self.path(user, relpath, cache=cache), mode, safe=True)
+
+    def hold(self, user: str, relpath: str = "", *, cache: bool = False,
+             name: str | None = None) -> str:
+        """Keep ``relpath`` of the user's store open from this daemon's namespace, as a daemon
+        with an open file does (``Host.hold``): the store bind, and through propagation the
+        user's mounts, are busy until :meth:`release`. Returns the hold's name (by default
+        ``<daemon>:<user hash>:<relpath>``)."""
+        user_hash = self.world.hash_of(user)
+        name = name or f"{self.daemon}:{user_hash}:{relpath.strip('/') or '.'}"
+        with self.world.in_namespace(self.namespace):
+            self.world.host.hold(name, self.path(user, relpath, cache=cache), safe=True)
+        return name
+
+    def release(self, name: str) -> None:
+        """Close a file :meth:`hold` opened (``EBADF`` if it is not held, e.g. ended by a
+        sign-out with ``kill_holders``)."""
+        self.world.host.release(name)
+
+    def holds(self) -> list[OpenFile]:
+        """This daemon's holds still open (``attached`` False once sign-out detached them)."""
+        return [f for f in self.world.host.open_files()
+                if f.how == "hold" and f.namespace == self.namespace]
 
     def stat(self, user: str, relpath: str = "", *, cache: bool = False) -> Stat:
         with self.world.in_namespace(self.namespace):

@@ -10,10 +10,13 @@ The story (each step: a heading, what happened, and a table of what every namesp
    (``jail.store_jail_argv``: ``-v -Kslave -k tmpfs,/run,... -k <store>,...,MS_BIND|MS_REC``);
 4. alice signs in; 5. each daemon writes through its store, and the file lands in her vault;
 6. alice signs out: her stores vanish in every daemon's namespace;
-7. bob signs in (an empty store: alice's files are not there) and out;
-8. a guest signs in and out (ephemeral vault in mnt_chrome; a signer that cannot -- say a
+7. bob signs in (an empty store: alice's files are not there);
+8. bob signs out while biod keeps a file open in his store: the holder is reported, the busy
+   store is flushed and detached lazily, biod keeps its file on a mount nobody else sees until
+   it closes it (``status`` says so meanwhile);
+9. a guest signs in and out (ephemeral vault in mnt_chrome; a signer that cannot -- say a
    cryptohome_sim without guests -- is reported as such, never simulated);
-9. alice signs in again: her files are back; then ``status`` and the propagation picture.
+10. alice signs in again: her files are back; then ``status`` and the propagation picture.
 
 Whether a store is there is always asked the way a daemon should ask: ``store_check`` in the
 daemon's own namespace (the mount reached at the path is the user's vault directory), never
@@ -33,6 +36,7 @@ from daemonstore.daemon import store_check
 from daemonstore.demo.signers import GuestUnavailable, InProcess, Signer
 from daemonstore.host import Host
 from daemonstore.report import graph, status
+from daemonstore.session import holders
 from daemonstore.world import DaemonView, World
 
 __all__ = ["DAEMONS", "DemoDaemon", "DemoResult", "GRAPH_PREFIXES", "USERS", "render",
@@ -236,6 +240,47 @@ class Story:
                  f"{', '.join(k for k, ok in kept.items() if ok)}")
         self.out.facts["visible_after_sign_out"] = left
 
+    def step_busy_sign_out(self, number: int, user: str) -> None:
+        """A daemon holds a file in the user's store at sign-out (session/holders.py): what
+        sign-out reports and does, and what the holder sees afterwards."""
+        self.heading(number, f"{self.name(user)} signs out while biod keeps a file open in "
+                             "the store")
+        world, d = self.world, DAEMONS[0]
+        view, user_hash = self.views[d.name], world.hash_of(user)
+        view.write(user, d.file, f"{self.name(user)}'s templates".encode())
+        name = view.hold(user, d.file)
+        self.say(f"  {view.namespace} opens {self.short(view.path(user, d.file))} and keeps it "
+                 "open (a daemon that does not watch for SessionStateChanged)")
+        with world.in_namespace(world.namespace):
+            pins = holders.user_pins(world.host, user_hash)
+        self.say("  sign-out first looks for holders (process_killer --mount_holders would "
+                 "end them; this sign-out does not):")
+        self.out.lines.extend(f"    - {self.short(p.describe())}" for p in pins)
+        removed = self.signer.logout(user)
+        self.say(f"  {self.name(user)} signs out: {removed} mounts ({self.signer.notes[-1]}); "
+                 "the store's umount propagates to biod's copy, which the open file pins: "
+                 "EBUSY, so it was flushed (syncfs) and detached lazily (MNT_DETACH)")
+        with world.in_namespace(world.namespace):
+            held = status.status_of(world.host).held.get(user_hash, [])
+        [mine] = [f for f in view.holds() if f.holder == name]
+        sees = view.sees_store(user)
+        self.say(f"  status: {len(held)} holder(s) keep a detached store of "
+                 f"{self.name(user)} alive")
+        self.say(f"  what biod sees: its file is still open "
+                 f"({'attached' if mine.attached else 'on a detached mount'}), but "
+                 f"{self.short(view.path(user))} {'still' if sees else 'no longer'} leads to "
+                 f"{self.name(user)}'s vault; through the open file it still reads and writes "
+                 f"{self.name(user)}'s data after the sign-out")
+        view.release(name)
+        with world.in_namespace(world.namespace):
+            after = status.status_of(world.host).held
+        self.say(f"  biod closes the file: the detached store is freed "
+                 f"({'status still reports it' if after else 'status reports nothing held'})")
+        self.out.facts["busy_sign_out"] = {"holders": len(pins), "held_after": len(held),
+                                           "holder_attached": mine.attached,
+                                           "holder_sees_store": sees,
+                                           "held_after_release": len(after)}
+
     def step_guest(self, number: int) -> None:
         """A guest's ephemeral session, if the signer can make one (never simulated here)."""
         self.heading(number, "a guest signs in (ephemeral vault, mounted inside mnt_chrome)")
@@ -338,11 +383,10 @@ def tell(world: World, signer: Signer | None = None) -> DemoResult:
     story.sign_in(7, bob)
     story.say(f"  {story.views['biod'].namespace} lists bob's store: "
               f"{story.views['biod'].listdir(bob) or 'empty'} (alice's files are not there)")
-    removed = story.signer.logout(bob)
-    story.say(f"  bob signs out: {removed} mounts unmounted ({story.signer.notes[-1]})")
-    story.step_guest(8)
-    story.step_back(9, alice)
-    story.step_status(10)
+    story.step_busy_sign_out(8, bob)
+    story.step_guest(9)
+    story.step_back(10, alice)
+    story.step_status(11)
     result = story.finish()
     result.seconds = time.monotonic() - start
     return result
@@ -393,6 +437,6 @@ def render(result: DemoResult) -> list[str]:
                   "child)")
     lines = [f"daemonstore demo on {where}"]
     lines += result.lines
-    lines += ["", "== 11. the propagation picture (stores and vaults, visible mounts) =="]
+    lines += ["", "== 12. the propagation picture (stores and vaults, visible mounts) =="]
     lines += graph.render_text(result.picture(), result.aliases).splitlines()
     return lines

@@ -19,6 +19,7 @@ from daemonstore.kernel.guards import (
     check_private_namespace,
     check_sandbox_root,
 )
+from daemonstore.kernel.holds import HoldMethods
 from daemonstore.kernel.mounts import MountMethods
 from daemonstore.kernel.namespaces import NamespaceMethods
 from daemonstore.kernel.resolve import Namespace, fd_path
@@ -28,7 +29,7 @@ from daemonstore.kernel.uapi import O_CLOEXEC, O_DIRECTORY, O_PATH, STATX_SIZE
 __all__ = ["KernelHost"]
 
 
-class KernelHost(FileMethods, MountMethods, NamespaceMethods):
+class KernelHost(FileMethods, MountMethods, NamespaceMethods, HoldMethods):
     """The real kernel behind the Host interface, on ``/`` or confined to a tmpfs sandbox root.
 
     ``root`` is the HOST path of the root; interface paths are root-absolute (``/`` is
@@ -59,6 +60,7 @@ class KernelHost(FileMethods, MountMethods, NamespaceMethods):
         self._current = "init"
         self._calls = BoundCalls()
         self._detached = {}  # handle -> open_tree fd
+        self._held = {}  # hold name -> KernelHold (kernel/holds.py)
         self._handles = itertools.count(1)
         self._statx_buf = ctypes.create_string_buffer(STATX_SIZE)
         self._statx_addr = ctypes.addressof(self._statx_buf)
@@ -71,6 +73,7 @@ class KernelHost(FileMethods, MountMethods, NamespaceMethods):
     def close(self) -> None:
         """Close the detached trees, namespace and root fds (namespaces and detached trees die
         with their last reference)."""
+        self._release_all()
         for handle in list(self._detached):
             self.drop_detached(handle)
         for ns in self._ns.values():

@@ -70,6 +70,8 @@ SIGNATURES: dict[str, tuple[str, list[Any], Any]] = {
     # ioctl(2) is variadic too; every request used here takes an int or a pointer, which
     # c_void_p carries in the same register (the loop ioctls, kernel/loop.py)
     "ioctl": ("ioctl", [c_int, c_ulong, c_void_p], c_int),
+    # no os.syncfs: flush one filesystem before a lazy detach (kernel/holds.py)
+    "syncfs": ("syncfs", [c_int], c_int),
 }
 
 
@@ -212,6 +214,10 @@ def mount_setattr(dirfd: int, path: str, flags: int, *, attr_set: int = 0, attr_
 def ioctl(fd: int, request: int, arg: Any = None, *, filename: str | None = None) -> int:
     """ioctl(2) through the table; ``arg`` is an int, None or a ``ctypes.byref``."""
     return _call("ioctl", fd, request, arg, filename=filename)
+
+
+def syncfs(fd: int, *, filename: str | None = None) -> None:
+    _call("syncfs", fd, filename=filename)
 
 
 def read_all(fd: int, size: int = 1 << 16) -> bytes:

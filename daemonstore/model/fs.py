@@ -30,7 +30,8 @@ _STRERROR = {
     errno.ELOOP: "Too many levels of symbolic links", errno.ENOTEMPTY: "Directory not empty",
     errno.EROFS: "Read-only file system", errno.EPERM: "Operation not permitted",
     errno.ENXIO: "No such device or address", errno.EOPNOTSUPP: "Operation not supported",
-    errno.EXDEV: "Invalid cross-device link",
+    errno.EXDEV: "Invalid cross-device link", errno.EBADF: "Bad file descriptor",
+    errno.ESRCH: "No such process",
 }
 
 

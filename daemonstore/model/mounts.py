@@ -54,7 +54,7 @@ class Mount:
     """
 
     __slots__ = ("id", "seq", "fs", "root", "parent", "mountpoint", "ns", "children", "group",
-                 "master", "slaves", "unbindable", "flags")
+                 "master", "slaves", "unbindable", "flags", "held")
 
     def __init__(self, mid: int, seq: int, fs: Filesystem, root: Dentry,
                  flags: frozenset[str]) -> None:
@@ -73,6 +73,8 @@ class Mount:
         self.slaves: dict[Mount, None] = {}
         self.unbindable = False
         self.flags = flags
+        # files held open on this mount (their share of mnt_count; model/busy.py)
+        self.held = 0
 
     @property
     def shared(self) -> bool:

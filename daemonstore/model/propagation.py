@@ -45,6 +45,8 @@ class MountTable:
         # mounts whose group id attach_recursive_mnt() invented but has not yet marked shared:
         # IS_MNT_SHARED() is false for them while propagate_mnt() runs (FZ01-FZ03)
         self._pending: set[Mount] = set()
+        # detached mounts kept alive by files held open on them (model/busy.py)
+        self.zombies: set[Mount] = set()
 
     def is_shared(self, m: Mount) -> bool:
         """``IS_MNT_SHARED()``: in a peer group, and not just given an id by this attach."""
@@ -58,7 +60,12 @@ class MountTable:
         return Mount(self.mount_ids.alloc(), next(self._seq), fs, root, flags)
 
     def free_mount(self, m: Mount) -> None:
-        self.mount_ids.release(m.id)
+        """The namespace's reference is gone; the last reference frees the id (``mntput()``
+        -> ``cleanup_mnt()`` -> ``mnt_free_id()``): a held mount lives on, detached."""
+        if m.held:
+            self.zombies.add(m)
+        else:
+            self.mount_ids.release(m.id)
 
     def new_group(self, first: Mount) -> PeerGroup:
         g = PeerGroup(self.group_ids.alloc())

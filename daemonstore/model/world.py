@@ -12,6 +12,7 @@ import errno
 from dataclasses import replace
 
 from daemonstore.host import Propagation, Stat
+from daemonstore.model.busy import Hold, HoldOps, propagate_mount_busy
 from daemonstore.model.files import FileOps
 from daemonstore.model.fs import Dentry, err
 from daemonstore.model.mounts import Mount, Namespace, preorder
@@ -25,7 +26,7 @@ _ATIME = frozenset({"noatime", "relatime", "strictatime"})
 _PROPAGATIONS = {p.value for p in Propagation}
 
 
-class ModelHost(Resolver, FileOps, TreeOps):
+class ModelHost(Resolver, FileOps, TreeOps, HoldOps):
     """The model world. Not thread-safe; cheap to create (one per test or scenario)."""
 
     kind = "model"
@@ -43,6 +44,7 @@ class ModelHost(Resolver, FileOps, TreeOps):
         self._namespaces: dict[str, Namespace] = {"init": ns}
         self._detached: dict[str, Namespace] = {}
         self._pinned: dict[int, Namespace] = {}
+        self._holds: dict[str, Hold] = {}
         self.ns = ns
         self._current = "init"  # the name it was entered by (a pinned one may have two)
 
@@ -136,12 +138,14 @@ class ModelHost(Resolver, FileOps, TreeOps):
             self.table.change_propagation(p, ptype)
 
     def umount(self, target: str, *, detach: bool = False, safe: bool = False) -> None:
-        """``do_umount()`` (§2.7): EBUSY with submounts unless ``detach``."""
+        """``do_umount()`` (§2.7): unless ``detach`` (``MNT_DETACH`` takes the tree out at
+        once, busy or not), EBUSY when ``propagate_mount_busy(mnt, 2)`` says so: a submount, or
+        a file held on the mount or on a copy the umount propagates to (model/busy.py)."""
         m = self._mount_root(target, safe)
         if m is self.ns.root:
             # the kernel backend holds the sandbox root open: it is always busy
             raise err(errno.EBUSY if not detach else errno.EINVAL, target)
-        if not detach and m.children:
+        if not detach and propagate_mount_busy(self.table, m):
             raise err(errno.EBUSY, target)
         self.table.umount_tree(m, propagate=True)
 

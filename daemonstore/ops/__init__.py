@@ -5,7 +5,7 @@ Modules:
 
 * :mod:`~daemonstore.ops.base`: the :class:`Op` base, :func:`to_text`, :func:`quote`, and
   :func:`undo_of` / :func:`op_path` for appliers that roll back and report;
-* :mod:`~daemonstore.ops.scenario`: the scenario language (the contract): its eight ops, the
+* :mod:`~daemonstore.ops.scenario`: the scenario language (the contract): its ten ops, the
   parser and :func:`run_scenario`;
 * :mod:`~daemonstore.ops.files`: directories and their contents (MakeDir, EnsureDir, Chmod,
   Chown, RemoveDir, RemoveTree) and the one safe tree walker, :func:`walk_tree`;
@@ -47,11 +47,13 @@ from daemonstore.ops.mounts import (
 )
 from daemonstore.ops.scenario import (
     Bind,
+    Hold,
     Make,
     Mkdir,
     MountTmpfs,
     Move,
     NewNamespace,
+    Release,
     ScenarioSyntaxError,
     Umount,
     UseNamespace,
@@ -73,6 +75,7 @@ __all__ = [
     "EnsureDir",
     "EnterNamespaceFile",
     "ForceUmount",
+    "Hold",
     "MakeDir",
     "MakeTarget",
     "Make",
@@ -82,6 +85,7 @@ __all__ = [
     "NewNamespace",
     "Op",
     "PinTree",
+    "Release",
     "RemountBind",
     "RemoveDir",
     "RemoveTree",

@@ -30,6 +30,7 @@ command line.
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from daemonstore.host import Host, Propagation, Stat
@@ -127,16 +128,22 @@ class RemountBind(Op):
 class ForceUmount(Umount):
     """``Mounter::ForceUmount`` (chromeos-facts.md §2, "Unmount at sign-out"): a plain umount, and
     on ``EBUSY`` a lazy ``MNT_DETACH`` as the fallback. The mount then leaves the namespace at
-    once; the kernel frees it when its last user goes. (The original syncs before the detach;
-    a Host has no sync, and tmpfs-backed sandboxes have nothing to flush.)"""
+    once; the kernel frees it when its last user goes. Before the detach the mount's
+    filesystem is flushed (``syncfs``), as the original syncs: whatever the holders write
+    afterwards goes to a vault nobody can reach any more."""
 
-    def unmount(self, host: Host) -> bool:
-        """Unmount; True when it had to fall back to the lazy detach."""
+    def unmount(self, host: Host, on_busy: Callable[[Host], object] | None = None) -> bool:
+        """Unmount; True when it had to fall back to the lazy detach. ``on_busy`` is called
+        on EBUSY, before the flush and the detach, while the busy mount is still in place
+        (sign-out finds its holders there)."""
         try:
             host.umount(self.target, safe=True)
         except OSError as exc:
             if exc.errno != errno.EBUSY:
                 raise
+            if on_busy is not None:
+                on_busy(host)
+            host.syncfs(self.target, safe=True)
             host.umount(self.target, detach=True, safe=True)
             return True
         return False

@@ -1,4 +1,4 @@
-"""The scenario language, the contract (plan layer): its eight ops, the table-driven parser and
+"""The scenario language, the contract (plan layer): its ten ops, the table-driven parser and
 the runner (pure parsing; the runner only calls the Host it is given).
 
 Grammar (design.md, "The scenario language", contract)::
@@ -10,6 +10,9 @@ Grammar (design.md, "The scenario language", contract)::
     umount P | umount -l P                      -l is MNT_DETACH
     ns NAME [--propagation slave|private|shared|unchanged]
     use NAME
+    hold NAME P                                 open P (O_RDONLY) and keep it open: its mount is
+                                                busy; EEXIST if NAME is held
+    release NAME                                close it; EBADF if NAME is not held
 
 One operation a line, ``#`` starts a comment, paths are absolute inside the sandbox root. Words are
 split like a POSIX shell (``shlex``) so that :meth:`Op.to_line` can quote odd names and the line
@@ -38,11 +41,13 @@ from daemonstore.ops.base import Op, quote
 
 __all__ = [
     "Bind",
+    "Hold",
     "Make",
     "Mkdir",
     "Move",
     "MountTmpfs",
     "NewNamespace",
+    "Release",
     "ScenarioSyntaxError",
     "Umount",
     "UseNamespace",
@@ -215,6 +220,33 @@ class UseNamespace(Op):
         return f"use {self.name}"
 
 
+@dataclass(frozen=True)
+class Hold(Op):
+    """``hold NAME P``: open P and keep it open as NAME (Host.hold: the mount is busy)."""
+
+    name: str
+    path: str
+
+    def apply(self, host: Host) -> None:
+        host.hold(self.name, self.path)
+
+    def to_line(self) -> str:
+        return f"hold {self.name} {quote(self.path)}"
+
+
+@dataclass(frozen=True)
+class Release(Op):
+    """``release NAME``: close what ``hold NAME`` opened."""
+
+    name: str
+
+    def apply(self, host: Host) -> None:
+        host.release(self.name)
+
+    def to_line(self) -> str:
+        return f"release {self.name}"
+
+
 # ---- parsing --------------------------------------------------------------------------------
 
 
@@ -318,12 +350,30 @@ def _parse_use(words: list[str]) -> Op:
     return UseNamespace(_ns_name(words[1]))
 
 
+def _parse_hold(words: list[str]) -> Op:
+    _arity(words, 3, "hold NAME P")
+    return Hold(_hold_name(words[1]), _path(words[2]))
+
+
+def _parse_release(words: list[str]) -> Op:
+    _arity(words, 2, "release NAME")
+    return Release(_hold_name(words[1]))
+
+
+def _hold_name(word: str) -> str:
+    if not _NS_NAME.match(word):
+        raise _SyntaxReason(f"bad hold name {word!r} (want [A-Za-z0-9_][A-Za-z0-9_.-]*)")
+    return word
+
+
 _PARSERS: dict[str, Callable[[list[str]], Op]] = {
     "mkdir": _parse_mkdir,
     "mount": _parse_mount,
     "umount": _parse_umount,
     "ns": _parse_ns,
     "use": _parse_use,
+    "hold": _parse_hold,
+    "release": _parse_release,
 }
 
 
@@ -338,7 +388,8 @@ def parse_line(text: str, line: int = 1) -> Op | None:
     parser = _PARSERS.get(words[0])
     if parser is None:
         raise ScenarioSyntaxError(
-            line, f"unknown operation {words[0]!r} (want mkdir, mount, umount, ns or use)", text)
+            line, f"unknown operation {words[0]!r} "
+            "(want mkdir, mount, umount, ns, use, hold or release)", text)
     try:
         op = parser(words)
     except _SyntaxReason as exc:

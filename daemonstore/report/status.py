@@ -53,6 +53,9 @@ class Facts:
     store_dirs: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     #: hashes of the signed-in users (session.mounted_users), in sign-in order
     users: tuple[str, ...] = ()
+    #: user hash -> the holders keeping a detached mount of that user alive (a store that a
+    #: sign-out had to detach lazily; session.holders.detached_pins)
+    held: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -86,11 +89,14 @@ class StatusReport:
     namespaces: list[str]
     reach: list[Reach]
     problems: list[str]
+    #: signed-out user hash -> holders of its detached stores (see Facts.held)
+    held: dict[str, list[str]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"stores": [{**asdict(s), "users": list(s.users)} for s in self.stores],
                 "users": list(self.users), "namespaces": list(self.namespaces),
                 "reach": [{**asdict(r), "users": list(r.users)} for r in self.reach],
+                "held": {u: list(h) for u, h in self.held.items()},
                 "problems": list(self.problems)}
 
     def to_lines(self) -> list[str]:
@@ -110,6 +116,10 @@ class StatusReport:
                                                              for r in self.reach)]
         if blind:
             lines.append(f"  holding no store: {', '.join(blind)}")
+        if self.held:
+            lines.append("held stores of signed-out users (detached, alive while held):")
+            for user, holders in self.held.items():
+                lines.append(f"  {user[:12]}: " + "; ".join(holders))
         lines.append(f"problems: {len(self.problems) or 'none'}")
         lines += [f"  - {p}" for p in self.problems]
         return [printable(line) for line in lines]
@@ -260,7 +270,15 @@ def analyze(namespaces: Mapping[str, str], facts: Facts, root: str = ROOT) -> St
                 problems.append(f"namespace {ns}: its {row.path} is {relation}: it never sees a "
                                 "sign-in (jail it with -v -Kslave and MS_BIND|MS_REC, "
                                 "chromeos-facts.md §5)")
-    return StatusReport(stores, list(facts.users), list(namespaces), reach, problems)
+    held = {user: list(holders) for user, holders in facts.held.items()
+            if user not in facts.users}
+    for user, holders in held.items():
+        problems.append(f"user {user} is signed out, but a store of theirs lives on detached: "
+                        f"{len(holders)} reference(s) hold it ({'; '.join(holders)}); the "
+                        "holder still reads and writes the user's data after sign-out, which "
+                        "no other process can see (end the holder: process_killer "
+                        "--mount_holders, sign-out's kill_holders)")
+    return StatusReport(stores, list(facts.users), list(namespaces), reach, problems, held)
 
 
 # ---- collectors (they read; never change anything) ---------------------------------------------
@@ -270,6 +288,7 @@ def collect_facts(host: Host) -> Facts:
     """Templates, per-user directories and signed-in users, from the host's current namespace
     (every read ``safe=True``: no symlink is ever followed)."""
     from daemonstore.session import mounted_users
+    from daemonstore.session.holders import detached_pins
 
     templates = tuple(name for name in _listdir(host, paths.ETC_DAEMON_STORE)
                       if paths.is_daemon_name(name)
@@ -281,7 +300,9 @@ def collect_facts(host: Host) -> Facts:
             if _is_dir(host, store):
                 store_dirs[store] = tuple(n for n in _listdir(host, store)
                                           if _is_dir(host, f"{store}/{n}"))
-    return Facts(templates, store_dirs, tuple(mounted_users(host)))
+    held = {user: tuple(p.describe() for p in pins)
+            for user, pins in detached_pins(host).items()}
+    return Facts(templates, store_dirs, tuple(mounted_users(host)), held)
 
 
 def _listdir(host: Host, path: str) -> list[str]:

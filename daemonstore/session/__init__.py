@@ -8,8 +8,8 @@ Public API (cryptohome_sim and ``daemonstore.world`` call it; keep the names)::
     plan_sign_in(host, user_hash, *, first_user=None, vault="dir") -> SignInPlan   pure
     sign_in(host, user_hash, *, first_user=None, fail_at=None, vault="dir") -> SessionResult
         raises SignInError(reason, path, errno) after rolling back
-    plan_sign_out(host, user_hash) -> SignOutPlan                        pure, no changes
-    sign_out(host, user_hash) -> SignOutResult                           best effort, no raise
+    plan_sign_out(host, user_hash, *, kill_holders=False) -> SignOutPlan pure, no changes
+    sign_out(host, user_hash, *, kill_holders=False) -> SignOutResult    best effort, no raise
     mounted_users(host) -> list[str]                                     hashes, from mountinfo
 
     SignInPlan.steps (tuple of Op), .warnings, .stores, .first_user, .to_lines(), .apply(host,
@@ -17,7 +17,8 @@ Public API (cryptohome_sim and ``daemonstore.world`` call it; keep the names)::
     SessionResult.mounted (mount points, in order), .warnings, .stores, .first_user
     SignOutPlan.steps, .warnings, .signed_in, .to_lines(), .apply(host)
     SignOutResult.unmounted (plain umounts), .lazily_detached (EBUSY, then MNT_DETACH; not
-        repeated in .unmounted), .removed_dirs, .failed, .warnings
+        repeated in .unmounted), .removed_dirs, .failed, .warnings, .holders (who kept the
+        user's mounts busy: session/holders.py), .ended (holders ended: kill_holders)
 
 ``first_user=None`` decides from mountinfo: the first user is the one who finds
 ``/home/chronos/user`` not mounted. ``fail_at=N`` raises an injected ``OSError(EIO)`` before step

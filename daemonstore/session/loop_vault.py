@@ -17,6 +17,7 @@ plan time).
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from shlex import quote as _q
 from typing import TYPE_CHECKING
@@ -113,10 +114,10 @@ class LoopVaultUmount(ForceUmount):
 
     image: str = field(default="", kw_only=True)
 
-    def unmount(self, host: Host) -> bool:
+    def unmount(self, host: Host, on_busy: Callable[[Host], object] | None = None) -> bool:
         from daemonstore.kernel import loop
 
-        lazy = super().unmount(host)
+        lazy = super().unmount(host, on_busy)
         loop.detach_image(_kernel_host(host), self.image)
         return lazy
 

@@ -55,10 +55,16 @@ class SessionResult:
 class SignOutResult:
     """A sign-out. ``unmounted``: plain umounts; ``lazily_detached``: mount points that were
     busy and were detached with MNT_DETACH (not repeated in ``unmounted``); ``failed``: could
-    not be unmounted at all (see ``warnings``)."""
+    not be unmounted at all (see ``warnings``); ``holders``: the references that kept the
+    user's mounts busy when the sign-out began (session/holders.py), ``ended``: the holders
+    made to let go first (``kill_holders``)."""
 
     user_hash: str
     unmounted: list[str] = field(default_factory=list)
+    holders: list[str] = field(default_factory=list)
+    ended: list[str] = field(default_factory=list)
+    #: the holders were looked for (sign_out.py: once, first or at the first EBUSY)
+    holders_checked: bool = False
     lazily_detached: list[str] = field(default_factory=list)
     removed_dirs: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)

@@ -7,11 +7,17 @@ is unmounted in reverse mount order with ``ForceUmount`` (plain umount, lazy det
 reported), as ``Mounter::UnmountAll`` pops its stack (chromeos-facts.md §2 "Unmount at
 sign-out"); then the empty mount points are removed (the original leaves the per-user targets,
 §7 item 1). The user's data stays in the vault.
+
+A busy store (a daemon holding a file in it): every reference that pins the user's mounts is
+reported first (session/holders.py); with ``kill_holders`` the holders are made to let go before
+the umounts (``process_killer --mount_holders``, run by ``ui-post-stop``); what stays busy is
+flushed (``syncfs``) and lazily detached, and reported with its holders.
 """
 
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -22,6 +28,7 @@ from daemonstore.ops import ForceUmount, Op, RemoveDir, op_path
 from daemonstore.session.activity import record_activity
 from daemonstore.session.apply import plan_lines
 from daemonstore.session.detach import detach_found, left_note
+from daemonstore.session.holders import end_pins, user_pins
 from daemonstore.session.queries import existing_dir, stray_mounts, user_mounts
 from daemonstore.session.results import SignOutResult
 
@@ -36,11 +43,14 @@ class SignOutPlan:
     steps: tuple[Op, ...]
     signed_in: bool
     warnings: tuple[str, ...] = ()
+    #: end the holders of the user's mounts first (``process_killer --mount_holders``)
+    kill_holders: bool = False
     #: write the activity record when the user was signed in (activity.py; not for a guest)
     records_activity: ClassVar[bool] = True
 
     def header(self) -> str:
-        return f"sign-out of {self.user_hash}: {len(self.steps)} steps"
+        first = ", ending the holders of its mounts first" if self.kill_holders else ""
+        return f"sign-out of {self.user_hash}{first}: {len(self.steps)} steps"
 
     def to_lines(self, *, numbered: bool = False) -> list[str]:
         return plan_lines(self.header(), self.warnings, self.steps, numbered)
@@ -48,15 +58,39 @@ class SignOutPlan:
     def apply(self, host: Host) -> SignOutResult:
         """Best effort, like ``UnmountAll``: every step is tried; problems become warnings."""
         result = SignOutResult(self.user_hash, warnings=list(self.warnings))
+        if self.kill_holders:
+            _handle_holders(host, self, result)
         for op in self.steps:
             if isinstance(op, ForceUmount):
-                _unmount(host, op, result)
+                _unmount(host, op, result, lambda h: _handle_holders(h, self, result))
             else:
                 _remove(host, op, result)
         note = (record_activity(host, self.user_hash)  # activity.py
                 if self.signed_in and self.records_activity else None)
         result.warnings += [note] if note else []  # (last seen now: the cleanup's LRU order)
         return result
+
+
+def _handle_holders(host: Host, plan: SignOutPlan, result: SignOutResult) -> None:
+    """Report who keeps the user's mounts busy; with ``kill_holders`` end them. Runs once:
+    before the first umount with ``kill_holders`` (as ui-post-stop runs process_killer before
+    cryptohome unmounts), else at the first EBUSY, while the busy mount is still there (so an
+    ordinary sign-out does not scan /proc)."""
+    if not paths.is_hash(plan.user_hash) or result.holders_checked:
+        return  # a repair's clean-up plan of leftovers ("-"): no user to find
+    result.holders_checked = True
+    pins = user_pins(host, plan.user_hash)
+    result.holders = [p.describe() for p in pins]
+    if not pins:
+        return
+    result.warnings.append(f"{len(pins)} reference(s) keep the user's mounts busy: "
+                           + "; ".join(result.holders))
+    if plan.kill_holders:
+        result.ended, problems = end_pins(host, pins)
+        result.warnings += problems
+        if result.ended:
+            result.warnings.append("ended before unmounting (process_killer --mount_holders): "
+                                   + ", ".join(result.ended))
 
 
 def _remove(host: Host, op: Op, result: SignOutResult) -> None:
@@ -74,9 +108,10 @@ def _remove(host: Host, op: Op, result: SignOutResult) -> None:
     result.removed_dirs.append(op_path(op))
 
 
-def _unmount(host: Host, op: ForceUmount, result: SignOutResult) -> None:
+def _unmount(host: Host, op: ForceUmount, result: SignOutResult,
+             on_busy: Callable[[Host], object]) -> None:
     try:
-        lazy = op.unmount(host)
+        lazy = op.unmount(host, on_busy)
     except OSError as exc:
         if exc.errno in (errno.EINVAL, errno.ENOENT):
             # an earlier umount took it along: umount propagates to the mounts at the same
@@ -90,14 +125,14 @@ def _unmount(host: Host, op: ForceUmount, result: SignOutResult) -> None:
         return
     if lazy:
         result.lazily_detached.append(op.target)
-        result.warnings.append(f"{op.target} was busy (EBUSY): lazily detached (MNT_DETACH); "
-                               "it is gone from the mount table and is freed when its last "
-                               "user lets go")
+        result.warnings.append(f"{op.target} was busy (EBUSY): flushed (syncfs) and lazily "
+                               "detached (MNT_DETACH); it is gone from the mount table and is "
+                               "freed when its last user lets go")
     else:
         result.unmounted.append(op.target)
 
 
-def plan_sign_out(host: Host, user_hash: str) -> SignOutPlan:
+def plan_sign_out(host: Host, user_hash: str, *, kill_holders: bool = False) -> SignOutPlan:
     """Plan user ``user_hash``'s sign-out (pure): unmount every mount of the user in reverse
     mount order, then remove the empty mount points (store targets, home mount points)."""
     paths.check_hash(user_hash)
@@ -139,7 +174,8 @@ def plan_sign_out(host: Host, user_hash: str) -> SignOutPlan:
     owned, mounted = {e.mount_point for e in mine}, {e.mount_point for e in entries}
     steps += [RemoveDir(p) for p in (paths.vault_mount(user_hash), paths.HOME_CHRONOS_USER)
               if p in owned or (p not in mounted and existing_dir(host, p))]
-    return SignOutPlan(user_hash, tuple(steps), signed_in, tuple(warnings))
+    return SignOutPlan(user_hash, tuple(steps), signed_in, tuple(warnings),
+                       kill_holders=kill_holders)
 
 
 def _umount_step(entry: mountinfo.MountInfoEntry, user_hash: str) -> ForceUmount:
@@ -153,14 +189,15 @@ def _umount_step(entry: mountinfo.MountInfoEntry, user_hash: str) -> ForceUmount
     return ForceUmount(entry.mount_point)
 
 
-def sign_out(host: Host, user_hash: str) -> SignOutResult:
+def sign_out(host: Host, user_hash: str, *, kill_holders: bool = False) -> SignOutResult:
     """Plan and apply a sign-out. Never raises for a mount problem (see ``failed`` and
     ``warnings``); ``BadName`` for a malformed hash. The user's data stays in the vault.
 
     Then whatever of the user is still mounted in this namespace, found by identity, is
     detached (session.detach): a mount point renamed from another namespace between the plan
-    and its umount is found again at its new place."""
-    result = plan_sign_out(host, user_hash).apply(host)
+    and its umount is found again at its new place. ``kill_holders``: end whatever keeps the
+    user's mounts busy first (holders.py)."""
+    result = plan_sign_out(host, user_hash, kill_holders=kill_holders).apply(host)
     try:
         done, left = detach_found(host, lambda entries: user_mounts(entries, user_hash))
     except OSError as exc:

@@ -3,9 +3,11 @@ runners are passed in, so the loop itself does no I/O).
 
 The generator writes scenarios in the language of scenario.py that make the interesting structures
 actually arise: peer groups spanning binds and namespaces, slaves of slaves, unbindable trees,
-tucked copies, lazy umounts. It never makes "/" the target of umount, move or mount-on, because
-the two backends root their sandboxes differently (the model's "/" is a namespace root, the
-kernel's is a tmpfs mounted inside a bigger tree); make-* on "/" and binds *of* "/" are fine.
+tucked copies, lazy umounts, files held open on mounts and their copies (``hold``/``release``:
+busy umounts, detached mounts kept alive). It never makes "/" the target of umount, move or
+mount-on, because the two backends root their sandboxes differently (the model's "/" is a
+namespace root, the kernel's is a tmpfs mounted inside a bigger tree); make-* on "/" and binds
+*of* "/" are fine.
 
 A divergence is shrunk by delta debugging (drop chunks, then single lines, then single mkdir
 operands, while it still diverges the same way), so the report is a minimal scenario.
@@ -23,12 +25,14 @@ from daemonstore.host import Propagation
 from daemonstore.mountinfo import canonical_diff
 from daemonstore.ops import (
     Bind,
+    Hold,
     Make,
     Mkdir,
     MountTmpfs,
     Move,
     NewNamespace,
     Op,
+    Release,
     Umount,
     UseNamespace,
     canonical_result,
@@ -65,6 +69,8 @@ WEIGHTS: dict[str, int] = {
     "umount-l": 4,
     "ns": 5,
     "use": 4,
+    "hold": 10,
+    "release": 2,
 }
 
 
@@ -85,6 +91,9 @@ class _Gen:
     namespaces: list[str] = field(default_factory=lambda: ["init"])
     current: str = "init"
     tmpfs_count: int = 0
+    held: list[str] = field(default_factory=list)
+    held_paths: dict[str, str] = field(default_factory=dict)  # name -> the path it holds
+    hold_count: int = 0
 
     # ---- the guess ---------------------------------------------------------------------------
     def _below(self, path: str) -> set[str]:
@@ -150,7 +159,7 @@ class _Gen:
         if kind in ("umount", "umount-l"):
             return self._umount(detach=kind == "umount-l")
         simple = {"mkdir": self._mkdir_op, "tmpfs": self._tmpfs, "move": self._move,
-                  "ns": self._ns, "use": self._use}
+                  "ns": self._ns, "use": self._use, "hold": self._hold, "release": self._release}
         if kind not in simple:
             raise ValueError(kind)
         return simple[kind]()
@@ -198,8 +207,31 @@ class _Gen:
 
     def _umount(self, detach: bool) -> list[Op]:
         target = self.pick_mount()
+        if self.held_paths and self.rng.random() < 0.5:
+            # aim at what is held (or its parent mount): the busy checks and detached mounts
+            target = self.rng.choice(sorted(self.held_paths.values()))
         self._uncover(target)
         return [Umount(target, detach=detach)]
+
+    def _hold(self) -> list[Op]:
+        """Hold a mount root or a directory in one (a name already held now and then: EEXIST)."""
+        if self.held and self.rng.random() < 0.05:
+            return [Hold(self.rng.choice(self.held), self.pick_dir())]
+        self.hold_count += 1
+        name = f"h{self.hold_count}"
+        self.held.append(name)
+        path = self.pick_mount() if self.rng.random() < 0.8 else self.pick_dir()
+        self.held_paths[name] = path
+        return [Hold(name, path)]
+
+    def _release(self) -> list[Op]:
+        """Release a held name, mostly; sometimes one that is not held (EBADF)."""
+        if not self.held or self.rng.random() < 0.1:
+            return [Release(f"h{self.hold_count + 1}")]
+        name = self.rng.choice(self.held)
+        self.held.remove(name)
+        del self.held_paths[name]
+        return [Release(name)]
 
     def _use(self) -> list[Op]:
         others = [n for n in self.namespaces if n != self.current]

@@ -1,6 +1,8 @@
 """Differential test: seeded random sequences across several namespaces, model vs kernel, zero
-divergences allowed. A failure shows each divergence shrunk to a minimal scenario (save it to a
-file and run ``daemonstore sim diff FILE``; add it to tests/scenarios/regressions/).
+divergences allowed. The sequences hold and release files on mounts too (busy umounts,
+detached mounts kept alive by a held file). A failure shows each divergence shrunk to a minimal
+scenario (save it to a file and run ``daemonstore sim diff FILE``; add it to
+tests/scenarios/regressions/).
 
 2,000 sequences of 10-30 ops (the brief's size) plus 200 of 30-60 ops: the long ones reach deeper
 states (stacks under hidden mounts, masters that moved), where the fuzzer finds most of its bugs.

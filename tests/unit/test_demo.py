@@ -37,6 +37,8 @@ def test_story_facts(result: demo.DemoResult) -> None:
                                                "daemon-crash": []}
     assert facts["files_back"] == {"biod": True, "shill": True, "crash": True}
     assert facts["problems"] == []
+    assert facts["busy_sign_out"] == {"holders": 1, "held_after": 1, "holder_attached": False,
+                                      "holder_sees_store": False, "held_after_release": 0}
     assert broken_facts(result) == []
 
 
@@ -79,7 +81,7 @@ def test_key_lines(result: demo.DemoResult, lines: list[str]) -> None:
             "fingerprint templates\"") in lines
     assert "  daemon-biod lists bob's store: empty (alice's files are not there)" in lines
     assert "  problems: none" in lines
-    picture = lines[lines.index("== 11. the propagation picture (stores and vaults, visible "
+    picture = lines[lines.index("== 12. the propagation picture (stores and vaults, visible "
                                 "mounts) =="):]
     assert "G1 peers: init:/run/daemon-store/biod" in picture
     assert "  `-> slave daemon-biod:/run/daemon-store/biod" in picture

@@ -13,12 +13,14 @@ import pytest
 from daemonstore import mountinfo
 from daemonstore.ops import (
     Bind,
+    Hold,
     Make,
     Mkdir,
     MountTmpfs,
     Move,
     NewNamespace,
     Op,
+    Release,
     Umount,
     UseNamespace,
     canonical_result,
@@ -60,6 +62,10 @@ def op_form(op: Op) -> str:
         return "ns"
     if isinstance(op, UseNamespace):
         return "use"
+    if isinstance(op, Hold):
+        return "hold"
+    if isinstance(op, Release):
+        return "release"
     raise TypeError(op)
 
 
@@ -218,3 +224,19 @@ def test_a_backend_that_always_fails_stops_the_run() -> None:
 
     with pytest.raises(fuzz.BackendBroken, match="fails even on the empty scenario"):
         run_fuzz(1, 3, run_on_model, broken)
+
+
+def test_holds_make_some_umounts_busy() -> None:
+    """The generated holds matter: some umounts fail with EBUSY only because of them (the same
+    scenario with every hold and release turned into a harmless mkdir succeeds there)."""
+    from daemonstore.sim.files import run_on_model
+
+    busy_by_holds = 0
+    for i in range(150):
+        ops = fuzz.generate(3, i)
+        plain = [Mkdir(("/A",), line=op.line) if isinstance(op, (Hold, Release)) else op
+                 for op in ops]
+        with_holds = {line for line, e in run_on_model(ops)["errors"] if e == "EBUSY"}
+        without = {line for line, e in run_on_model(plain)["errors"] if e == "EBUSY"}
+        busy_by_holds += len(with_holds - without)
+    assert busy_by_holds >= 5

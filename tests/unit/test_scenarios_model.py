@@ -12,10 +12,13 @@ from daemonstore import mountinfo
 from daemonstore.ops import canonical_result
 from daemonstore.sim.files import run_on_model
 from tests.scenario_files import (
+    BUSY_DIR,
+    BUSY_FILES,
     CONFORMANCE_FILES,
     REGRESSION_FILES,
     SCENARIO_DIR,
     SCENARIO_FILES,
+    SHARED_BUSY_DIR,
     SHARED_DIR,
     expected,
     scenario_id,
@@ -25,7 +28,8 @@ from tests.scenario_files import (
 def test_corpus_is_complete() -> None:
     assert len(SCENARIO_FILES) >= 46
     assert REGRESSION_FILES
-    for path in SCENARIO_FILES + REGRESSION_FILES:
+    assert len(BUSY_FILES) >= 7
+    for path in SCENARIO_FILES + REGRESSION_FILES + BUSY_FILES:
         assert (path.parent / "expected" / f"{path.stem}.json").is_file(), path.name
 
 
@@ -40,6 +44,17 @@ def test_scenario_copy_in_sync() -> None:
         assert not missing, f"no longer in the shared corpus: {missing}"
         changed = [str(k) for k in ours if ours[k] != theirs[k]]
         assert not changed, f"shared scenarios changed: {changed}"
+
+
+@pytest.mark.skipif(not SHARED_BUSY_DIR.is_dir(), reason="no shared busy corpus next to the repo")
+def test_busy_copy_in_sync() -> None:
+    """Every scenario and recording of ../shared/scenarios/busy is in tests/scenarios/busy,
+    byte-identical (our own b* scenarios live only here)."""
+    for pattern in ("*.txt", "expected/*.json"):
+        for theirs in SHARED_BUSY_DIR.glob(pattern):
+            ours = BUSY_DIR / theirs.relative_to(SHARED_BUSY_DIR)
+            assert ours.is_file(), f"not copied from the shared corpus: {ours.name}"
+            assert ours.read_bytes() == theirs.read_bytes(), f"changed upstream: {ours.name}"
 
 
 @pytest.mark.parametrize("path", CONFORMANCE_FILES, ids=scenario_id)

@@ -176,7 +176,9 @@ def test_cli_json(world: World) -> None:
     out = json.loads(res.output)
     assert out["backend"] == "model" and out["problems"] == []
     assert [r["namespace"] for r in out["reach"]] == ["daemon-bar", "daemon-bar"]
-    assert set(out) == {"root", "backend", "stores", "users", "namespaces", "reach", "problems"}
+    assert set(out) == {"root", "backend", "stores", "users", "namespaces", "reach", "held",
+                        "problems"}
+    assert out["held"] == {}
 
 
 def test_cli_reads_the_real_root_without_system(tmp_path: Path) -> None:
