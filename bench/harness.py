@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 
@@ -44,3 +46,16 @@ def kernel_main(module: str, args: argparse.Namespace, *, measure: Callable[[], 
                                       *trace_args])
         return 0 if floor.compare(counts, list(phases)) else 1
     return measure()
+
+
+def stop_child(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM our own child (by pid), SIGKILL it after 10 s, and close its pipes."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()

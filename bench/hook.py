@@ -37,13 +37,13 @@ import gc
 import json
 import os
 import select
-import signal
 import statistics
 import subprocess
 import sys
 import time
 from typing import Any
 
+from bench.harness import stop_child
 from bench.signin import _private_bus, _store_mounts, _wait_ready, check, setup
 from daemonstore import paths, session
 from daemonstore.kernel import KernelHost, kernel_unavailable_reason, run_in_sandbox
@@ -81,17 +81,6 @@ def _unbind_stores(h: KernelHost, user_hash: str) -> None:
             h.umount(target)
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)  # our own child, by pid
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    if proc.stdout is not None:
-        proc.stdout.close()
-
-
 def measure(h: KernelHost, address: str, stores: int, namespaces: int,
             rounds: int) -> list[dict[str, float]]:
     names = setup(h, stores, namespaces)
@@ -106,7 +95,7 @@ def measure(h: KernelHost, address: str, stores: int, namespaces: int,
     finally:
         for proc in (hook, crypto):
             if proc is not None:
-                _stop(proc)
+                stop_child(proc)
         if crypto.stderr is not None:
             crypto.stderr.close()
 
@@ -142,7 +131,7 @@ async def _rounds(h: KernelHost, hook: subprocess.Popen[bytes], address: str, bi
             t_line = _read_until(hook, f"bound {binds} stores of {b_hash}".encode(), 30)
             hook_ms = (t_line - t0) * 1e3
             check(h, b_hash, binds, names, full=k == 1)
-            await client.logout(username)
+            await client.logout()  # StopSession (every session), then Unmount{} (everyone)
             check(h, b_hash, 0, names, full=False)
             if k:
                 out.append({"apply": apply_ms, "hook": hook_ms})

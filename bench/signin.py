@@ -104,7 +104,6 @@ import gc
 import json
 import os
 import select
-import signal
 import subprocess
 import sys
 import time
@@ -311,15 +310,7 @@ def dbus_rounds_in(h: KernelHost, address: str, rounds: int, names: list[str],
         _wait_ready(proc)
         return asyncio.run(_drive(h, address, rounds, names, binds, settle))
     finally:
-        proc.send_signal(signal.SIGTERM)  # our own child, by pid
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        for pipe in (proc.stdout, proc.stderr):
-            if pipe is not None:
-                pipe.close()
+        harness.stop_child(proc)
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
