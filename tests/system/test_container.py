@@ -2,15 +2,17 @@
 
 A forked child (``unshare -m --propagation private``: a new mount namespace, ``/`` private
 recursively) runs tests/system/container.sh: a tmpfs becomes ``/`` by pivot_root, with /usr, the
-repository (its venv) and the interpreter's prefix bound read-only, fresh /run, /home, /tmp,
-/var, /proc mounted and an /etc with passwd and group. Inside, tests/system/inside.py uses
-default paths only (no ``--root``, no ``--system``): ``daemonstore install``; templates (crash
-``3770 crash:crash-user-access`` and ``sample 0700``); ``daemonstore-startup``; ``dbus-daemon
---system`` reading the installed policies; ``cryptohome-sim`` and ``daemonstore hook``; a daemon
-jailed as ChromeOS's init scripts do; ``daemonstore login`` / ``status`` / ``logout``; uid 65534
-refused by the policy; a sign-in whose store binds cryptohome did not make, made by the hook on
-``started``. It prints its facts as JSON; they are checked here. Nothing touches the host's
-root: the tmpfs and every mount exist only in the child's namespace, which dies with it.
+repository (its venv) and the interpreter's prefix bound read-only, fresh /run, /home, /tmp, /var,
+/proc mounted and an /etc with passwd and group. Inside, tests/system/inside.py uses default paths
+only (no ``--root``, no ``--system``): ``daemonstore install``; templates (crash ``3770
+crash:crash-user-access`` and ``sample 0700``); ``daemonstore-startup``; ``dbus-daemon --system``
+reading the installed policies; ``cryptohome-sim --no-daemon-stores`` and ``daemonstore hook``,
+which binds the stores on ``started``; a daemon jailed as ChromeOS's init scripts do; ``daemonstore
+login`` / ``status`` / ``logout``; uid 65534 refused by the policy; a vault unmounted behind the
+bus losing its store binds; then cryptohome-sim in its default mode (it binds the stores itself)
+with the hook still running: nothing bound twice. It prints its facts as JSON; they are checked
+here. Nothing touches the host's root: the tmpfs and every mount exist only in the child's
+namespace, which dies with it.
 """
 
 from __future__ import annotations
@@ -74,17 +76,19 @@ def test_startup_on_slash_makes_what_the_model_makes(facts: dict[str, Any]) -> N
     assert "changed 0" in facts["startup_again"][1]  # idempotent
 
 
-def test_login_reaches_the_jailed_daemon_and_nothing_is_bound_twice(
-        facts: dict[str, Any]) -> None:
+def test_login_reaches_the_jailed_daemon_through_the_hook(facts: dict[str, Any]) -> None:
+    """cryptohome-sim --no-daemon-stores mounts the vault only; the hook, on "started", binds
+    the stores with the template's owner and mode; the jailed daemon writes into the vault."""
     assert facts["login"][0] == 0, facts["login"]
-    # cryptohome bound the store, the hook (running) left it: one mount in the root namespace,
-    # one copy per store mount in the daemon's namespace (its hidden /run keeps one too)
+    alice = facts["alice_target"].rsplit("/", 1)[1]
+    assert any(line.startswith("daemonstore hook: session started: bound ") and alice in line
+               for line in facts["hook_log"])
     assert facts["alice_binds_in_root"] == 1
+    # one copy per store mount in the daemon's namespace (its hidden /run keeps one too)
     assert facts["alice_binds_in_daemon"] == facts["daemon_store_copies"]
     assert facts["daemon_write"] == 0
     assert facts["in_vault"] == "report\n"
-    assert not any("bound" in line for line in facts["hook_log"]
-                   if facts["alice_target"].rsplit("/", 1)[1] in line)
+    assert facts["owner_mode"] == [20200, 20200, "0o700"]  # the template's
 
 
 def test_uid_65534_is_refused_by_the_installed_policy(facts: dict[str, Any]) -> None:
@@ -101,13 +105,15 @@ def test_status_works_on_the_real_root(facts: dict[str, Any]) -> None:
     assert facts["alice_target"].rsplit("/", 1)[1] in json.dumps(report["users"])
 
 
-def test_the_hook_makes_the_binds_cryptohome_left_out(facts: dict[str, Any]) -> None:
-    bob = facts["bob"]
-    assert bob["before"] == [False, False]
-    assert bob["binds_in_root"] == 1
-    assert bob["owner_mode"] == [20200, 20200, "0o700"]  # the template's
-    assert any(line.startswith("daemonstore hook: session started: bound ")
-               for line in facts["hook_log"])
+def test_default_cryptohome_binds_and_the_hook_binds_nothing_twice(
+        facts: dict[str, Any]) -> None:
+    """cryptohome-sim restarted in its default mode binds the stores itself (as ChromeOS's
+    cryptohome does); the hook, following the names' new owner, leaves them alone."""
+    default = facts["default"]
+    assert default["stopped"] == 0 and default["login"][0] == 0, default
+    assert default["binds_in_root"] == default["binds_in_root_later"] == 1
+    assert not any("bound" in line and default["hash"] in line for line in facts["hook_log"])
+    assert default["logout"] == 0 and default["after_logout_daemon"] == []
 
 
 def test_a_vault_unmounted_behind_the_bus_loses_its_store_binds(facts: dict[str, Any]) -> None:
