@@ -13,7 +13,6 @@ import time
 from typing import Any
 
 BIN = os.path.dirname(sys.executable)
-BUS_ENV = {"DBUS_SYSTEM_BUS_ADDRESS": "unix:path=/run/dbus/system_bus_socket"}
 DAEMON = "sample"
 facts: dict[str, Any] = {}
 procs: list[subprocess.Popen[str]] = []
@@ -57,6 +56,8 @@ def mount_points(pid: str = "self") -> list[str]:
 
 
 def main() -> None:
+    # default paths only: every client and service finds /run/dbus/system_bus_socket itself
+    os.environ.pop("DBUS_SYSTEM_BUS_ADDRESS", None)
     assert os.stat("/").st_dev != os.stat("/usr").st_dev, "not in the container"
     with open("/proc/self/mountinfo") as f:
         root_line = next(ln for ln in f if ln.split()[4] == "/")
@@ -78,7 +79,7 @@ def main() -> None:
     start("dbus-daemon", "--system", "--nofork", "--nopidfile", log="dbus.log")
     wait(lambda: os.path.exists("/run/dbus/system_bus_socket"), "the system bus socket")
     # a cryptohome without daemon-store support: the hook makes the store binds
-    crypto = start("cryptohome-sim", "--no-daemon-stores", env=BUS_ENV, ready="serving",
+    crypto = start("cryptohome-sim", "--no-daemon-stores", ready="serving",
                    log="cryptohome.log")
     hook = start("daemonstore", "hook", ready="listening on", log="hook.log")
     store = f"/run/daemon-store/{DAEMON}"
@@ -90,7 +91,7 @@ def main() -> None:
     wait(lambda: store in mount_points(pid) and "/run" in mount_points(pid),
          "the daemon's namespace")
 
-    r = run("daemonstore", "login", "alice@example.com", env=BUS_ENV)
+    r = run("daemonstore", "login", "alice@example.com")
     facts["login"] = [r.returncode, r.stdout.strip(), r.stderr.strip()]
     target = run("daemonstore", "path", DAEMON, "alice@example.com").stdout.strip()
     facts["alice_target"] = target
@@ -107,7 +108,7 @@ def main() -> None:
     facts["owner_mode"] = [st.st_uid, st.st_gid, oct(st.st_mode & 0o7777)]
 
     # uid 65534: the policy refuses the first call of a sign-in
-    r = run("daemonstore", "login", "mallory@example.com", env=BUS_ENV, user=65534)
+    r = run("daemonstore", "login", "mallory@example.com", user=65534)
     facts["nobody_login"] = [r.returncode, r.stderr.strip()]
 
     r = run("daemonstore", "status", "--json")
@@ -117,7 +118,7 @@ def main() -> None:
     facts["carol"] = carol(pid)
 
     # StopSession ends every session (ChromeOS has no per-user sign-out): alice and carol
-    r = run("daemonstore", "logout", env=BUS_ENV)
+    r = run("daemonstore", "logout")
     facts["logout"] = [r.returncode, r.stdout.strip(), r.stderr.strip()]
     facts["after_logout_daemon"] = [m for m in mount_points(pid) if m.startswith(store + "/")]
     facts["after_logout_root"] = [m for m in mount_points()
@@ -134,7 +135,7 @@ def carol(pid: str) -> dict[str, Any]:
     """A vault unmounted behind the session manager's back (its store binds left): the hook's
     mount-table watch removes them without any signal."""
     out: dict[str, Any] = {}
-    r = run("daemonstore", "login", "carol@example.com", env=BUS_ENV)
+    r = run("daemonstore", "login", "carol@example.com")
     out["login"] = r.returncode
     target = run("daemonstore", "path", DAEMON, "carol@example.com").stdout.strip()
     h = target.rsplit("/", 1)[1]
@@ -157,8 +158,8 @@ def default_cryptohome(crypto: subprocess.Popen[str], pid: str) -> dict[str, Any
     out: dict[str, Any] = {}
     crypto.terminate()
     out["stopped"] = crypto.wait(10)
-    start("cryptohome-sim", env=BUS_ENV, ready="serving", log="cryptohome-default.log")
-    r = run("daemonstore", "login", "bob@example.com", env=BUS_ENV)
+    start("cryptohome-sim", ready="serving", log="cryptohome-default.log")
+    r = run("daemonstore", "login", "bob@example.com")
     out["login"] = [r.returncode, r.stderr.strip()]
     target = run("daemonstore", "path", DAEMON, "bob@example.com").stdout.strip()
     out["hash"] = target.rsplit("/", 1)[1]
@@ -166,7 +167,7 @@ def default_cryptohome(crypto: subprocess.Popen[str], pid: str) -> dict[str, Any
     out["binds_in_root"] = mount_points().count(target)
     time.sleep(0.2)  # room for a (wrong) second bind by the hook to show up
     out["binds_in_root_later"] = mount_points().count(target)
-    r = run("daemonstore", "logout", env=BUS_ENV)
+    r = run("daemonstore", "logout")
     out["logout"] = r.returncode
     out["after_logout_daemon"] = [m for m in mount_points(pid) if out["hash"] in m]
     return out
