@@ -49,6 +49,8 @@ OPTION_OF: dict[int, str] = {
     MS_FLAGS["MS_RELATIME"]: "relatime",
     MS_FLAGS["MS_NOSYMFOLLOW"]: "nosymfollow",
 }
+#: the reverse of OPTION_OF, for :func:`option_bits`
+BITS_OF: dict[str, int] = {opt: bit for bit, opt in OPTION_OF.items()}
 PROPAGATION_BITS = (MS_FLAGS["MS_SHARED"] | MS_FLAGS["MS_SLAVE"] | MS_FLAGS["MS_PRIVATE"]
                     | MS_FLAGS["MS_UNBINDABLE"])
 
@@ -90,12 +92,12 @@ def options(flags: int) -> frozenset[str]:
 
 def option_bits(opts: frozenset[str] | set[str]) -> int:
     """The reverse of :func:`options`; ValueError for an option with no MS_ flag."""
-    by_name = {v: k for k, v in OPTION_OF.items()}
     value = 0
     for opt in opts:
         if opt == "rw":
             continue
-        if opt not in by_name:
+        bit = BITS_OF.get(opt)
+        if bit is None:
             raise ValueError(f"unknown mount option {opt!r}")
-        value |= by_name[opt]
+        value |= bit
     return value

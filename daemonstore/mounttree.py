@@ -52,6 +52,9 @@ class MountView:
                     if e.parent_id != e.mount_id}
         roots = [e for e in self.entries if e.mount_point == "/" and e.parent_id not in self.by_id]
         self._root = roots[0] if roots else None
+        #: canonical path -> the mount a walk is on after crossing every mount at that path
+        #: (the walk of :meth:`stack`; shared by every path below it)
+        self._reached: dict[str, mountinfo.MountInfoEntry] = {}
 
     @classmethod
     def from_host(cls, host: Host) -> MountView:
@@ -66,18 +69,37 @@ class MountView:
         overmounted parent (e.g. an old ``/run/daemon-store/<d>`` below a tmpfs later mounted
         on ``/run/daemon-store``) has the covered mount as parent and is never reached.
         """
-        cur = self._root
-        if cur is None:
+        root = self._root
+        if root is None:
             return []
-        stack = [cur] if path == "/" else []
         parts = [p for p in path.split("/") if p]
-        prefixes = ["/"] + ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
-        for prefix in prefixes:
+        if not parts:  # "/" itself (or "//"): the root mount and what is stacked on it
+            stack = [root] if path == "/" else []
+            cur, last = root, "/"
+        else:
+            last = "/" + "/".join(parts)
+            cur = self._reach(last.rpartition("/")[0] or "/")
+            stack = []
+        while (nxt := self._at.get((cur.mount_id, last))) is not None:
+            cur = nxt
+            if last == path:
+                stack.append(cur)
+        return stack
+
+    def _reach(self, prefix: str) -> mountinfo.MountInfoEntry:
+        """The mount the walk of :meth:`stack` is on after crossing every mount at the
+        canonical path ``prefix`` (each mount point's top, from the root down), memoized."""
+        cur = self._reached.get(prefix)
+        if cur is None:
+            if prefix == "/":
+                cur = self._root
+                assert cur is not None  # stack() returned before the walk without a root
+            else:
+                cur = self._reach(prefix.rpartition("/")[0] or "/")
             while (nxt := self._at.get((cur.mount_id, prefix))) is not None:
                 cur = nxt
-                if prefix == path:
-                    stack.append(cur)
-        return stack
+            self._reached[prefix] = cur
+        return cur
 
     def top(self, path: str) -> mountinfo.MountInfoEntry | None:
         """The mount a lookup of ``path`` lands on, the top of :meth:`stack` (None if ``path``

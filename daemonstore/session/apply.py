@@ -69,18 +69,20 @@ class SignInPlan:
             raise ValueError(f"fail_at must be a step index >= 0, not {fail_at}")
         undo: list[Op] = []
         mounted: list[str] = []
-        had = self._identity_mounts(mountinfo.parse(host.mountinfo()))
+        # the mount table before the first step, for the sweep after a failure; parsed only
+        # then (a successful apply never needs it)
+        before = host.mountinfo()
         for index, op in enumerate(self.steps):
             try:
                 if index == fail_at:
                     raise OSError(errno.EIO, f"injected failure before step {index}", op_path(op))
                 op.apply(host)
             except OSError as exc:
-                notes = _rollback(host, undo) + self._sweep(host, had)
+                notes = _rollback(host, undo) + self._sweep(host, before)
                 raise self._failure(index, op, exc, notes) from exc
             except BaseException:
                 _rollback(host, undo)  # a bug or an interrupt: still leave no mount behind
-                self._sweep(host, had)
+                self._sweep(host, before)
                 raise
             step_undo = undo_of(op)
             if step_undo is not None:
@@ -102,12 +104,15 @@ class SignInPlan:
         return {e.mount_id for e in user_mounts(entries, self.user_hash,
                                                 self.identity_vault_mount())}
 
-    def _sweep(self, host: Host, had: set[int]) -> list[str]:
+    def _sweep(self, host: Host, before: str) -> list[str]:
         """After the rollback: detach every mount of the user this sign-in made that the LIFO
         undo did not reach because it is not where the step put it -- a bind that landed on a
         directory swapped in (``renameat2(RENAME_EXCHANGE)`` in chronos-owned /home/chronos)
         between resolution and mount(2), or a mount point renamed from another namespace.
-        Found by identity (SECURITY.md, "mounts by identity"); ``had``: the ids from before."""
+        Found by identity (SECURITY.md, "mounts by identity"); ``before``: the mountinfo text
+        read before the first step, whose mounts of the user are not this sign-in's."""
+        had = self._identity_mounts(mountinfo.parse(before))
+
         def made_here(entries: object) -> list[mountinfo.MountInfoEntry]:
             found = user_mounts(entries, self.user_hash,  # type: ignore[arg-type]
                                 self.identity_vault_mount())

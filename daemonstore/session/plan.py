@@ -40,7 +40,7 @@ from daemonstore.ops import (
     SafeMake,
 )
 from daemonstore.session.apply import SignInPlan
-from daemonstore.session.planted import RemovePlanted, planted_kind, user_owned_mount_point
+from daemonstore.session.planted import RemovePlanted, planted_kind, user_owned_mount_points
 from daemonstore.session.results import SessionResult, SignInError
 
 __all__ = ["BIND_FLAGS", "ROOT_ID", "TARGET_MODE", "VAULTS", "VAULT_DIRS", "Refused",
@@ -147,6 +147,8 @@ class SignInPlanner:
         self.vault = paths.vault(user_hash)
         #: non-directories this plan removes first (session/planted.py)
         self.planted: set[str] = set()
+        #: where a planted non-directory is removed rather than refused (session/planted.py)
+        self.user_owned = user_owned_mount_points(user_hash)
 
     # -- inspection
     def inspect(self, path: str) -> Stat | None:
@@ -210,7 +212,7 @@ class SignInPlanner:
         if self.vault_kind == "loop" and path.startswith(self.vault_mount + "/"):
             self.steps.append(EnsureDir(path, mode, uid, gid))
             return
-        if user_owned_mount_point(path, self.user_hash):
+        if path in self.user_owned:
             self.remove_planted(path)
         st = self.inspect(self.backing(path))
         if st is None:

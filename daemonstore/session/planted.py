@@ -20,12 +20,17 @@ from daemonstore.host import Host, Stat
 from daemonstore.ops import Op
 from daemonstore.ops.base import quote
 
-__all__ = ["RemovePlanted", "user_owned_mount_point"]
+__all__ = ["RemovePlanted", "user_owned_mount_point", "user_owned_mount_points"]
+
+
+def user_owned_mount_points(user_hash: str) -> frozenset[str]:
+    """The mount points sign-in makes in chronos-owned ``/home/chronos`` for ``user_hash``."""
+    return frozenset((paths.HOME_CHRONOS_USER, paths.home_chronos(user_hash)))
 
 
 def user_owned_mount_point(path: str, user_hash: str) -> bool:
     """Is ``path`` one of the mount points sign-in makes in chronos-owned ``/home/chronos``?"""
-    return path in (paths.HOME_CHRONOS_USER, paths.home_chronos(user_hash))
+    return path in user_owned_mount_points(user_hash)
 
 
 @dataclass(frozen=True)
