@@ -5,12 +5,12 @@ second process as the holder, found through /proc and killed by ``kill_holders``
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
 import pytest
 
 from daemonstore.world import KernelWorld, World
+from tests.kernel.util import spawn_holder
 from tests.unit.test_busy_signout import (
     DAEMON,
     busy_sign_out,
@@ -40,20 +40,12 @@ def _process_holder(world: World, kill: bool) -> dict[str, Any]:
     view = world.daemon("mydaemon")
     world.login("alice")
     view.write("alice", "state.json", b"saved")
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the daemon process: enters its namespace, keeps its cwd in the store
-        try:
-            os.close(read_end)
-            world.host.use_namespace(view.namespace)
-            os.chdir(world.host.root + view.path("alice"))
-            os.write(write_end, b"x")
-            while True:
-                time.sleep(1)
-        finally:
-            os._exit(1)
-    os.close(write_end)
-    os.read(read_end, 1)
+
+    def daemon() -> None:  # enters its namespace, keeps its cwd in the store
+        world.host.use_namespace(view.namespace)
+        os.chdir(world.host.root + view.path("alice"))
+
+    pid = spawn_holder(daemon)
     try:
         result = world.logout("alice", kill_holders=kill)
     finally:

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import errno
 import os
-import time
 
 import pytest
 
 from daemonstore.kernel import run_in_sandbox
 from daemonstore.kernel.host import KernelHost
+from tests.kernel.util import spawn_holder
 
 pytestmark = pytest.mark.kernel
 
@@ -53,20 +53,8 @@ def test_own_hold_pins_its_mount_and_is_reported() -> None:
 def _child_holds(host: KernelHost, chdir: bool) -> list[object]:
     _setup(host)
     fd = host.open_fd("/a/d/f", os.O_RDONLY)
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the "daemon": keeps fd (or its cwd) on the mount until killed
-        try:
-            os.close(read_end)
-            if chdir:
-                os.chdir(host.root + "/a/d")
-            os.write(write_end, b"x")
-            while True:
-                time.sleep(1)
-        finally:
-            os._exit(1)
-    os.close(write_end)
-    os.read(read_end, 1)
+    # the "daemon": keeps fd (or its cwd) on the mount until killed
+    pid = spawn_holder(lambda: os.chdir(host.root + "/a/d") if chdir else None)
     os.close(fd)
     out: list[object] = []
     try:

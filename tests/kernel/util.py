@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import errno
+import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -49,3 +51,24 @@ def outcome(host: Host, steps: list[Step]) -> dict[str, Any]:
         if save_as:
             saved[save_as] = result
     return {"errors": errors, "namespaces": {n: host.mountinfo(n) for n in host.namespaces()}}
+
+
+def spawn_holder(prepare: Callable[[], None]) -> int:
+    """Fork a stand-in daemon that runs ``prepare`` (enter a namespace, chdir into a store...)
+    and then sleeps holding whatever it holds; return its pid once ``prepare`` is done. The
+    caller ends it by pid (it is the caller's own child)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_end)
+            prepare()
+            os.write(write_end, b"x")
+            while True:
+                time.sleep(1)
+        finally:
+            os._exit(1)
+    os.close(write_end)
+    os.read(read_end, 1)
+    os.close(read_end)
+    return pid
