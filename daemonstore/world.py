@@ -139,7 +139,8 @@ class World:
     def start_stores(self, daemon: str) -> None:
         """Mount ``/run/daemon-store{,-cache}/<daemon>`` exactly as chromeos_startup does, with
         none of startup's template checks: mkdir 0755, self-bind, make shared
-        (chromeos-facts.md §1). For templates startup refuses, e.g. group-writable ones."""
+        (chromeos-facts.md §1). For stores startup would not make: a template it refuses (a
+        world-writable one), or none at all."""
         host = self.host
         with self.in_namespace(self.namespace):
             for cache in (False, True):

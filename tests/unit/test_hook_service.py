@@ -51,8 +51,7 @@ class FakeClient:
 def world() -> World:
     w = World.model()
     for name, uid, gid, mode in DAEMONS:
-        w.install_daemon(name, uid, gid, mode, startup=False)
-        w.start_stores(name)
+        w.install_daemon(name, uid, gid, mode)
     return w
 
 
