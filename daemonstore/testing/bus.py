@@ -49,13 +49,13 @@ import pytest_asyncio
 from cryptohome_sim.bus import PrivateBus, current_user, start_private_bus
 from cryptohome_sim.core import Cryptohome
 from cryptohome_sim.service import Service
+from daemonstore.command import ENV_BUS_ADDRESS
 from daemonstore.dbus.client import Client, LoginResult, LogoutResult
 from daemonstore.host import Host
 from daemonstore.model import ModelHost
 from daemonstore.world import World
 
 T = TypeVar("T")
-ENV_ADDRESS = "DBUS_SYSTEM_BUS_ADDRESS"
 #: the line ``cryptohome-sim`` prints once both names are owned
 READY_PREFIX = "cryptohome-sim: serving "
 
@@ -75,7 +75,7 @@ CHRONOS_STAND_IN = "daemon"
 def private_bus(monkeypatch: pytest.MonkeyPatch) -> Iterator[PrivateBus]:
     with start_private_bus(privileged_user=privileged_user(),
                            chronos=CHRONOS_STAND_IN) as bus:
-        monkeypatch.setenv(ENV_ADDRESS, bus.address)
+        monkeypatch.setenv(ENV_BUS_ADDRESS, bus.address)
         monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS", raising=False)
         yield bus
 
