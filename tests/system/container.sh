@@ -22,6 +22,13 @@ mount --make-rprivate /
 mount -t tmpfs -o mode=0755 container "$new"
 mkdir -p "$new"/{usr,proc,run,home,tmp,var,etc,dev,root,oldroot}
 
+# the fresh tmpfs first: the repository may live under one of these paths (a clone in /tmp),
+# and its bind must land on top of the container's tmpfs, not under it
+for d in run home tmp var; do
+    mount -t tmpfs -o mode=0755 "$d" "$new/$d"
+done
+chmod 1777 "$new/tmp"
+
 ro_bind() {  # ro_bind SRC: bind SRC at the same path inside, read-only
     mkdir -p "$new$1"
     mount --rbind "$1" "$new$1"
@@ -38,10 +45,6 @@ done
 for d in "$repo" "$pyprefix"; do
     [[ "$d" == /usr || "$d" == /usr/* ]] || ro_bind "$d"
 done
-for d in run home tmp var; do
-    mount -t tmpfs -o mode=0755 "$d" "$new/$d"
-done
-chmod 1777 "$new/tmp"
 mount -t proc proc "$new/proc"
 
 # /dev: a few character devices on the root tmpfs, nothing of the host's /dev
