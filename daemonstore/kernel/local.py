@@ -42,10 +42,10 @@ from daemonstore.kernel.uapi import (
 __all__ = ["mount_id", "read_mountinfo", "watch_mount_table"]
 
 MOUNTINFO = "/proc/self/mountinfo"
-#: struct statx: ``stx_mask`` at offset 0, ``stx_mnt_id`` at offset 136 (include/uapi/linux/stat.h)
+#: struct statx: ``stx_mask`` at offset 0, ``stx_mnt_id`` at offset 144 (include/uapi/linux/stat.h)
 _MASK = struct.Struct("=I")
 _MNT_ID = struct.Struct("=Q")
-_MNT_ID_OFFSET = 136
+_MNT_ID_OFFSET = 144
 
 
 def mount_id(path: str) -> int:
