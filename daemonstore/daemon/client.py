@@ -338,8 +338,9 @@ class DaemonStoreClient:
         """``async for session in client.sessions()``: each time a user's store becomes
         available here, a :class:`StoreSession`; it ends (``await session.ended()``) when the
         user signs out, another user becomes the one served, or the bind goes from this view.
-        The next one is yielded only after the previous one ended. Runs until the loop is left
-        (``break``; ``contextlib.aclosing`` to close at once) or the bus fails (raised here)."""
+        The next one is yielded only after the previous one ended, and only if it is not over
+        already. Runs until the loop is left (``break``; ``contextlib.aclosing`` to close at
+        once) or the bus fails (raised here: ``BusUnavailable`` when the connection goes)."""
         found: asyncio.Queue[StoreSession | BaseException] = asyncio.Queue()
         follower = asyncio.create_task(self._follow(found))
         try:
@@ -347,7 +348,8 @@ class DaemonStoreClient:
                 item = await found.get()
                 if isinstance(item, BaseException):
                     raise item
-                yield item
+                if not item.over:  # one that came and went while the daemon was busy: skipped
+                    yield item
         finally:
             await stop_task(follower)
 

@@ -3,6 +3,9 @@ session manager's ``SessionStateChanged`` and ``NameOwnerChanged`` (who is signe
 changed: ask the bus again) and a change of the mount table the daemon sees (its store may have
 come or gone: look again). Nothing here polls or sleeps (issue 16).
 
+A connection to the bus that goes wakes the waiter too, which then raises
+:class:`~daemonstore.dbus.client.BusUnavailable` (nothing would ever wake it again).
+
 The mount source is a ``watch(notify) -> stop`` function: ``Host.watch_mounts`` (the model, a
 KernelHost, a NamespaceView) or :func:`daemonstore.kernel.local.watch_mount_table` (the
 process's own ``/proc/self/mountinfo``, ``POLLPRI``).
@@ -28,7 +31,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from daemonstore.dbus import names
-from daemonstore.dbus.client import Client
+from daemonstore.dbus.client import BusUnavailable, Client
 
 #: ``watch(notify)`` starts calling ``notify()`` on mount changes and returns ``stop()``
 Watch = Callable[[Callable[[], None]], Callable[[], None]]
@@ -40,6 +43,11 @@ class Wakeups:
     def __init__(self) -> None:
         self._event = asyncio.Event()
         self._ask = True  # the first look always asks
+        self._lost = False
+        self._event.set()
+
+    def bus_lost(self) -> None:
+        self._lost = True
         self._event.set()
 
     def mounts_changed(self) -> None:
@@ -50,7 +58,11 @@ class Wakeups:
         self._event.set()
 
     def begin(self) -> bool:
-        """Start a look: clear the event; True when a session signal came since the last."""
+        """Start a look: clear the event; True when a session signal came since the last.
+        :class:`~daemonstore.dbus.client.BusUnavailable` once the connection is gone: nothing
+        would ever wake the waiter again."""
+        if self._lost:
+            raise BusUnavailable("the connection to the bus was lost while waiting")
         self._event.clear()
         ask, self._ask = self._ask, False
         return ask
@@ -72,6 +84,8 @@ async def wakeups(bus: Client | None, watch: Watch) -> AsyncIterator[Wakeups]:
             for queue in (states, owners):
                 task = asyncio.create_task(_pump(queue, wake.session_changed))
                 stack.push_async_callback(stop_task, task)
+            task = asyncio.create_task(_watch_connection(bus, wake))
+            stack.push_async_callback(stop_task, task)
         stack.callback(watch(wake.mounts_changed))
         yield wake
 
@@ -81,9 +95,19 @@ async def _pump(queue: asyncio.Queue[Any], call: Callable[[Any], None]) -> None:
         call(await queue.get())
 
 
+async def _watch_connection(bus: Client, wake: Wakeups) -> None:
+    try:
+        await bus.wait_closed()
+    except Exception:  # noqa: BLE001 - a connection that died of an error is lost all the same
+        pass
+    wake.bus_lost()
+
+
 async def stop_task(task: asyncio.Task[Any]) -> None:
     """Cancel ``task`` and wait until it is over, without swallowing a cancel of the caller:
     ``asyncio.wait`` never raises the task's CancelledError, only the caller's own (a
     ``try: await task / except CancelledError: pass`` would eat both)."""
     task.cancel()
     await asyncio.wait([task])
+    if not task.cancelled():
+        task.exception()  # retrieved: a task that failed on its own was reported already

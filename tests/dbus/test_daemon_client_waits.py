@@ -17,6 +17,7 @@ from daemonstore import paths
 from daemonstore.daemon.client import DaemonStoreClient, NoPrimaryUser, PrimaryStore
 from daemonstore.daemon.wakeups import Wakeups
 from daemonstore.dbus import names
+from daemonstore.dbus.client import BusUnavailable
 from daemonstore.host import NamespaceView
 from daemonstore.paths import BadName
 from daemonstore.testing.bus import RunningCryptohome
@@ -204,6 +205,20 @@ async def test_a_session_manager_that_leaves_ends_the_session(
         session = await guarded(anext(sessions))
         await svc.service.stop()  # NameOwnerChanged to "": counts as a sign-out (biod)
         assert await guarded(session.ended()) == "signed out"
+
+
+async def test_a_lost_connection_ends_the_waits(
+        bus_world: World, cryptohome_service: RunningCryptohome, parked: asyncio.Event) -> None:
+    """Nothing would ever wake a waiter whose connection is gone: it says so instead."""
+    client = await _client(bus_world, cryptohome_service)
+    waiter = asyncio.create_task(client.wait_for_store())
+    await guarded(parked.wait())
+    client.bus._bus.disconnect()  # noqa: SLF001 - the connection breaks under the daemon
+    with pytest.raises(BusUnavailable, match="lost while waiting"):
+        await guarded(waiter)
+    with pytest.raises(BusUnavailable):
+        async with contextlib.aclosing(client.sessions()) as sessions:
+            await guarded(anext(sessions))
 
 
 async def test_a_guest_is_not_served_by_default(
