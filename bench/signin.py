@@ -336,7 +336,7 @@ async def _drive(h: KernelHost, address: str, rounds: int, names: list[str],
 
     login = await Client.connect(address)
     view: Any = NamespaceView(h, names[-1])
-    daemon = DaemonStoreClient("daemon000", view, await Client.connect(address))
+    daemon = DaemonStoreClient("daemon000", await Client.connect(address), host=view)
     results = []
     try:
         async with daemon.bus.session_states() as states:

@@ -197,6 +197,15 @@ class Host(Protocol):
         """
         ...
 
+    def watch_mounts(self, notify: Callable[[], None]) -> Callable[[], None]:
+        """Call ``notify()`` after the mount table of the current namespace may have changed,
+        until the returned function is called. A call may be spurious; a change after this
+        returns is never missed. The model calls it synchronously after each of its mount
+        operations (any namespace); the kernel from the running asyncio loop, after any change
+        to the namespace current now, by anyone (``POLLPRI`` on ``/proc/self/mountinfo``): call
+        it from a coroutine. What a daemon waits on instead of polling (daemon/client.py)."""
+        ...
+
     # ---- files (resolved through the mount tree of the current namespace) ---------------------
     def mkdir(self, path: str, mode: int = 0o755, *, parents: bool = False,
               safe: bool = False) -> None:

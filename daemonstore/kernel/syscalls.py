@@ -211,6 +211,12 @@ def mount_setattr(dirfd: int, path: str, flags: int, *, attr_set: int = 0, attr_
           filename=path if filename is None else filename)
 
 
+def statx(dirfd: int, path: str, flags: int, mask: int, buf: Any, *,
+          filename: str | None = None) -> None:
+    """statx(2) into ``buf`` (a ctypes buffer of ``STATX_SIZE`` bytes)."""
+    _call("statx", dirfd, fsencode(path), flags, mask, buf, filename=filename)
+
+
 def ioctl(fd: int, request: int, arg: Any = None, *, filename: str | None = None) -> int:
     """ioctl(2) through the table; ``arg`` is an int, None or a ``ctypes.byref``."""
     return _call("ioctl", fd, request, arg, filename=filename)
