@@ -1,7 +1,7 @@
 """What a daemon uses: its store path for the primary user, "is it really mounted", and an
-asynchronous wait for sign-in (design.md ``client.py``).
+asynchronous wait for sign-in (docs/architecture.md §6).
 
-The pattern is biod's ``SessionStateManager`` (chromeos-facts.md §4), in
+The pattern is biod's ``SessionStateManager`` (docs/chromeos.md §4.3), in
 :class:`PrimaryUserTracker`: at start ask ``RetrievePrimarySession`` (a daemon restarted
 mid-session recovers), then follow ``SessionStateChanged``: on ``started`` look the primary user
 up if none is known, on ``stopped`` forget it; the session manager losing its name
@@ -9,7 +9,7 @@ up if none is known, on ``stopped`` forget it; the session manager losing its na
 The improvement over the original helpers (libbrillo ``GetDaemonStorePath``, libchromeos-rs
 ``get_daemonstore_path``) is that a path is only ever handed out once the user's vault is really
 bound there (:mod:`daemonstore.daemon.store_check`): the target directory exists before the bind and
-after sign-out, and a daemon that writes there writes into tmpfs (facts §7 item 1).
+after sign-out, and a daemon that writes there writes into tmpfs (docs/chromeos.md §7 item 1).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from daemonstore.errors import DaemonStoreError
 from daemonstore.host import Host
 
 #: how often the mount is re-checked while waiting: ``started`` is emitted after the mount, but
-#: a daemon must not rely on that order (facts §4: the order is UNCONFIRMED from Chrome's source)
+#: a daemon must not rely on that order (docs/chromeos.md §4.1: the order is unconfirmed)
 RECHECK_SECONDS = 0.05
 
 
