@@ -5,7 +5,7 @@ the session state, the call log and injected failures. ``service.py`` is the D-B
 parses a request, logs it here and delegates. Mounting itself is ``daemonstore.session`` (the
 same sign-in code ``World.login`` runs without a bus).
 
-Semantics are ChromeOS's (chromeos-facts.md §4, §10; ``userdataauth.cc``,
+Semantics are ChromeOS's (docs/chromeos.md §4, §8; ``userdataauth.cc``,
 ``session_manager_impl.cc``), with the deviations listed in README "Known deviations":
 
 * An account exists once ``CreatePersistentUser`` made it (or the control ``AddUser``);
@@ -59,7 +59,7 @@ CALL_LOG_LIMIT = 1000
 AUTH_SESSION_LIMIT = 64
 AUTH_SESSION_ID_BYTES = 16
 
-# CryptohomeErrorCode values used here (UserDataAuth.proto; chromeos-facts.md §10)
+# CryptohomeErrorCode values used here (UserDataAuth.proto; docs/chromeos.md §8.2)
 E = uda.CryptohomeErrorCode
 ACCOUNT_NOT_FOUND = E.CRYPTOHOME_ERROR_ACCOUNT_NOT_FOUND
 MOUNT_FATAL = E.CRYPTOHOME_ERROR_MOUNT_FATAL
@@ -413,7 +413,7 @@ class Cryptohome:
     @_rooted
     def start_session(self, account_id: str) -> str:
         """``StartSession``: the user's cryptohome must be mounted; state becomes ``started``.
-        The caller emits ``started`` (once per call, chromeos-facts.md §4)."""
+        The caller emits ``started`` (once per call, docs/chromeos.md §4.1)."""
         if self._take_failure("StartSession") is not None:
             raise SessionRefused("SessionFailed", "injected failure in StartSession")
         user_hash = self.hash_of(account_id)
@@ -478,7 +478,7 @@ class Cryptohome:
     def install_daemon(self, name: str, uid: int, gid: int, mode: int) -> list[str]:
         """Install a daemon's template ``/etc/daemon-store/<name>`` (owner ``uid:gid``, ``mode``)
         and run the boot step so its stores are shared self-binds (what the ebuild plus
-        chromeos_startup do, chromeos-facts.md §1). Returns the steps startup applied;
+        chromeos_startup do, docs/chromeos.md §1). Returns the steps startup applied;
         ``StartupFailed`` with startup's reasons if a store of this daemon is not ready."""
         template = self.check_install(name, mode)
         if self.host.exists(template):

@@ -1,7 +1,7 @@
 """D-Bus skin of the simulated cryptohome and session manager (the only module exporting D-Bus
 objects; dbus-fast ``ServiceInterface`` classes over :class:`cryptohome_sim.core.Cryptohome`).
 
-ChromeOS's API, byte for byte (design.md "D-Bus", chromeos-facts.md §4, §10):
+ChromeOS's API, byte for byte (docs/architecture.md §7, docs/chromeos.md §4, §8):
 
 ``org.chromium.UserDataAuth`` at ``/org/chromium/UserDataAuth``, every method ``(ay) -> (ay)``
 carrying a ``user_data_auth`` protobuf (:mod:`daemonstore.dbus.proto.UserDataAuth_pb2`):
@@ -80,7 +80,7 @@ def _account(request: Any, field: str) -> str:
 
 def _refusal(reply_cls: type[ProtoMessage], code: int) -> ProtoMessage:
     """A reply carrying ``error`` = ``code``; a reply without that field (GetSanitizedUsername,
-    GetSystemSalt, IsMounted) is sent empty, as ChromeOS does (chromeos-facts.md §3)."""
+    GetSystemSalt, IsMounted) is sent empty, as ChromeOS does (docs/chromeos.md §3)."""
     if "error" in reply_cls.DESCRIPTOR.fields_by_name:
         return reply_cls(error=code)
     return reply_cls()
@@ -325,7 +325,7 @@ class SessionManager(_Interface):
     @dbus_method()
     @_session_errors
     def StartSession(self, account_id: DBusStr, unique_identifier: DBusStr) -> None:
-        """``started`` once per call (chromeos-facts.md §4); the argument is unused."""
+        """``started`` once per call (docs/chromeos.md §4.1); the argument is unused."""
         self._core.hash_of(account_id)
         self._called("StartSession", account_id)
         self._core.start_session(account_id)

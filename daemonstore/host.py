@@ -1,8 +1,8 @@
 """The interface both backends implement: the pure model and the real kernel.
 
 Components (startup, the sign-in hook, the namespace helper, cryptohome_sim) are written once
-against :class:`Host` and run unchanged on either backend (design.md, "One interface, two
-backends").
+against :class:`Host` and run unchanged on either backend (docs/architecture.md
+§2).
 
 Paths
 -----
@@ -14,8 +14,8 @@ targets are resolved against the sandbox root (like ``openat2(RESOLVE_IN_ROOT)``
 Errors
 ------
 Every failure is an ``OSError`` whose ``errno`` is exactly what the kernel gives for the same
-operation (style.md habit 3), with ``filename`` set to the sandbox path involved. Callers compare
-errnos, never messages.
+operation (docs/architecture.md §2), with ``filename`` set to the sandbox path involved. Callers
+compare errnos, never messages.
 
 ``safe=True`` on an operation means: no symlink may appear in *any* component of the path
 (``RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS``); meeting one is ``ELOOP``. Components use it
@@ -39,7 +39,7 @@ from typing import Any, Protocol, runtime_checkable
 
 
 class Propagation(StrEnum):
-    """Propagation types, in the kernel's own words (style.md: use the kernel vocabulary)."""
+    """Propagation types, in the kernel's own words (docs/architecture.md §11)."""
 
     SHARED = "shared"
     SLAVE = "slave"
@@ -280,7 +280,7 @@ class Host(Protocol):
         stable: a check of PATH only)."""
         ...
 
-    # ---- space (the low-disk cleanup, chromeos-facts.md §6) -----------------------------------
+    # ---- space (the low-disk cleanup, docs/chromeos.md §6) -----------------------------------
     def statvfs(self, path: str, *, safe: bool = False) -> tuple[int, int]:
         """``statvfs(2)`` of the filesystem PATH resolves onto: ``(total, free)`` in bytes, i.e.
         ``(f_blocks * f_frsize, f_bavail * f_frsize)`` -- free as cryptohome measures it

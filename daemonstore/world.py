@@ -9,7 +9,7 @@ request) with:
   the daemon's ebuild does) and the boot step, so ``/run/daemon-store{,-cache}/foo`` are shared
   self-binds;
 * ``world.daemon("foo")``: a :class:`DaemonView`, the daemon's mount namespace built by the
-  namespace helper's planner the way minijail sets up a daemon (chromeos-facts.md §5): a slave
+  namespace helper's planner the way minijail sets up a daemon (docs/chromeos.md §5): a slave
   clone of the root namespace, a private tmpfs on ``/run``, recursive binds of its stores only;
 * ``world.login("alice")`` / ``world.logout("alice")``: sign-in and sign-out through
   :mod:`daemonstore.session` (``vault="loop"`` on the kernel: an ext4 image on a loop device);
@@ -139,7 +139,7 @@ class World:
     def start_stores(self, daemon: str) -> None:
         """Mount ``/run/daemon-store{,-cache}/<daemon>`` exactly as chromeos_startup does, with
         none of startup's template checks: mkdir 0755, self-bind, make shared
-        (chromeos-facts.md §1). For stores startup would not make: a template it refuses (a
+        (docs/chromeos.md §1). For stores startup would not make: a template it refuses (a
         world-writable one), or none at all."""
         host = self.host
         with self.in_namespace(self.namespace):
@@ -268,7 +268,7 @@ class World:
 class DaemonView:
     """A daemon's mount namespace, built by the namespace helper itself (``jail.plan_jail`` /
     ``jail.apply_jail``, the one implementation of "how a daemon is jailed") from the documented
-    recipe (chromeos-facts.md §4-5; ``jail.store_jail_argv``)::
+    recipe (docs/chromeos.md §4-5; ``jail.store_jail_argv``)::
 
         daemonstore jail -v -Kslave -k tmpfs,/run,tmpfs,MS_NODEV|MS_NOEXEC|MS_NOSUID
             -k /run/daemon-store/<d>,/run/daemon-store/<d>,none,MS_BIND|MS_REC  (and -cache)
@@ -306,7 +306,7 @@ class DaemonView:
     def sees_store(self, user: str, *, cache: bool = False) -> bool:
         """Does the daemon's store path for ``user`` lead into the user's vault? (Not just
         "does the directory exist": the empty target outlives a sign-out on ChromeOS,
-        chromeos-facts.md §7 item 1.)"""
+        docs/chromeos.md §7 item 1.)"""
         world = self.world
         namespace, source = world.store_source(user, self.daemon, cache=cache)
         with world.in_namespace(namespace):

@@ -2,8 +2,8 @@
 one
 startup module that changes anything; it calls only the Host it is given).
 
-Failure policy (written here, where it applies; style.md §2.3): chromeos_startup ignores the
-return values of both ``mount()`` calls and only logs mkdir/chmod failures (chromeos-facts.md
+Failure policy (written where it applies, docs/architecture.md §11): chromeos_startup ignores the
+return values of both ``mount()`` calls and only logs mkdir/chmod failures (docs/chromeos.md
 §1), so a store can silently end up unmounted or private, and then every sign-in fails or no
 daemon sees its users (§7 items 3 and 12). Here every step's ``OSError`` is caught and kept:
 
@@ -18,7 +18,8 @@ daemon sees its users (§7 items 3 and 12). Here every step's ``OSError`` is cau
   the whole table); the next run's plan re-checks every store anyway.
 
 Nothing here raises for an operation failure; exceptions other than ``OSError`` (bugs) propagate.
-Exit codes are the CLI's business (style.md §6); :attr:`StartupReport.complete` is what it maps.
+Exit codes are the CLI's business (docs/architecture.md §9); :attr:`StartupReport.complete` is
+what it maps.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ __all__ = ["FAILED", "PLANNED", "StartupReport", "StepFailure", "TargetResult", 
 FAILED = "failed"
 PLANNED = "planned"  # dry run: steps would run
 
-#: errnos whose strerror misleads here (bubblewrap's mount_strerror idea, style.md §2.1)
+#: errnos whose strerror misleads here (bubblewrap's mount_strerror idea)
 _HINTS = {
     errno.ELOOP: "a symlink is in the path; refused without following it",
     errno.ENOSPC: "for a mount this means the mount limit was hit (see /proc/sys/fs/mount-max)",
@@ -186,7 +187,7 @@ class StartupReport:
 def _run_target(host: Host, target: Target, log: Log | None) -> TargetResult:
     for done, op in enumerate(target.steps):
         if log is not None:
-            log(op.to_line())  # the intended step before it runs (systemd mount_verbose, §2.3)
+            log(op.to_line())  # the step before it runs (as systemd's mount_verbose)
         try:
             op.apply(host)
         except OSError as exc:

@@ -1,7 +1,7 @@
 """Plan the boot step that turns ``/etc/daemon-store`` templates into shared ``/run/daemon-store``
-mounts (pure: reads the Host it is given, never changes it; style.md habit 1).
+mounts (pure: reads the Host it is given, never changes it; docs/architecture.md §3).
 
-What chromeos_startup does, and what we do differently (chromeos-facts.md §1):
+What chromeos_startup does, and what we do differently (docs/chromeos.md §1):
 
 * For each template ``/etc/daemon-store/<d>`` it makes ``/run/daemon-store/<d>`` and
   ``/run/daemon-store-cache/<d>`` 0755, self-binds each (``MS_BIND``, no ``MS_REC``) and makes it
@@ -11,7 +11,7 @@ What chromeos_startup does, and what we do differently (chromeos-facts.md §1):
   run is finished, and nothing is ever stacked.
 * It validates nothing and follows a symlinked template (``stat()`` in FileEnumerator). We skip,
   with a reason naming the path, every entry that is not a valid template
-  (:func:`check_template`, design.md "Paths and names"):
+  (:func:`check_template`, docs/architecture.md §5):
 
   - the name matches ``[A-Za-z0-9_][A-Za-z0-9_.-]*`` without ``..`` (paths.check_daemon_name);
   - it is a real directory: ``lstat``, never ``stat``; a symlink (or a device, fifo, socket)
@@ -22,7 +22,7 @@ What chromeos_startup does, and what we do differently (chromeos-facts.md §1):
     "only root");
   - it is not world-writable (``mode & 0o002 == 0``). Group-writable is accepted, as ChromeOS
     ships such templates (crash 3770 crash:crash-user-access, fbpreprocessord 3770, pvm 0770,
-    debugd 0660; chromeos-facts.md §1, "Templates"): the group is the daemon's own. The mode is
+    debugd 0660; docs/chromeos.md §1.6): the group is the daemon's own. The mode is
     not copied to the store anyway: ``/run/daemon-store/<d>`` is made 0755 root:root, and the
     per-user directory's owner and mode come from the vault.
 
@@ -40,7 +40,7 @@ What chromeos_startup does, and what we do differently (chromeos-facts.md §1):
   neither follow nor remove it (and every apply step uses ``safe=True``, so a symlink planted
   after planning fails with ``ELOOP`` instead of leading a mount outside).
 * A store whose template has gone (or is now invalid) is an *orphan*: reported, never torn down,
-  because users may be signed in and their per-user mounts live below it (chromeos-facts.md §7
+  because users may be signed in and their per-user mounts live below it (docs/chromeos.md §7
   item 11: tearing down in-use mounts breaks things).
 
 All reads use ``safe=True`` (no symlink in any component; ``ELOOP`` otherwise).
@@ -280,7 +280,7 @@ def _create_steps(path: str) -> list[Op]:
 
 
 def _mount_steps(path: str) -> list[Op]:
-    # self-bind without MS_REC, then MS_SHARED, as chromeos_startup does (chromeos-facts.md §1):
+    # self-bind without MS_REC, then MS_SHARED, as chromeos_startup does (docs/chromeos.md §1):
     # the store becomes its own mount and its own peer group, so a daemon that binds only its
     # store receives only its users' mounts
     return [SafeBind(path, path), SafeMake(path, Propagation.SHARED)]

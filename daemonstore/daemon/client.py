@@ -23,33 +23,34 @@ the system bus and checks the mount with plain paths, ``statx``'s mount id and i
 A test world passes the daemon's namespace as ``host=`` (``DaemonStoreClient("biod", bus,
 host=NamespaceView(world.host, view.namespace))``); everything else is the same.
 
-**Who is served.** The pattern is biod's ``SessionStateManager`` (chromeos-facts.md §4, kept in
+**Who is served.** The pattern is biod's ``SessionStateManager`` (docs/chromeos.md §4.3, kept in
 :class:`PrimaryUserTracker`): the user is the one ``RetrievePrimarySession`` names, asked at start
 (a daemon restarted mid-session recovers) and again on each ``SessionStateChanged`` or change of
 the session manager's owner (one that left the bus counts as a sign-out). A path is only ever
 handed out once that user's vault is really bound there (:mod:`daemonstore.daemon.store_check`):
 the target directory exists before the bind and after sign-out, and a daemon that writes there
-writes into tmpfs (facts §7 item 1). The improvement over libbrillo's ``GetDaemonStorePath`` and
-libchromeos-rs's ``get_daemonstore_path``, which build the path and check nothing.
+writes into tmpfs (docs/chromeos.md §7 item 1). The improvement over libbrillo's
+``GetDaemonStorePath`` and libchromeos-rs's ``get_daemonstore_path``, which build the path and
+check nothing.
 
-**Guests.** ``RetrievePrimarySession`` names "the first non-incognito user" (facts §4; the
-session manager and ``cryptohome_sim`` alike), so during a guest session it returns two empty
+**Guests.** ``RetrievePrimarySession`` names "the first non-incognito user" (docs/chromeos.md §4.3;
+the session manager and ``cryptohome_sim`` alike), so during a guest session it returns two empty
 strings and, by default, a daemon gets nothing: :meth:`DaemonStoreClient.store` raises
 :class:`NoPrimaryUser`, :meth:`~DaemonStoreClient.wait_for_store` and
 :meth:`~DaemonStoreClient.sessions` keep waiting. That is ChromeOS's own behaviour for daemons
 built on ``SessionStateManager`` (biod keeps no fingerprints for a guest), and it is the safe
 default: the guest's store *is* bound (cryptohome binds every daemon's store for the guest's
 ephemeral vault, inside ``mnt_chrome``, and the binds propagate to the daemons), but what is
-written there lives in RAM and vanishes at sign-out. A daemon that wants to work for guests too
-(a cache, per-session state) passes ``serve_guests=True``: when there is no primary user, the
-client looks for ``$guest`` in ``RetrieveActiveSessions`` and hands out the guest's store, with
+written there lives in RAM and vanishes at sign-out. A daemon that wants to work for guests too (a
+cache, per-session state) passes ``serve_guests=True``: when there is no primary user, the client
+looks for ``$guest`` in ``RetrieveActiveSessions`` and hands out the guest's store, with
 ``guest=True`` on the :class:`PrimaryStore` / :class:`StoreSession`.
 
 **Waiting.** Nothing polls: a wait wakes on the session manager's signals and on changes of the
-mount table this process sees (daemon/wakeups.py; ``POLLPRI`` on ``/proc/self/mountinfo`` on a
-real system, ``Host.watch_mounts`` in a world), because ``started`` says a session started, not
-that this daemon's bind has arrived (facts §4: the order is UNCONFIRMED). There is no timeout
-unless one is given (``asyncio.timeout``), and a cancel always propagates: Python 3.11's
+mount table this process sees (daemon/wakeups.py; ``POLLPRI`` on ``/proc/self/mountinfo`` on a real
+system, ``Host.watch_mounts`` in a world), because ``started`` says a session started, not that
+this daemon's bind has arrived (docs/chromeos.md §4.1: the order is unconfirmed). There is no
+timeout unless one is given (``asyncio.timeout``), and a cancel always propagates: Python 3.11's
 ``asyncio.wait_for`` swallowed a cancel that met a ``SessionStateChanged`` (issue 16), so it is
 used nowhere on this path.
 """

@@ -1,4 +1,4 @@
-"""Is a daemon store *really* mounted? (the trap in chromeos-facts.md §4 "Doc guidance" and §7
+"""Is a daemon store *really* mounted? (the trap in docs/chromeos.md §4.4 and §7
 item 1: ``/run/daemon-store/<d>/<hash>`` survives sign-out as an empty directory, so an
 existence check lets a daemon write into tmpfs, where the data is lost and visible to no user).
 

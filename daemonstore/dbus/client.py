@@ -1,5 +1,5 @@
-"""Asyncio client of cryptohome and session_manager, speaking ChromeOS's wire API (design.md
-"D-Bus"): cryptohome methods are ``(ay) -> (ay)`` with ``user_data_auth`` protobufs, the session
+"""Asyncio client of cryptohome and session_manager, speaking ChromeOS's wire API (docs/chromeos.md
+§8): cryptohome methods are ``(ay) -> (ay)`` with ``user_data_auth`` protobufs, the session
 manager's take and return plain D-Bus types.
 
 What ``daemonstore login``/``logout``, ``daemonstore hook``, the daemon library, the test
@@ -9,7 +9,7 @@ but the methods the policy grants it. A D-Bus error is :class:`CallError` (error
 a cryptohome refusal (a reply whose ``error`` is set) is :class:`CryptohomeRefused` (the
 ``CryptohomeErrorCode``), so callers never import dbus_fast or the protobuf module.
 
-Sign-in and sign-out follow Chrome (chromeos-facts.md §4, §10): ``StartAuthSession``, then
+Sign-in and sign-out follow Chrome (docs/chromeos.md §4, §8): ``StartAuthSession``, then
 ``CreatePersistentUser`` (new user) or ``AuthenticateAuthFactor``, ``PreparePersistentVault``,
 then session_manager's ``StartSession`` (``started``); at sign-out ``StopSession`` ends every
 session (``stopping``, ``stopped``) and cryptohome's ``Unmount`` unmounts everyone afterwards
@@ -87,7 +87,7 @@ class LogoutResult:
 
 
 def system_bus_address(address: str | None = None, root: str = "/") -> str:
-    """The system bus (design.md "D-Bus"): ``address`` if given, else
+    """The system bus (docs/architecture.md §7): ``address`` if given, else
     ``$DBUS_SYSTEM_BUS_ADDRESS``, else the socket at ``/run/dbus/system_bus_socket`` under
     ``root``."""
     if address:

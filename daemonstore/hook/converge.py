@@ -1,6 +1,6 @@
 """The session hook's one job, as a plan and its apply (plan layer: reads the Host, then runs
 sign-in's own ops on it): make the mounts under ``/run/daemon-store{,-cache}`` agree with the
-vaults that are mounted (design.md "Session hook").
+vaults that are mounted (docs/architecture.md §8).
 
 * every user with an active session (``RetrieveActiveSessions``; all mounted users when no
   session list is given, e.g. ``--once``) whose vault is mounted at ``/home/.shadow/<H>/mount``

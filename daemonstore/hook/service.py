@@ -1,5 +1,5 @@
 """``daemonstore hook`` as a service (component layer: the bus client and the converge pass):
-signal-driven store binds (design.md "Session hook").
+signal-driven store binds (docs/architecture.md §8).
 
 It converges (:func:`daemonstore.hook.converge.converge`) when it starts, on every
 ``SessionStateChanged`` ``started`` and ``stopped``, and when ``org.chromium.SessionManager``
@@ -8,7 +8,7 @@ signals alone are trusted). Each time it asks ``RetrieveActiveSessions`` first: 
 a session get binds (never a vault cryptohome is still mounting or already unmounting); when
 there is no session manager, nobody does, and only the unbind half runs. A change of the mount table
 (``/proc/self/mountinfo`` polls ``POLLPRI``) only triggers the *unbind* half: ui-post-stop
-unmounts the vault after ``stopped`` (chromeos-facts.md §4), and binding while cryptohome is
+unmounts the vault after ``stopped`` (docs/chromeos.md §4.1), and binding while cryptohome is
 half-way through a sign-in could race its own binds. Exit: SIGTERM/SIGINT (clean, 0) or the bus
 connection lost (1).
 """

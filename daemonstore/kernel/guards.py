@@ -1,6 +1,6 @@
 """Kernel layer, safety guards: the checks KernelHost makes before it opens or mounts anything.
 
-design.md "Running on a real system": the root is ``/`` or a sandbox. The machine's initial mount
+docs/architecture.md §10: the root is ``/`` or a sandbox. The machine's initial mount
 namespace is refused unless the caller was given ``--system`` (the interlock, checked first in
 :mod:`daemonstore.command`, and again here). A sandbox root (anything but ``/``) must be a tmpfs
 mount point of its own that is not ``shared:``: a mount made below a shared root would propagate

@@ -102,13 +102,13 @@ class MountMethods(Resolver):
             os.close(fd)
 
     def umount(self, target: str, *, detach: bool = False, safe: bool = False) -> None:
-        # Not umount2("/proc/self/fd/N"): an open fd pins the mount (EBUSY,
-        # propagate_mount_busy()). Not umount2(host path) either: resolved from the real "/", it
-        # enters a mount stacked on the sandbox root (a propagated copy can land there, §6.12),
-        # which paths resolved from root_fd never do. So: canonicalize through openat2 (symlinks
-        # followed inside the sandbox), then umount2 the last component relative to its parent
-        # directory -- which pins only the parent mount. UMOUNT_NOFOLLOW: the canonical name is
-        # no symlink we meant to follow.
+        # Not umount2("/proc/self/fd/N"): an open fd pins the mount (EBUSY, propagate_mount_busy()).
+        # Not umount2(host path) either: resolved from the real "/", it enters a mount stacked on
+        # the sandbox root (a propagated copy can land there, docs/propagation.md §6 item 12), which
+        # paths resolved from root_fd never do. So: canonicalize through openat2 (symlinks followed
+        # inside the sandbox), then umount2 the last component relative to its parent directory --
+        # which pins only the parent mount. UMOUNT_NOFOLLOW: the canonical name is no symlink we
+        # meant to follow.
         path = self._canonical(target, safe=safe)
         head, _, name = path.rpartition("/")
         flags = UMOUNT_NOFOLLOW | (MNT_DETACH if detach else 0)
@@ -159,7 +159,7 @@ class MountMethods(Resolver):
             mount(device, fd_path(fd), fstype, option_bits(flags), data or None,
                   filename=target)
 
-    # ---- detached trees (propagation-rules.md §2.9) -------------------------------------------
+    # ---- detached trees (docs/propagation.md §2.9) -------------------------------------------
 
     def clone_detached(self, source: str, *, recursive: bool = False,
                        safe: bool = False) -> str:

@@ -1,4 +1,4 @@
-"""Kernel layer, system calls: the ctypes table after pyudev's ``_ctypeslib`` (style.md §2.4), its
+"""Kernel layer, system calls: the ctypes table after pyudev's ``_ctypeslib``, its
 wrappers, and the one place where an errno becomes ``OSError``.
 
 * :data:`SIGNATURES` names each libc function and its prototype; :data:`FUNCTIONS` is that table

@@ -1,4 +1,4 @@
-"""Detached trees and bound namespace files in the model (propagation-rules.md §2.9, §1.2).
+"""Detached trees and bound namespace files in the model (docs/propagation.md §2.9, §1.2).
 
 ``clone_detached`` is ``open_tree(OPEN_TREE_CLONE[|AT_RECURSIVE])``: a bind made now and held in
 an anonymous namespace (which never receives propagation) until ``attach_detached`` puts it in

@@ -1,9 +1,9 @@
 """``ModelHost``: the pure in-memory backend of the Host interface.
 
 A world starts as one namespace ``init`` whose root is a private tmpfs with source ``sandbox``
-(design.md, the scenario language). Paths resolve through the mount tree of the current
-namespace as the kernel's path walk does (§2.0); mount operations delegate to
-:class:`~daemonstore.model.propagation.MountTable`.
+(docs/architecture.md §4, the scenario language). Paths resolve through the mount tree of the
+current namespace as the kernel's path walk does (docs/propagation.md §2.0); mount operations
+delegate to :class:`~daemonstore.model.propagation.MountTable`.
 """
 
 from __future__ import annotations

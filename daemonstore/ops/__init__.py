@@ -1,5 +1,5 @@
 """The plan vocabulary (plan layer, tier 2): one :class:`Op` hierarchy for every step a
-component plans and a dry run prints (style.md habit 1: the plan as data, then apply).
+component plans and a dry run prints (docs/architecture.md §3: the plan as data, then apply).
 
 Modules:
 

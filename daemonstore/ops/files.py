@@ -18,8 +18,8 @@ op                   does                                                line
 **Safe.** Every op here resolves its path with ``safe=True`` (MakeDir, Chmod and Chown take a
 ``safe`` field that defaults to it): no symlink may appear in any component, the last one
 included (``RESOLVE_NO_SYMLINKS``, ``ELOOP`` otherwise; host.py), the way libbrillo's ``SafeFD``
-walks every component with ``O_NOFOLLOW`` (chromeos-facts.md §2, "Protection against symlink
-and TOCTOU attacks"). So ``chmod``/``chown`` of a symlink is ``ELOOP`` rather than Linux's
+walks every component with ``O_NOFOLLOW`` (docs/chromeos.md §2.5, protection against symlink
+and TOCTOU attacks). So ``chmod``/``chown`` of a symlink is ``ELOOP`` rather than Linux's
 ``EOPNOTSUPP`` (no lchmod) or a silent lchown, and a symlink planted at
 ``/run/daemon-store/<d>`` can never redirect a chmod or chown (the original enumerates with
 ``stat()`` and would follow one). The ``Dir*`` ops and EnsureDir also ``lstat`` the path first,
@@ -103,7 +103,7 @@ class EnsureDir(Op):
     """``install -d -m MODE -o UID -g GID P`` decided when applied: for a directory inside a
     vault the plan cannot look into (a loop vault's ext4 image is not mounted at plan time).
     Missing: mkdir, chown, chmod (chmod last: chown drops setgid, and mkdirat honours only
-    01777, chromeos-facts.md §2 SafeCreateDirAndSetOwnershipAndPermissions). Present: owner and
+    01777, docs/chromeos.md §2.5 SafeCreateDirAndSetOwnershipAndPermissions). Present: owner and
     mode repaired where they differ. A symlink is ``ELOOP``, anything else not a directory
     ``ENOTDIR`` (SafeFD's kSymlinkDetected / kWrongType), so sign-in rolls back."""
 
@@ -149,7 +149,7 @@ class Chmod(Op):
 @dataclass(frozen=True)
 class DirChmod(Chmod):
     """``chmod MODE P`` of a directory (type-checked first). Always issued after a mkdir,
-    because ``mkdirat`` honours only the 01777 bits and drops setgid (chromeos-facts.md §2,
+    because ``mkdirat`` honours only the 01777 bits and drops setgid (docs/chromeos.md §2.5,
     ``SafeCreateDirAndSetOwnershipAndPermissions``; §7 item 6)."""
 
     def apply(self, host: Host) -> None:
@@ -265,7 +265,7 @@ def walk_tree(fs: TreeReader, top: str, mnt_id: int) -> Iterator[TreeItem]:
 @dataclass(frozen=True)
 class RemoveTree(Op):
     """``rm -r --one-file-system P`` (``keep_top``: only what is inside P): for data that must
-    not outlive a guest session (chromeos-facts.md §2 "Guest leftovers",
+    not outlive a guest session (docs/chromeos.md §2.6, guest leftovers,
     CleanUpGuestDaemonDirectories). The tree is attacker-controlled, so it is walked with
     :func:`walk_tree`: nothing is followed (a symlink is removed, never its target) and no
     mount is crossed: P itself being a mount point, or a mount met below it, is ``EBUSY`` -- a

@@ -22,7 +22,7 @@ What it does, in order (SECURITY.md, "daemonstore repair"):
    ``/run/daemon-store[-cache]/<d>/<H>``, home binds, a ``/home/chronos/user`` whose vault is
    gone) or leftover mount points: ``session.sign_out`` for them, which unmounts the leaked
    binds and removes the *empty* mount points. A target that holds files (a daemon wrote before
-   the vault was mounted, chromeos-facts.md §7 item 1) is reported and kept.
+   the vault was mounted, docs/chromeos.md §7 item 1) is reported and kept.
 
 Never deleted: anything that is not an empty directory (``rmdir`` only). Never touched: guest
 sessions (an ephemeral vault in ``mnt_chrome``: :mod:`daemonstore.session.guest` owns them),

@@ -4,8 +4,8 @@
 Every mount of the user found in mountinfo (vault and below, the home binds,
 ``/home/chronos/user`` when it is this user's, the store binds and anything mounted below them)
 is unmounted in reverse mount order with ``ForceUmount`` (plain umount, lazy detach on EBUSY,
-reported), as ``Mounter::UnmountAll`` pops its stack (chromeos-facts.md §2 "Unmount at
-sign-out"); then the empty mount points are removed (the original leaves the per-user targets,
+reported), as ``Mounter::UnmountAll`` pops its stack (docs/chromeos.md
+§2.7); then the empty mount points are removed (the original leaves the per-user targets,
 §7 item 1). The user's data stays in the vault.
 
 A busy store (a daemon holding a file in it): every reference that pins the user's mounts is
@@ -169,7 +169,7 @@ def plan_sign_out(host: Host, user_hash: str, *, kill_holders: bool = False) -> 
     # private, /home/chronos/user a slave); rmdir detaches every mount on a dentry in every
     # namespace (__detach_mounts(), lazily), so the user's files are reachable nowhere once
     # they are signed out. The original leaves them and has ui-post-stop kill such daemons
-    # (process_killer --mount_holders, chromeos-facts.md §2). Sign-in makes both again.
+    # (process_killer --mount_holders, docs/chromeos.md §2.7). Sign-in makes both again.
     # A sign-in cut short may have made them without mounting: not mounted, they go as well.
     owned, mounted = {e.mount_point for e in mine}, {e.mount_point for e in entries}
     steps += [RemoveDir(p) for p in (paths.vault_mount(user_hash), paths.HOME_CHRONOS_USER)

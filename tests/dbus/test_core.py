@@ -63,7 +63,8 @@ def test_empty_legacy_salt_is_replaced() -> None:
 
 
 def test_fallback_salt_is_read_when_legacy_missing() -> None:
-    """SystemSaltLoader order: /home/.shadow/salt, then /var/lib/system_salt (facts §3)."""
+    """SystemSaltLoader order: /home/.shadow/salt, then /var/lib/system_salt (docs/chromeos.md
+    §3)."""
     host = _host_with_salt(b"system", paths.SALT_FALLBACK)
     assert load_or_create_salt(host) == b"system"
     assert not host.exists(paths.SALT)

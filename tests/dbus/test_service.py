@@ -1,7 +1,7 @@
 """cryptohome_sim over a private bus, spoken to in ChromeOS's wire format.
 
 Requests and replies are pinned as hand-written protobuf bytes (field numbers of system_api's
-UserDataAuth.proto / rpc.proto, chromeos-facts.md §10), so a field-number slip fails here, not
+UserDataAuth.proto / rpc.proto, docs/chromeos.md §8.1), so a field-number slip fails here, not
 in a user's daemon. The flow test drives everything with raw ``(ay)`` calls and no protobuf
 library at all, as a C++ client built from system_api would.
 """

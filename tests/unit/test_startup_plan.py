@@ -113,7 +113,7 @@ def _stat(mode: int, uid: int = 0) -> Stat:
     ("ow", _stat(0o040702), "mode 0702 is world-writable"),
     ("sticky-ww", _stat(0o041777), "mode 1777 is world-writable"),
     # group-writable is accepted, as ChromeOS ships it (pvm 0770, debugd 0660, crash and
-    # fbpreprocessord 3770: chromeos-facts.md §1 "Templates")
+    # fbpreprocessord 3770: docs/chromeos.md §1.6)
     ("pvm", _stat(0o040770, uid=299), None),
     ("debugd", _stat(0o040660, uid=299), None),
     ("crash", _stat(0o043770, uid=299), None),
