@@ -68,6 +68,8 @@ class World:
         self.host = host
         #: cryptohome_sim attaches its D-Bus client here (None: sign-in runs in-process)
         self.bus: Any = None
+        #: the bus worlds attach the running cryptohome-sim here (testing.bus.RunningCryptohome)
+        self.cryptohome: Any = None
         #: the namespace sign-in runs in (the root namespace of the simulated machine)
         self.namespace = host.current_namespace()
         self.users: dict[str, str] = {}            # username -> hash, once hashed
