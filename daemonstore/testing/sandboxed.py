@@ -53,10 +53,7 @@ class KernelBusWorld(KernelWorld):
 def build_world(host: Host, settings: WorldSettings, handle: KernelWorld) -> World:
     """The child's World: seeded as the model's (same hashes on both backends), the mark's
     daemons installed, then whatever fixtures recorded on ``handle``."""
-    world = World(host, random_bytes=random.Random(settings.seed).randbytes)
-    for method, args, kwargs in handle._setup:
-        getattr(world, method)(*args, **kwargs)
-    return world
+    return handle.replay(World(host, random_bytes=random.Random(settings.seed).randbytes))
 
 
 # ---- the child ---------------------------------------------------------------------------------
