@@ -93,8 +93,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     the test with the reason (never a silent pass)."""
     try:
         check_item(item)
+        return
     except PluginUsageError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        message = str(exc)
+    pytest.fail(message, pytrace=False)  # outside the except: no "during handling" chain
 
 
 @pytest.hookimpl(tryfirst=True)
