@@ -1,12 +1,15 @@
-"""Pytest fixtures for D-Bus tests: a private bus and a running cryptohome_sim on it (testing
-layer; the bus-driven counterpart of ``World.login``, which calls ``session.sign_in`` directly).
+"""The D-Bus fixtures (testing layer): a private bus and a running cryptohome_sim on it, the
+bus-driven counterpart of ``World.login`` (which calls ``session.sign_in`` directly).
 
-Fixtures (import them into a conftest):
+The plugin (:mod:`daemonstore.testing`) registers every fixture below: a suite needs no conftest
+line. Importing this module loads neither D-Bus nor cryptohome_sim; they load when a fixture
+runs. Without ``dbus-daemon`` the fixtures skip with the reason (fail when ``CI`` is set).
 
 ``private_bus``
-    a private ``dbus-daemon`` (:class:`cryptohome_sim.bus.PrivateBus`: ``address``, ``pid``);
-    ``DBUS_SYSTEM_BUS_ADDRESS`` points at it for the test and ``DBUS_SESSION_BUS_ADDRESS`` is
-    removed, so nothing can reach the machine's own buses. Stopped (only that pid) afterwards.
+    a private ``dbus-daemon`` (:class:`cryptohome_sim.bus.PrivateBus`: ``address``, ``pid``)
+    with the shipped policies; ``DBUS_SYSTEM_BUS_ADDRESS`` points at it for the test and
+    ``DBUS_SESSION_BUS_ADDRESS`` is removed, so nothing can reach the machine's own buses.
+    Stopped (only that pid) afterwards.
 ``cryptohome_service`` (async)
     cryptohome + session manager serving a fresh ModelHost on that bus, in the test's own
     asyncio loop (deterministic: nothing runs between two awaits of the test).
@@ -16,19 +19,36 @@ Fixtures (import them into a conftest):
     in-process ``World.logout(user)`` keeps one for tests).
 ``cryptohome_client`` (async)
     a second, independent connection (a :class:`daemonstore.dbus.client.Client`).
-``bus_world`` (async)
-    a :class:`daemonstore.world.World` on the host that ``cryptohome_service`` serves, with
-    ``world.bus`` a connected Client: install daemons and open daemon views with the World,
-    sign in with ``await world.bus.login("alice")`` (over the bus, ``started`` emitted), check
-    with ``view.sees_store("alice")``. One thread, one loop: the World and the service never
-    touch the Host at the same time.
+``bus_world`` (async tests)
+    a :class:`daemonstore.world.World` on the host cryptohome-sim serves, with ``world.bus`` a
+    connected Client and ``world.cryptohome`` the :class:`RunningCryptohome`; the
+    ``daemonstore`` mark's daemons installed. Sign in with ``await world.bus.login("alice")``
+    (over the bus, ``started`` emitted), check with ``view.sees_store("alice")``. One thread,
+    one loop: the World and the service never touch the Host at the same time.
+    On the kernel (``@pytest.mark.daemonstore(backend="kernel")``, or
+    ``@pytest.mark.parametrize("bus_world", ["model", "kernel"], indirect=True)``) the plugin
+    runs the whole ``async def`` test in ``run_in_sandbox``'s child, in that child's own event
+    loop, with a private ``dbus-daemon`` and cryptohome-sim serving the sandbox's KernelHost
+    started there (:func:`kernel_bus_main`); the other bus fixtures cannot be combined with it
+    (they would serve a second, model host).
 ``cryptohome_thread``
     the same service in a background thread with its own loop, for synchronous tests (click's
     CliRunner runs ``asyncio.run`` itself). Reach the host through :meth:`ThreadedCryptohome.call`
     so it is only ever touched from the service's loop.
 
-Tests using them should carry ``@pytest.mark.dbus`` and ``@pytest.mark.asyncio`` (the async
-ones); see tests/dbus/conftest.py for the skip-or-fail rule when dbus-daemon is missing.
+A bus test::
+
+    @pytest.mark.asyncio
+    @pytest.mark.daemonstore(daemons=[("mydaemon", 20100, 20100, 0o700)])
+    async def test_store_follows_the_session(bus_world):
+        view = bus_world.daemon("mydaemon")
+        result = await bus_world.bus.login("alice@example.com")
+        assert view.sees_store(result.user_hash)
+        await bus_world.bus.logout()
+        assert not view.sees_store(result.user_hash)
+
+``@pytest.mark.asyncio`` is pytest-asyncio's (strict mode); a kernel ``bus_world`` test runs
+without it too, since the plugin runs it.
 """
 
 from __future__ import annotations
