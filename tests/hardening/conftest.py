@@ -24,12 +24,6 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from daemonstore.testing.bus import (  # noqa: F401 - fixtures, used by name
-    cryptohome_client,
-    cryptohome_service,
-    private_bus,
-)
-
 FULL = os.environ.get("DAEMONSTORE_HARDENING_FULL", "") not in ("", "0")
 
 #: host files whose checksum must not change (only read, never written by any test)
