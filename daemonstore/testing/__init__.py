@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import pytest
 
+from daemonstore.testing.system import daemonstore_system_world  # noqa: F401 (issue 16)
 from daemonstore.world import KernelWorld, World
 
 

@@ -65,7 +65,7 @@ from daemonstore.kernel.readonly import ReadOnlyRoot
 from daemonstore.session.queries import mounted_users
 
 __all__ = ["SpawnedProcess", "SystemWorld", "SystemWorldError", "daemonstore_system_world",
-           "system_world", "system_world_unavailable_reason"]
+           "require_system_world", "system_world", "system_world_unavailable_reason"]
 
 AGENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "system_agent.py")
 #: our packages, bound read-only into the container wherever they are installed
@@ -196,7 +196,10 @@ class SystemWorld:
         self._call("logout")
 
     def hash_of(self, user: str) -> str:
-        """The user's hash (``GetSanitizedUsername`` over the bus the first time)."""
+        """The user's hash: a known user's, ``user`` itself if it is a hash, else
+        ``GetSanitizedUsername`` over the bus (then remembered)."""
+        if user not in self.users and paths.is_hash(user):
+            return user
         if user not in self.users:
             self.users[user] = str(self._call("hash", user=paths.check_username(user)))
         return self.users[user]
@@ -372,15 +375,21 @@ class SpawnedProcess:
         sign-out on ChromeOS.)"""
         user_hash = self.world.hash_of(user)
         sub = f"root/{paths.CACHE_DIR}" if cache else "root"
-        source = f"{paths.vault_mount(user_hash)}/{sub}/{self.daemon}"
         target = paths.user_store(self.daemon, user_hash, cache)
+        guest = user_hash == self.world.users.get(paths.GUEST_USER)
+        # the guest's vault is a tmpfs inside mnt_chrome, out of the agent's sight: its store
+        # bind, propagated to the device's root namespace, stands in for it there
+        source = target if guest else f"{paths.vault_mount(user_hash)}/{sub}/{self.daemon}"
         try:
             with ReadOnlyRoot(self.world.container.root_path()) as root:
                 want = root.stat(source, safe=True)
+                store = root.stat(paths.store(self.daemon, cache), safe=True)
             with ReadOnlyRoot(f"/proc/{self.pid}/root") as root:
                 got = root.stat(target, safe=True)
         except OSError:
             return False
+        if guest and want.st_dev == store.st_dev:
+            return False  # the empty target on the store's own tmpfs: nothing is bound there
         return (got.st_dev, got.st_ino) == (want.st_dev, want.st_ino)
 
 
@@ -410,6 +419,17 @@ class _Reporter:
         return report
 
 
+def require_system_world() -> None:
+    """Skip the test with the reason when a system world cannot run here -- fail instead when
+    ``$CI`` is set (CI promises a machine that can, as for the kernel tests)."""
+    reason = system_world_unavailable_reason()
+    if reason is not None:
+        if "CI" in os.environ:
+            pytest.fail(f"CI is set, so the system world must run, but it cannot: {reason}",
+                        pytrace=False)
+        pytest.skip(f"system world: {reason}")
+
+
 @contextmanager
 def system_world(config: pytest.Config | None, daemons: Sequence[tuple[Any, ...]] = (),
                  **kwargs: Any) -> Iterator[SystemWorld]:
@@ -429,12 +449,7 @@ def daemonstore_system_world(request: pytest.FixtureRequest) -> Iterator[SystemW
     """A booted :class:`SystemWorld` for one test, with the daemons of
     ``@pytest.mark.daemonstore(daemons=[(name, uid, gid, mode), ...])``. Skipped with the
     reason without root or dbus-daemon -- a failure when ``$CI`` is set."""
-    reason = system_world_unavailable_reason()
-    if reason is not None:
-        if "CI" in os.environ:
-            pytest.fail(f"CI is set, so the system world must run, but it cannot: {reason}",
-                        pytrace=False)
-        pytest.skip(f"system world: {reason}")
+    require_system_world()
     marker = request.node.get_closest_marker("daemonstore")
     daemons = list(marker.kwargs.get("daemons", ())) if marker is not None else []
     with system_world(request.config, daemons) as world:

@@ -131,7 +131,7 @@ class Agent:
     def op_spawn(self, argv: list[str], exec_argv: list[str], env: dict[str, str] | None = None,
                  timeout: float = 15) -> dict[str, Any]:
         """Start ``argv`` (``daemonstore jail ... -- exec_argv``); reply once it has exec'd
-        ``exec_argv`` (its jail is built), or fail with its output if it ends first."""
+        ``exec_argv`` in its jail, or fail with its output if it ends first."""
         n = len(self.spawned) + 1
         log = f"{LOGS}/spawn-{n}.log"
         with open(log, "wb") as out:
@@ -139,12 +139,15 @@ class Agent:
                                     stderr=subprocess.STDOUT, env={**self.env, **(env or {})},
                                     start_new_session=True)
         self.spawned[n] = (proc, log)
-        want = b"\0".join(a.encode() for a in exec_argv) + b"\0"
         deadline = time.monotonic() + timeout
-        while _cmdline(proc.pid) != want:
+        while not _execd(proc.pid, argv):
             if proc.poll() is not None:
-                raise Failed(f"exited with status {proc.returncode} before it ran "
-                             f"{exec_argv[0]}:\n{_read(log)}")
+                # ended before its exec was seen: the jail failed (click's "Error: ..." from
+                # daemonstore jail), or the command ran and was quick
+                if any(ln.startswith("Error: ") for ln in _read(log).splitlines()):
+                    raise Failed(f"exited with status {proc.returncode} before it ran "
+                                 f"{exec_argv[0]}:\n{_read(log)}")
+                break
             if time.monotonic() > deadline:
                 self.op_stop(n)
                 raise Failed(f"did not exec {exec_argv[0]} within {timeout} s:\n{_read(log)}")
@@ -236,12 +239,21 @@ def _stop(proc: subprocess.Popen[bytes], timeout: float) -> int:
     return int(proc.returncode)
 
 
-def _cmdline(pid: int) -> bytes:
+def _execd(pid: int, argv: list[str]) -> bool:
+    """Has ``daemonstore jail`` (``argv``) built its namespace and exec'd the command? Its
+    mount namespace is no longer ours, and its command line no longer the jail's (the
+    command may exec again at once, a shell's ``exec sleep``: compare with the jail's)."""
+    jail = b"\0".join(a.encode() for a in argv[1:]) + b"\0"
     try:
+        if os.stat(f"/proc/{pid}/ns/mnt").st_ino == os.stat("/proc/self/ns/mnt").st_ino:
+            return False
+        exe = os.readlink(f"/proc/{pid}/exe")  # fails for a zombie, whose cmdline is empty
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read()
+            cmdline = f.read()
     except OSError:
-        return b""
+        return False
+    return exe != os.path.realpath(sys.executable) or (bool(cmdline)
+                                                       and not cmdline.endswith(jail))
 
 
 def _read(path: str) -> str:
