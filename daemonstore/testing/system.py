@@ -138,6 +138,10 @@ class SystemWorld:
     def _call(self, op: str, **args: Any) -> Any:
         if self.closed:
             raise SystemWorldError(f"{op}: the system world is closed")
+        # a request that waits (wait, stop, spawn) gets its own time on top of the usual
+        waits = "timeout" in args
+        self._sock.settimeout(None if waits and args["timeout"] is None
+                              else self.timeout + (args["timeout"] if waits else 0))
         self._sock.sendall(json.dumps({"op": op, **args}).encode() + b"\n")
         return self._reply(op)
 

@@ -81,7 +81,8 @@ def sample(world: SystemWorld) -> Iterator[Callable[..., SpawnedProcess]]:
     yield spawn
     for process in started:
         process.stop()
-    world.logout()
+    if world.signed_in():
+        world.logout()
 
 
 def test_a_shell_daemon_writes_into_the_vault_while_the_user_is_signed_in(
@@ -235,3 +236,27 @@ def test_teardown_stops_everything_and_the_host_mounts_never_change() -> None:
     assert [p for p in pids if os.path.exists(f"/proc/{p}")] == []
     assert not os.path.exists(root_dir)
     assert _mountinfo() == before
+
+
+def test_a_failing_report_carries_every_spawned_process_output(
+        world: SystemWorld, sample: Callable[..., SpawnedProcess]) -> None:
+    """The plugin's report hook (registered by system_world with a config) adds one section
+    per spawned process of each live world to a failed report, and nothing to a passed one."""
+    from daemonstore.testing.system import _Reporter
+
+    daemon = sample('echo "daemon says hello"; exec sleep 600')
+    wait_for(lambda: "hello" in daemon.output(), "the daemon's output")
+
+    def report_after_hook(failed: bool) -> list[tuple[str, str]]:
+        report = pytest.TestReport("x", ("x", 0, "x"), {}, "failed" if failed else "passed",
+                                   None, "call")
+        hook = _Reporter().pytest_runtest_makereport(None, None)  # type: ignore[arg-type]
+        next(hook)
+        with pytest.raises(StopIteration) as done:
+            hook.send(report)
+            assert done.value.value is report
+        return report.sections
+
+    sections = report_after_hook(failed=True)
+    assert (f"daemonstore system world: {daemon}", "daemon says hello\n") in sections
+    assert report_after_hook(failed=False) == []
