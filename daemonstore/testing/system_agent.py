@@ -7,13 +7,14 @@ order, one at a time. It boots the device the way ChromeOS's init does, with def
 (no ``--root``, no ``--system``: this is a container, not the initial namespace):
 ``daemonstore install``, the templates, ``daemonstore-startup``, ``dbus-daemon --system`` on the
 installed policies, ``cryptohome-sim --no-daemon-stores`` and ``daemonstore hook`` (or
-cryptohome-sim binding the stores itself). It signs users in and out with ``daemonstore
-login/logout`` (ChromeOS's D-Bus calls) and waits for the store binds to come and go, watching
+cryptohome-sim binding the stores itself). It signs users in and out with the client
+``daemonstore login/logout`` use (ChromeOS's D-Bus calls, without a new Python each time) and
+waits for the store binds to come and go, watching
 ``/proc/self/mountinfo`` (``POLLPRI``, no polling); it starts processes (the parent builds their
 ``daemonstore jail`` command), their output in a file each, and stops them by pid.
 
 Standard library only at import (it starts in the container before anything else); the bus
-client is imported for the one request that needs it. Never run it outside the container: it
+client is imported for the requests that need it. Never run it outside the container: it
 refuses a ``/`` that is not the container's tmpfs.
 """
 
@@ -34,6 +35,7 @@ from typing import Any
 LOGS = "/tmp/daemonstore-system"
 STORE_BASES = ("/run/daemon-store", "/run/daemon-store-cache")
 HASH = re.compile(r"[0-9a-f]{40}")
+BUS = "unix:path=/run/dbus/system_bus_socket"
 SERVICE_READY = 15.0  # seconds a service gets to say it is ready
 
 
@@ -95,38 +97,46 @@ class Agent:
                 "stderr": r.stderr.decode(errors="replace")}
 
     def op_login(self, user: str, guest: bool = False, timeout: float = 30) -> str:
-        argv = ["daemonstore", "login", "--guest"] if guest else ["daemonstore", "login", user]
-        out = self.run_ok(argv)["stdout"]
-        found = HASH.search(out)
-        if found is None:
-            raise Failed(f"{' '.join(argv)} printed no hash: {out!r}")
-        user_hash = found.group(0)
-        if not guest:  # the store binds follow "started" (the hook) or came with the vault
+        """Sign in as ``daemonstore login`` does (its Client, ChromeOS's calls); return once
+        the store binds of every daemon are mounted (they follow "started" with the hook)."""
+        result = self.bus(lambda client: client.login(user, guest=guest))
+        user_hash = str(result.user_hash)
+        if not guest:
             stores = mount_points()
             want = {f"{b}/{d}/{user_hash}" for d in self.daemons for b in STORE_BASES
                     if f"{b}/{d}" in stores}
             wait_mounts(lambda mps: want <= mps, f"the store binds of {user}", timeout)
         return user_hash
 
-    def op_logout(self, timeout: float = 30) -> str:
+    def op_logout(self, timeout: float = 30) -> bool:
+        """``daemonstore logout``'s flow: ``StopSession``, then ``Unmount{}``; return once no
+        mount of the users signed in before is left (the hook unbinds on "stopped")."""
         before = {h for mp in mount_points() for h in HASH.findall(mp)}
-        out = self.run_ok(["daemonstore", "logout"])["stdout"]
+        result = self.bus(lambda client: client.logout())
         wait_mounts(lambda mps: not any(h in mp for mp in mps for h in before),
                     "every user's mounts to go", timeout)
-        return str(out)
+        return bool(result.had_session)
 
     def op_hash(self, user: str) -> str:
-        """``GetSanitizedUsername`` over the system bus (it makes the salt if there is none)."""
+        """``GetSanitizedUsername`` (it makes the salt if there is none)."""
+        return str(self.bus(lambda client: client.sanitized_username(user)))
+
+    def bus(self, call: Callable[[Any], Any]) -> Any:
+        """One call flow on a fresh connection to the system bus (daemonstore.dbus.client,
+        imported on first use: the agent starts before the bus exists)."""
         import asyncio
 
-        from daemonstore.dbus.client import Client
+        from daemonstore.dbus.client import Client, ClientError
 
-        async def ask() -> str:
-            client = await Client.connect("unix:path=/run/dbus/system_bus_socket")
+        async def go() -> Any:
+            client = await Client.connect(BUS)
             async with client:
-                return await client.sanitized_username(user)
+                return await call(client)
 
-        return asyncio.run(ask())
+        try:
+            return asyncio.run(go())
+        except ClientError as exc:
+            raise Failed(str(exc)) from None
 
     def op_spawn(self, argv: list[str], exec_argv: list[str], env: dict[str, str] | None = None,
                  timeout: float = 15) -> dict[str, Any]:
