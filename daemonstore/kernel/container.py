@@ -32,7 +32,7 @@ import signal
 import sys
 import tempfile
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NoReturn
 
@@ -93,9 +93,9 @@ def interpreter_binds(*module_files: str) -> tuple[str, ...]:
     return _outermost(os.path.realpath(p) for p in wanted)
 
 
-def _outermost(candidates: object) -> tuple[str, ...]:
+def _outermost(candidates: Iterable[str]) -> tuple[str, ...]:
     out: list[str] = []
-    for path in sorted(set(candidates)):  # type: ignore[call-overload]
+    for path in sorted(set(candidates)):
         if path == "/usr" or path.startswith("/usr/"):
             continue  # /usr is bound as a whole
         if any(path == p or path.startswith(p.rstrip("/") + "/") for p in out):
@@ -267,6 +267,7 @@ def _program(spec: ContainerSpec, root_dir: str, argv: list[str], env: dict[str,
         if os.stat("/proc/self/ns/mnt").st_ino == before:
             raise ContainerError("unshare(CLONE_NEWNS) did not change the mount namespace")
         check_private_namespace()
+        _check_nothing_shared()
         build_root(spec, root_dir)
         enter_root(root_dir)
         _redirect_stdio(log)
@@ -276,6 +277,14 @@ def _program(spec: ContainerSpec, root_dir: str, argv: list[str], env: dict[str,
         os.execve(argv[0], argv, env)
     except BaseException:
         _fail(report_fd)
+
+
+def _check_nothing_shared() -> None:
+    """Belt and braces after the rprivate: no mount of this namespace may have peers."""
+    with open("/proc/self/mountinfo") as f:
+        shared = [line.split()[4] for line in f if " shared:" in line.split(" - ")[0]]
+    if shared:
+        raise ContainerError(f"mounts still shared after make-rprivate: {shared[:5]}")
 
 
 def build_root(spec: ContainerSpec, new: str) -> None:

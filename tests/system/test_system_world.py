@@ -12,12 +12,14 @@ get their own.
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
+from daemonstore.kernel.container import ContainerError, ContainerSpec, start_container
 from daemonstore.testing.system import (
     SpawnedProcess,
     SystemWorld,
@@ -260,3 +262,15 @@ def test_a_failing_report_carries_every_spawned_process_output(
     sections = report_after_hook(failed=True)
     assert (f"daemonstore system world: {daemon}", "daemon says hello\n") in sections
     assert report_after_hook(failed=False) == []
+
+
+def test_a_container_that_cannot_be_built_says_why_and_leaves_nothing() -> None:
+    require_system_world()
+    before = _mountinfo()
+    tmp = tempfile.gettempdir()
+    dirs = {n for n in os.listdir(tmp) if n.startswith("daemonstore-container-")}
+    spec = ContainerSpec(ro_binds=("/nonexistent-daemonstore-bind",))
+    with pytest.raises(ContainerError, match=r"(?s)mount.*No such file or directory"):
+        start_container(spec, ["/bin/true"], {})
+    assert {n for n in os.listdir(tmp) if n.startswith("daemonstore-container-")} == dirs
+    assert _mountinfo() == before
