@@ -43,9 +43,10 @@ class MountAttr(ctypes.Structure):
 #: include/uapi/asm-generic/unistd.h agree), so x86_64 and aarch64 share them.
 SYSCALL_NUMBERS: dict[str, dict[str, int]] = {
     "x86_64": {"open_tree": 428, "move_mount": 429, "openat2": 437, "mount_setattr": 442,
-               "fchmodat2": 452, "statx": 332},
+               "fchmodat2": 452, "statx": 332, "pivot_root": 155},
+    # statx (4.11) and pivot_root (2.3.41) predate the unification
     "aarch64": {"open_tree": 428, "move_mount": 429, "openat2": 437, "mount_setattr": 442,
-                "fchmodat2": 452, "statx": 291},  # statx (4.11) predates the unification
+                "fchmodat2": 452, "statx": 291, "pivot_root": 41},
 }
 
 #: name -> (libc symbol, argtypes, restype). syscall(2) is variadic; on x86_64 and aarch64 Linux
@@ -54,6 +55,8 @@ SYSCALL_NUMBERS: dict[str, dict[str, int]] = {
 SIGNATURES: dict[str, tuple[str, list[Any], Any]] = {
     "mount": ("mount", [c_char_p, c_char_p, c_char_p, c_ulong, c_char_p], c_int),
     "umount2": ("umount2", [c_char_p, c_int], c_int),
+    # glibc has no pivot_root wrapper; the system world's container needs it (kernel/container.py)
+    "pivot_root": ("syscall", [c_long, c_char_p, c_char_p], c_long),
     "unshare": ("unshare", [c_int], c_int),
     "setns": ("setns", [c_int, c_int], c_int),
     "openat2": ("syscall", [c_long, c_int, c_char_p, POINTER(OpenHow), c_size_t], c_long),
@@ -166,6 +169,15 @@ def mount(source: str | None, target: str, fstype: str | None, flags: int,
     """mount(2); ``filename`` names the failure (default: ``target``)."""
     _call("mount", fsencode(source), fsencode(target), fsencode(fstype), flags, fsencode(data),
           filename=target if filename is None else filename)
+
+
+def umount2(target: str, flags: int = 0) -> None:
+    _call("umount2", fsencode(target), flags, filename=target)
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    """pivot_root(2): only the system world's container calls it, in its own namespace."""
+    _call("pivot_root", fsencode(new_root), fsencode(put_old), filename=new_root)
 
 
 def set_no_new_privs() -> None:

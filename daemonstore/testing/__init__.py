@@ -77,6 +77,7 @@ from daemonstore.testing.settings import (
     unwrap_test,
     world_settings,
 )
+from daemonstore.testing.system import daemonstore_system_world  # noqa: F401 (issue 16)
 from daemonstore.world import KernelWorld, World
 
 

@@ -29,7 +29,9 @@ BACKENDS = ("model", "kernel")
 MARK_KWARGS = ("backend", "daemons", "seed")
 #: world fixtures a sync test uses / an ``async def`` test uses (a fixture module that adds a
 #: world registers its name here, so the mark counts as used by it)
-SYNC_WORLDS: set[str] = {"daemonstore_world"}
+SYNC_WORLDS: set[str] = {"daemonstore_world", "daemonstore_system_world"}
+#: worlds that are a real device in a container: the kernel always, never the model
+SYSTEM_WORLDS = frozenset({"daemonstore_system_world"})
 ASYNC_WORLDS: set[str] = {"bus_world"}
 #: fixtures that would start a second, model-backed cryptohome beside a kernel bus_world
 _MODEL_BUS_FIXTURES = ("private_bus", "cryptohome_service", "cryptohome_client",
@@ -153,6 +155,10 @@ def check_item(item: pytest.Item) -> None:
     callspec = getattr(item, "callspec", None)
     param = callspec.params.get(world) if callspec is not None else None
     settings = world_settings(item, param)
+    if world in SYSTEM_WORLDS and settings.backend != "kernel" and (
+            param is not None or "backend" in _mark_kwargs(item)):
+        raise PluginUsageError(f"{item.nodeid}: {world} is a device in a container, always on "
+                               f"the kernel: backend={settings.backend!r} contradicts it")
     if world in ASYNC_WORLDS and settings.backend == "kernel":
         if not is_async:
             raise PluginUsageError(f"{item.nodeid}: {world} on the kernel runs the test in the "

@@ -64,6 +64,14 @@ CASES = textwrap.dedent("""
     def test_two_worlds(daemonstore_world, bus_world):
         pass
 
+    @pytest.mark.daemonstore(backend="model")
+    def test_model_system_world(daemonstore_system_world):
+        pass
+
+    @pytest.mark.daemonstore(daemons=[("foo", 20100, 20100, 0o700)])
+    async def test_async_on_system_world(daemonstore_system_world):
+        pass
+
     @pytest.mark.daemonstore(seed="7")
     def test_bad_seed(daemonstore_world):
         pass
@@ -98,6 +106,10 @@ EXPECTED = {
     "test_kernel_bus_world_and_model_service": "*cryptohome_service*would start a second, "
                                                "model-backed cryptohome*",
     "test_two_worlds": "*one world per test, not daemonstore_world, bus_world*",
+    "test_model_system_world": "*daemonstore_system_world is a device in a container, always "
+                               "on the kernel: backend='model' contradicts it*",
+    "test_async_on_system_world": "*an async def test cannot use the synchronous "
+                                  "daemonstore_system_world*",
     "test_bad_seed": "*seed= takes an int, not '7'*",
     "test_unknown_daemon": "*WorldError: daemon 'fo' has no store*no template*"
                            "install_daemon('fo'*",
