@@ -67,6 +67,10 @@ class Figures:
                        + (f" ({self.notes['identity']})" if self.notes.get("identity") else "")
                        + ", escapes "
                        f"{c['identity_escapes']}, leftover mounts {c['identity_left']}")
+        if c["rmdir_tries"]:
+            out.append(f"rmdir: {c['rmdir_tries']} rmdir/rename-over of home mount points as uid "
+                       f"1000 from namespaces made before sign-in, {c['rmdir_refused']} refused "
+                       f"(ENOTEMPTY), homes detached {c['rmdir_detached']}")
         if c["faults"]:
             out.append(f"faults: {c['faults']} injected ({c['faults_eio']} EIO, "
                        f"{c['faults_kill']} SIGKILL), {c['faults_converged']} converged, "
