@@ -26,11 +26,14 @@ A cryptohome refusal is a reply whose ``error`` is a ``CryptohomeErrorCode``; a 
 Who may call what is the bus policy's job (``daemonstore/dbus/policy/*.conf``).
 
 The two services use two connections, as cryptohomed and session_manager are two processes; both
-live in one asyncio loop, so the (not thread-safe) Host is only ever used from that loop.
+live in one asyncio loop. Every method that touches the (not thread-safe) Host runs in the
+Host's lane (daemonstore.hostlane: one worker thread, one job at a time), so a long sign-in
+never blocks the loop: a call that needs no Host is answered meanwhile.
 """
 
 import asyncio
 import functools
+import inspect
 import logging
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
@@ -46,12 +49,14 @@ from cryptohome_sim.core import BadRequest, Cryptohome, CryptohomeError, Session
 from daemonstore.dbus import names
 from daemonstore.dbus.proto import UserDataAuth_pb2 as uda
 from daemonstore.errors import DaemonStoreError
+from daemonstore.hostlane import lane_for
 
 _log = logging.getLogger("cryptohome_sim")
 
 Bytes = Annotated[bytes, DBusSignature("ay")]
 StrList = Annotated[list[str], DBusSignature("as")]
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 #: the largest request accepted (ChromeOS's are a few hundred bytes)
 MAX_REQUEST = 64 * 1024
 
@@ -86,8 +91,16 @@ def _refusal(reply_cls: type[ProtoMessage], code: int) -> ProtoMessage:
     return reply_cls()
 
 
-def _proto(request_cls: type[ProtoMessage], reply_cls: type[ProtoMessage]) -> Callable[[F], F]:
-    """Make ``fn(self, request) -> reply`` an ``(ay) -> (ay)`` method: parse, call, serialize.
+#: where a method's work runs (hostlane.py; SECURITY.md, "Service loop"): ``LANE`` in the Host
+#: lane (it touches the Host), ``LOOP`` on the loop (it needs no Host), ``SALT`` on the loop once
+#: the salt has been read (before that, reading it is Host work)
+LANE, LOOP, SALT = "lane", "loop", "salt"
+
+
+def _proto(request_cls: type[ProtoMessage], reply_cls: type[ProtoMessage],
+           where: str = LANE) -> Callable[[F], F]:
+    """Make ``fn(self, request) -> reply`` an ``(ay) -> (ay)`` method: parse (on the loop),
+    call (where ``where`` says), serialize.
 
     A BadRequest becomes ``InvalidArgs``; a CryptohomeError the reply's ``error``; an OSError
     the core did not expect ``MOUNT_FATAL`` (and a log line).
@@ -95,19 +108,23 @@ def _proto(request_cls: type[ProtoMessage], reply_cls: type[ProtoMessage]) -> Ca
 
     def wrap(fn: F) -> F:
         @functools.wraps(fn)
-        def wrapper(self: "_Interface", data: Bytes) -> Bytes:
+        async def wrapper(self: "_Interface", data: Bytes) -> Bytes:
             request = _parse(request_cls, data)
-            try:
-                reply = fn(self, request)
-            except BadRequest as exc:
-                raise DBusError(names.INVALID_ARGS, str(exc)) from None
-            except CryptohomeError as exc:
-                _log.info("%s refused: %s: %s", fn.__name__, exc.code_name, exc)
-                reply = _refusal(reply_cls, exc.code)
-            except OSError:
-                _log.exception("%s failed", fn.__name__)
-                reply = _refusal(reply_cls, uda.CRYPTOHOME_ERROR_MOUNT_FATAL)
-            return reply.SerializeToString()
+
+            def call() -> bytes:
+                try:
+                    reply = fn(self, request)
+                except BadRequest as exc:
+                    raise DBusError(names.INVALID_ARGS, str(exc)) from None
+                except CryptohomeError as exc:
+                    _log.info("%s refused: %s: %s", fn.__name__, exc.code_name, exc)
+                    reply = _refusal(reply_cls, exc.code)
+                except OSError:
+                    _log.exception("%s failed", fn.__name__)
+                    reply = _refusal(reply_cls, uda.CRYPTOHOME_ERROR_MOUNT_FATAL)
+                return reply.SerializeToString()
+
+            return await self._run(where, call)
 
         del wrapper.__wrapped__  # dbus-fast reads the (ay) -> ay signature from the wrapper
         wrapper.__annotations__ = {"data": Bytes, "return": Bytes}
@@ -117,6 +134,19 @@ def _proto(request_cls: type[ProtoMessage], reply_cls: type[ProtoMessage]) -> Ca
 
 
 def _session_errors(fn: F) -> F:
+    """BadRequest and SessionRefused as D-Bus errors, for a plain or a coroutine method."""
+    if inspect.iscoroutinefunction(fn):
+        @functools.wraps(fn)
+        async def waiter(*args: Any) -> Any:
+            try:
+                return await fn(*args)
+            except BadRequest as exc:
+                raise DBusError(names.INVALID_ARGS, str(exc)) from None
+            except SessionRefused as exc:
+                raise DBusError(f"{names.SESSION_ERROR}.{exc.kind}", str(exc)) from None
+
+        return waiter  # type: ignore[return-value]
+
     @functools.wraps(fn)
     def wrapper(*args: Any) -> Any:
         try:
@@ -133,10 +163,17 @@ class _Interface(ServiceInterface):
     def __init__(self, name: str, core: Cryptohome) -> None:
         super().__init__(name)
         self._core = core
+        self._lane = lane_for(core.host)
 
     def _called(self, method: str, *args: object) -> None:
         self._core.log_call(method, *args)
         _log.info("%s.%s(%s)", self.name, method, ", ".join(repr(a) for a in args))
+
+    async def _run(self, where: str, call: Callable[[], T]) -> T:
+        """``call()`` on the loop or in the Host lane (:data:`LANE`)."""
+        if where == LOOP or (where == SALT and self._core.salt_ready):
+            return call()
+        return await self._lane.run(call)
 
 
 # ---- cryptohome ------------------------------------------------------------------------------
@@ -147,7 +184,7 @@ class CryptohomeMisc(_Interface):
         super().__init__(names.MISC_IFACE, core)
 
     @dbus_method()
-    @_proto(uda.GetSanitizedUsernameRequest, uda.GetSanitizedUsernameReply)
+    @_proto(uda.GetSanitizedUsernameRequest, uda.GetSanitizedUsernameReply, SALT)
     def GetSanitizedUsername(self, request: Any) -> Any:
         self._core.hash_of(request.username)  # validates (InvalidArgs) before the log
         self._called("GetSanitizedUsername", request.username)
@@ -155,7 +192,7 @@ class CryptohomeMisc(_Interface):
             sanitized_username=self._core.sanitized_username(request.username))
 
     @dbus_method()
-    @_proto(uda.GetSystemSaltRequest, uda.GetSystemSaltReply)
+    @_proto(uda.GetSystemSaltRequest, uda.GetSystemSaltReply, SALT)
     def GetSystemSalt(self, request: Any) -> Any:
         self._called("GetSystemSalt")
         return uda.GetSystemSaltReply(salt=self._core.salt)
@@ -174,7 +211,7 @@ class UserDataAuth(_Interface):
         self.LowDiskSpace(uda.LowDiskSpace(disk_free_bytes=free_bytes).SerializeToString())
 
     @dbus_method()
-    @_proto(uda.StartAuthSessionRequest, uda.StartAuthSessionReply)
+    @_proto(uda.StartAuthSessionRequest, uda.StartAuthSessionReply, SALT)
     def StartAuthSession(self, request: Any) -> Any:
         account = _account(request, "account_id")
         self._core.hash_of(account)
@@ -184,21 +221,21 @@ class UserDataAuth(_Interface):
                                          broadcast_id=sid)
 
     @dbus_method()
-    @_proto(uda.InvalidateAuthSessionRequest, uda.InvalidateAuthSessionReply)
+    @_proto(uda.InvalidateAuthSessionRequest, uda.InvalidateAuthSessionReply, LOOP)
     def InvalidateAuthSession(self, request: Any) -> Any:
         self._called("InvalidateAuthSession")
         self._core.invalidate_auth_session(request.auth_session_id)
         return uda.InvalidateAuthSessionReply()
 
     @dbus_method()
-    @_proto(uda.CreatePersistentUserRequest, uda.CreatePersistentUserReply)
+    @_proto(uda.CreatePersistentUserRequest, uda.CreatePersistentUserReply, LOOP)
     def CreatePersistentUser(self, request: Any) -> Any:
         self._called("CreatePersistentUser")
         return uda.CreatePersistentUserReply(
             sanitized_username=self._core.create_persistent_user(request.auth_session_id))
 
     @dbus_method()
-    @_proto(uda.AuthenticateAuthFactorRequest, uda.AuthenticateAuthFactorReply)
+    @_proto(uda.AuthenticateAuthFactorRequest, uda.AuthenticateAuthFactorReply, LOOP)
     def AuthenticateAuthFactor(self, request: Any) -> Any:
         self._called("AuthenticateAuthFactor", *request.auth_factor_labels)
         self._core.authenticate_auth_factor(request.auth_session_id)
@@ -260,10 +297,13 @@ class Control(_Interface):
 
     @dbus_method()
     @_session_errors
-    def AddUser(self, username: DBusStr) -> DBusStr:
-        user_hash = self._core.add_user(username)
-        self._called("AddUser", username)
-        return user_hash
+    async def AddUser(self, username: DBusStr) -> DBusStr:
+        def call() -> str:
+            user_hash = self._core.add_user(username)
+            self._called("AddUser", username)
+            return user_hash
+
+        return await self._run(SALT, call)
 
     @dbus_method()
     @_session_errors
@@ -287,17 +327,20 @@ class Control(_Interface):
 
     @dbus_method()
     @_session_errors
-    def InstallDaemon(self, name: DBusStr, uid: DBusUInt32, gid: DBusUInt32,
-                      mode: DBusUInt32) -> StrList:
+    async def InstallDaemon(self, name: DBusStr, uid: DBusUInt32, gid: DBusUInt32,
+                            mode: DBusUInt32) -> StrList:
         self._core.check_install(name, mode)
         self._called("InstallDaemon", name, uid, gid, f"{mode:04o}")
-        return self._core.install_daemon(name, uid, gid, mode)
+        return await self._run(LANE, lambda: self._core.install_daemon(name, uid, gid, mode))
 
     @dbus_method()
-    def GetMountinfo(self, namespace: DBusStr) -> DBusStr:
-        if namespace and namespace not in self._core.host.namespaces():
-            raise DBusError(names.INVALID_ARGS, f"no namespace {namespace!r}")
-        return self._core.host.mountinfo(namespace or self._core.namespace)
+    async def GetMountinfo(self, namespace: DBusStr) -> DBusStr:
+        def call() -> str:
+            if namespace and namespace not in self._core.host.namespaces():
+                raise DBusError(names.INVALID_ARGS, f"no namespace {namespace!r}")
+            return self._core.host.mountinfo(namespace or self._core.namespace)
+
+        return await self._run(LANE, call)
 
     @dbus_method()
     def EmitLowDiskSpace(self, free_bytes: Annotated[int, DBusSignature("t")]) -> None:
@@ -324,11 +367,17 @@ class SessionManager(_Interface):
 
     @dbus_method()
     @_session_errors
-    def StartSession(self, account_id: DBusStr, unique_identifier: DBusStr) -> None:
-        """``started`` once per call (chromeos-facts.md §4); the argument is unused."""
-        self._core.hash_of(account_id)
-        self._called("StartSession", account_id)
-        self._core.start_session(account_id)
+    async def StartSession(self, account_id: DBusStr, unique_identifier: DBusStr) -> None:
+        """``started`` once per call (chromeos-facts.md §4); the argument is unused. The
+        check that the user is mounted is Host work (the lane); the signal goes from the
+        loop."""
+
+        def call() -> None:
+            self._core.hash_of(account_id)
+            self._called("StartSession", account_id)
+            self._core.start_session(account_id)
+
+        await self._run(LANE, call)
         self._emit(names.STARTED)
 
     def _stop(self) -> None:

@@ -25,7 +25,7 @@ Fixtures (import them into a conftest):
 ``cryptohome_thread``
     the same service in a background thread with its own loop, for synchronous tests (click's
     CliRunner runs ``asyncio.run`` itself). Reach the host through :meth:`ThreadedCryptohome.call`
-    so it is only ever touched from the service's loop.
+    so it is only ever touched from the Host's lane (daemonstore.hostlane), as the service does.
 
 Tests using them should carry ``@pytest.mark.dbus`` and ``@pytest.mark.asyncio`` (the async
 ones); see tests/dbus/conftest.py for the skip-or-fail rule when dbus-daemon is missing.
@@ -52,6 +52,7 @@ from cryptohome_sim.service import Service
 from daemonstore.command import ENV_BUS_ADDRESS
 from daemonstore.dbus.client import Client, LoginResult, LogoutResult
 from daemonstore.host import Host
+from daemonstore.hostlane import lane_for
 from daemonstore.model import ModelHost
 from daemonstore.world import World
 
@@ -170,17 +171,9 @@ class ThreadedCryptohome:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     def call(self, fn: Callable[[], T], timeout: float = 10.0) -> T:
-        """Run ``fn()`` on the service's loop (the only thread that may touch the Host)."""
-        done: concurrent.futures.Future[T] = concurrent.futures.Future()
-
-        def run() -> None:
-            try:
-                done.set_result(fn())
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                done.set_exception(exc)
-
-        self._loop.call_soon_threadsafe(run)
-        return done.result(timeout)
+        """Run ``fn()`` in the Host's lane (daemonstore.hostlane: the only thread that
+        touches the Host), after whatever the service queued there before."""
+        return lane_for(self.core.host).call(fn, timeout=timeout)
 
     def stop(self) -> None:
         if self._service is not None:
