@@ -104,4 +104,5 @@ def test_a_directory_moved_out_while_measured_stops_the_measurement(figures: Fig
     # the cache was left alone (not planned) -- never counting the canary's 50 kB
     assert not out["measured"], out
     assert any("cannot measure" in w and "ESTALE" in w for w in out["warnings"]), out
-    figures.add(attacks=1, attacks_refused=1, measure_runs=1)
+    figures.add(attacks=1, attacks_refused=1, measure_runs=1,
+                measure_escapes=int(out["measured"] and (out["data"] or 0) >= 50000))
