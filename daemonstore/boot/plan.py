@@ -19,7 +19,9 @@ What chromeos_startup does, and what we do differently (docs/chromeos.md §1):
     a reason to fail startup;
   - it is owned by root or by an existing system user: uid 0 always; any other uid must be
     listed in ``<root>/etc/passwd`` (read with ``safe=True``; a missing or unreadable file means
-    "only root");
+    "only root") *and* be a system uid as ChromeOS allocates them, 1-999 or 20100-29999
+    (:data:`SYSTEM_UID_RANGES`): chronos, chronos-access, nobody or a login user owning a
+    template would let that user decide what a daemon's per-user directory looks like;
   - it is not world-writable (``mode & 0o002 == 0``). Group-writable is accepted, as ChromeOS
     ships such templates (crash 3770 crash:crash-user-access, fbpreprocessord 3770, pvm 0770,
     debugd 0660; docs/chromeos.md §1.6): the group is the daemon's own. The mode is
@@ -62,7 +64,8 @@ from daemonstore.ops import Chmod, Chown, MakeDir, Op, SafeBind, SafeMake
 __all__ = [
     "BLOCKED", "MISSING", "NOT_SHARED", "READY", "UNMOUNTED", "WRONG_ATTRIBUTES",
     "MountView", "Orphan", "Skipped", "StartupPlan", "Target", "check_template",
-    "describe_mount", "plan_startup", "read_system_uids", "show_path",
+    "SYSTEM_UID_RANGES", "describe_mount", "is_system_uid", "plan_startup", "read_system_uids",
+    "show_path",
 ]
 
 ROOT_UID = 0
@@ -176,6 +179,20 @@ class StartupPlan:
 # ---- templates ----------------------------------------------------------------------------------
 
 
+#: ChromeOS's system users (the accounts README of ChromiumOS's eclass-overlay,
+#: profiles/base/accounts, "Choosing UIDs and GIDs"): below 1000 (system daemons 200-299, FUSE
+#: daemons 300-399, groups 400s, users shared with other user namespaces 600-699) and the daemon
+#: range 20100-29999 (crash is 20125). Not: chronos 1000, chronos-access 1001, anything from 1000
+#: to 20099, nobody 65534, and the ranges ARC++ and VMs map (655360 up).
+SYSTEM_UID_RANGES = ((1, 999), (20100, 29999))
+SYSTEM_UIDS_TEXT = " or ".join(f"{lo}-{hi}" for lo, hi in SYSTEM_UID_RANGES)
+
+
+def is_system_uid(uid: int) -> bool:
+    """Root, or a uid in one of :data:`SYSTEM_UID_RANGES`."""
+    return uid == ROOT_UID or any(lo <= uid <= hi for lo, hi in SYSTEM_UID_RANGES)
+
+
 def read_system_uids(host: Host) -> frozenset[int]:
     """uids of ``<root>/etc/passwd`` (field 3), plus 0. Missing or unreadable: only root."""
     try:
@@ -208,6 +225,11 @@ def check_template(name: str, st: Stat | OSError, system_uids: Iterable[int]) ->
         return "is not a directory"
     if st.uid != ROOT_UID and st.uid not in system_uids:
         return f"owned by uid {st.uid}, which is neither root nor a user in {PASSWD}"
+    if not is_system_uid(st.uid):
+        return (f"owned by uid {st.uid}, which is not a system user: a template's owner must "
+                f"be root or a {PASSWD} user with a uid in {SYSTEM_UIDS_TEXT} (ChromeOS's "
+                "system and daemon ranges); chronos (1000), chronos-access (1001), nobody "
+                "(65534) and login users are not")
     if st.perm & 0o002:
         return f"mode {st.perm:04o} is world-writable"
     return None

@@ -29,7 +29,8 @@ PACKAGES = ("daemonstore", "startup", "cryptohome_sim")
 
 TIERS: dict[str, int] = {
     **dict.fromkeys(("daemonstore.errors", "daemonstore.mountflags", "daemonstore.paths",
-                     "daemonstore.host", "daemonstore.mountinfo", "daemonstore.mounttree"), 0),
+                     "daemonstore.host", "daemonstore.hostlane", "daemonstore.mountinfo",
+                     "daemonstore.mounttree"), 0),
     **dict.fromkeys(("daemonstore.model", "daemonstore.kernel"), 1),
     "daemonstore.ops": 2,
     **dict.fromkeys(("daemonstore.boot", "daemonstore.session", "daemonstore.jail",
