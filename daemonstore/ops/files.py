@@ -39,6 +39,7 @@ from typing import Literal, NamedTuple, Protocol
 
 from daemonstore.host import Host, Stat
 from daemonstore.ops.base import Op, quote
+from daemonstore.records import fast_init
 
 __all__ = [
     "Chmod",
@@ -69,6 +70,7 @@ def expect_dir(host: Host, path: str) -> Stat:
     return st
 
 
+@fast_init  # startup builds one per store (records.py)
 @dataclass(frozen=True)
 class MakeDir(Op):
     """``mkdir -m MODE P``: create one directory (parents must exist), mode exact (no umask).
@@ -157,6 +159,7 @@ class DirChmod(Chmod):
         super().apply(host)
 
 
+@fast_init  # startup builds one per store (records.py)
 @dataclass(frozen=True)
 class Chown(Op):
     """``chown UID:GID P`` (numeric ids; ``-1`` leaves that id unchanged, as fchownat(2))."""
