@@ -101,8 +101,9 @@ class Resolver:
         # b"" (the root itself) becomes ".": from root_fd, root_fd's own dentry
         rel = path.lstrip("/").encode(_FS_ENCODING, _FS_ERRORS) or b"."
         calls = self._calls
-        how = (None if mode else (calls.hows_safe if safe else calls.hows_in_root).get(flags)) \
-            or calls.how(flags, mode, safe)
+        how = None if mode else (calls.hows_safe if safe else calls.hows_in_root).get(flags)
+        if how is None:
+            how = calls.how(flags, mode, safe)
         root_fd = self._current_ns.root_fd
         fd = calls.openat2(calls.nr_openat2, root_fd, rel, how, OPEN_HOW_SIZE_VER0)
         if fd >= 0:
