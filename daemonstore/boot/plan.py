@@ -60,6 +60,7 @@ from daemonstore.errors import errname
 from daemonstore.host import Host, Propagation, Stat
 from daemonstore.mounttree import MountView, describe_mount, show_path
 from daemonstore.ops import Chmod, Chown, MakeDir, Op, SafeBind, SafeMake
+from daemonstore.records import fast_init
 
 __all__ = [
     "BLOCKED", "MISSING", "NOT_SHARED", "READY", "UNMOUNTED", "WRONG_ATTRIBUTES",
@@ -117,6 +118,7 @@ class Orphan:
         return f"{show_path(self.path)}: {self.reason} ({state}; left in place)"
 
 
+@fast_init  # one per store (records.py)
 @dataclass(frozen=True)
 class Target:
     """One directory startup answers for: a store base (``daemon`` None) or a store.
@@ -308,6 +310,13 @@ def _mount_steps(path: str) -> list[Op]:
     return [SafeBind(path, path), SafeMake(path, Propagation.SHARED)]
 
 
+def _missing_steps(path: str) -> tuple[Op, ...]:
+    """``_create_steps`` then ``_mount_steps``, as one tuple (no lists to join: the planner
+    makes it for every store at boot)."""
+    return (MakeDir(path, STORE_MODE), Chown(path, ROOT_UID, ROOT_GID), SafeBind(path, path),
+            SafeMake(path, Propagation.SHARED))
+
+
 @dataclass
 class _Base:
     """Planner scratch for one store base."""
@@ -366,21 +375,29 @@ def _plan_base(host: Host, base: str, wanted: bool, created: set[str]) -> _Base:
 
 
 def _plan_store(host: Host, base: _Base, daemon: str, mounts: MountView) -> Target:
-    path = f"{base.target.path}/{daemon}"
     needs = base.target.path
+    path = f"{needs}/{daemon}"
+    if base.exists and not (base.listed and daemon not in base.names):
+        return _plan_present(host, path, daemon, needs, mounts)
+    if base.target.state == BLOCKED:
+        return Target(path, daemon, BLOCKED, (),
+                      f"its parent cannot be used: {base.target.problem}", needs)
+    # the base was listed once: a name missing there needs no lstat of its own (a directory
+    # appearing meanwhile makes MakeDir fail with EEXIST, reported, never followed). The usual
+    # case at boot, for every store (bench/boot.py): the steps are built in one go
+    return Target(path, daemon, MISSING, _missing_steps(path), None, needs)
+
+
+def _plan_present(host: Host, path: str, daemon: str, needs: str, mounts: MountView) -> Target:
+    """A store whose name is in its (usable) base, or whose base could not be listed."""
 
     def target(state: str, steps: Iterable[Op] = (), problem: str | None = None) -> Target:
         return Target(path, daemon, state, tuple(steps), problem, needs)
 
-    if base.target.state == BLOCKED:
-        return target(BLOCKED, problem=f"its parent cannot be used: {base.target.problem}")
-    # the base was listed once: a name missing there needs no lstat of its own (a directory
-    # appearing meanwhile makes MakeDir fail with EEXIST, reported, never followed)
-    absent = not base.exists or (base.listed and daemon not in base.names)
-    st = OSError(errno.ENOENT, "absent") if absent else _lstat(host, path)
+    st = _lstat(host, path)
     if isinstance(st, OSError):
         if st.errno == errno.ENOENT:
-            return target(MISSING, _create_steps(path) + _mount_steps(path))
+            return target(MISSING, _missing_steps(path))
         return target(BLOCKED, problem=f"cannot inspect: {_oserror_text(st)}")
     if st.is_symlink:
         return target(BLOCKED, problem="is a symlink; refusing to follow it "

@@ -38,6 +38,7 @@ from daemonstore.host import Host
 from daemonstore.ops.base import Op, quote
 from daemonstore.ops.guard import remove_guard
 from daemonstore.ops.tree import RemoveTree, TreeItem, TreeReader, expect_dir, walk_tree
+from daemonstore.records import fast_init
 
 __all__ = [
     "Chmod",
@@ -56,6 +57,7 @@ __all__ = [
 ]
 
 
+@fast_init  # startup builds one per store (records.py)
 @dataclass(frozen=True)
 class MakeDir(Op):
     """``mkdir -m MODE P``: create one directory (parents must exist), mode exact (no umask).
@@ -144,6 +146,7 @@ class DirChmod(Chmod):
         super().apply(host)
 
 
+@fast_init  # startup builds one per store (records.py)
 @dataclass(frozen=True)
 class Chown(Op):
     """``chown UID:GID P`` (numeric ids; ``-1`` leaves that id unchanged, as fchownat(2))."""
