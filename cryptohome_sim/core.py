@@ -19,7 +19,9 @@ Refusals are :class:`CryptohomeError` (a ``CryptohomeErrorCode`` for the reply) 
 :class:`SessionRefused` (a session_manager D-Bus error); a malformed argument is
 :class:`BadRequest` (D-Bus ``InvalidArgs``).
 
-Not thread-safe (neither is the Host): run every call from one asyncio loop.
+Not thread-safe (neither is the Host): the D-Bus skin runs every method that touches the Host
+in the Host's lane (daemonstore.hostlane), one at a time; the rest only reads or replaces
+plain Python state, which the GIL keeps whole.
 """
 
 from __future__ import annotations
@@ -219,6 +221,11 @@ class Cryptohome:
         return self._failures.pop(method, None)
 
     # ---- names ---------------------------------------------------------------------------------
+    @property
+    def salt_ready(self) -> bool:
+        """Has the salt been read (so hashing a name needs no Host)?"""
+        return self._salt is not None
+
     @property
     def salt(self) -> bytes:
         if self._salt is None:

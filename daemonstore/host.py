@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
+from daemonstore.records import fast_init
+
 
 class Propagation(StrEnum):
     """Propagation types, in the kernel's own words (docs/architecture.md §11)."""
@@ -47,6 +49,7 @@ class Propagation(StrEnum):
     UNBINDABLE = "unbindable"
 
 
+@fast_init  # one per lstat/stat on the kernel (records.py)
 @dataclass(frozen=True)
 class Stat:
     """The subset of ``struct stat`` components need; ``mode`` includes the file type bits."""

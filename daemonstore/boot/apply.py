@@ -43,6 +43,7 @@ from daemonstore.boot.plan import (
 from daemonstore.errors import errname
 from daemonstore.host import Host
 from daemonstore.ops import Op
+from daemonstore.records import fast_init
 
 __all__ = ["FAILED", "PLANNED", "StartupReport", "StepFailure", "TargetResult", "apply_plan",
            "dry_run_report", "run_startup"]
@@ -89,6 +90,7 @@ class StepFailure:
                    exc.strerror or errname(code))
 
 
+@fast_init  # one per store (records.py)
 @dataclass(frozen=True)
 class TargetResult:
     """What happened to one target: ``outcome`` is ready, failed, blocked or planned;
@@ -185,15 +187,18 @@ class StartupReport:
 
 
 def _run_target(host: Host, target: Target, log: Log | None) -> TargetResult:
-    for done, op in enumerate(target.steps):
-        if log is not None:
-            log(op.to_line())  # the step before it runs (as systemd's mount_verbose)
-        try:
+    steps = target.steps
+    done = 0
+    try:
+        for op in steps:
+            if log is not None:
+                log(op.to_line())  # the intended step before it runs (systemd mount_verbose)
             op.apply(host)
-        except OSError as exc:
-            return TargetResult(target, FAILED, target.steps[:done],
-                                StepFailure.from_oserror(op.to_line(), exc, target.path))
-    return TargetResult(target, READY, target.steps)
+            done += 1
+    except OSError as exc:
+        return TargetResult(target, FAILED, steps[:done],
+                            StepFailure.from_oserror(steps[done].to_line(), exc, target.path))
+    return TargetResult(target, READY, steps)
 
 
 def _verify(host: Host, results: list[TargetResult]) -> list[TargetResult]:

@@ -88,7 +88,16 @@ class Disk(Protocol):
 
 
 def _measure(disk: Disk, top: str, mnt_id: int) -> tuple[int, int]:
-    """(bytes of regular-file data, number of entries) below ``top``."""
+    """(bytes of regular-file data, number of entries) below ``top``. On the kernel by fd, one
+    component at a time, never leaving ``top`` even if a directory in it is moved meanwhile
+    (fdwalk.measure_by_fd); elsewhere (model, pyfakefs) by path, no symlink followed."""
+    if hasattr(disk, "open_fd"):
+        from daemonstore.cleanup.fdwalk import measure_by_fd
+
+        st = disk.lstat(top, safe=True)
+        if st.mnt_id != mnt_id or not st.is_dir:
+            raise OSError(errno.ESTALE, "changed since it was found", top)
+        return measure_by_fd(cast(Any, disk), top, (st.dev, st.ino))
     data = entries = 0
     for item in walk_tree(disk, top, mnt_id):
         if item.stat is not None and item.kind in ("entry", "dir"):

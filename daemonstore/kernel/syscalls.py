@@ -22,7 +22,7 @@ from ctypes import POINTER, c_char_p, c_int, c_long, c_size_t, c_uint, c_uint64,
 from types import MappingProxyType
 from typing import Any
 
-from daemonstore.kernel.uapi import PR_SET_NO_NEW_PRIVS
+from daemonstore.kernel.uapi import O_CLOEXEC, PR_SET_NO_NEW_PRIVS, RESOLVE_IN_ROOT, RESOLVE_SAFE
 
 
 class OpenHow(ctypes.Structure):
@@ -261,8 +261,9 @@ class BoundCalls:
     or a seccomp filter refuses (EPERM) sets them false, and the host uses the older calls from then
     on."""
 
-    __slots__ = ("fchmodat2", "fchownat", "have_fchmodat2", "have_statx", "hows", "mount",
-                 "nr_fchmodat2", "nr_openat2", "nr_statx", "openat2", "statx", "umount2")
+    __slots__ = ("fchmodat2", "fchownat", "have_fchmodat2", "have_statx", "hows", "hows_in_root",
+                 "hows_safe", "mount", "nr_fchmodat2", "nr_openat2", "nr_statx", "openat2", "statx",
+                 "umount2")
 
     def __init__(self) -> None:
         self.openat2, self.mount = FUNCTIONS["openat2"], FUNCTIONS["mount"]
@@ -274,12 +275,21 @@ class BoundCalls:
         self.nr_statx = numbers.get("statx", -1)
         self.nr_fchmodat2 = numbers.get("fchmodat2", -1)
         self.have_statx = self.have_fchmodat2 = True
-        self.hows: dict[tuple[int, int, int], OpenHow] = {}
+        self.hows: dict[tuple[int, int, bool], OpenHow] = {}
+        #: the same structs without a mode, by flags alone (one lookup, no key tuple to build),
+        #: for ``safe`` false and true
+        self.hows_in_root: dict[int, OpenHow] = {}
+        self.hows_safe: dict[int, OpenHow] = {}
 
-    def how(self, flags: int, mode: int, resolve: int) -> OpenHow:
-        """The ``open_how`` for these values, made on first use."""
-        key = (flags, mode, resolve)
+    def how(self, flags: int, mode: int, safe: bool) -> OpenHow:
+        """The ``open_how`` KernelHost passes for open ``flags`` (O_CLOEXEC is added), ``mode``
+        and ``safe`` (RESOLVE_IN_ROOT, plus RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS if
+        ``safe``), made on first use and kept in :attr:`hows` under ``(flags, mode, safe)``."""
+        key = (flags, mode, safe)
         how = self.hows.get(key)
         if how is None:
-            how = self.hows[key] = OpenHow(flags, mode, resolve)
+            how = self.hows[key] = OpenHow(flags | O_CLOEXEC, mode,
+                                           RESOLVE_SAFE if safe else RESOLVE_IN_ROOT)
+            if not mode:
+                (self.hows_safe if safe else self.hows_in_root)[flags] = how
         return how

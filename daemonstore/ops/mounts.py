@@ -37,6 +37,7 @@ from daemonstore.host import Host, Propagation, Stat
 from daemonstore.ops.base import Op, quote
 from daemonstore.ops.files import expect_dir
 from daemonstore.ops.scenario import Bind, Make, NewNamespace, Umount
+from daemonstore.records import fast_init
 
 __all__ = [
     "AttachTree",
@@ -52,6 +53,7 @@ __all__ = [
 ]
 
 
+@fast_init  # startup builds one per store (records.py)
 @dataclass(frozen=True)
 class SafeBind(Bind):
     """``mount --bind S D`` resolved without following symlinks in either path."""
@@ -62,6 +64,7 @@ class SafeBind(Bind):
         host.bind(self.source, self.target, recursive=self.recursive, safe=self.safe)
 
 
+@fast_init  # startup builds one per store (records.py)
 @dataclass(frozen=True)
 class SafeMake(Make):
     """``mount --make-shared P`` (etc.) resolved without following symlinks."""

@@ -161,8 +161,11 @@ class Make(Op):
     recursive: bool = False
 
     def __post_init__(self) -> None:
-        # accept the kernel word as a plain string too; store the enum (docs/architecture.md §11)
-        object.__setattr__(self, "propagation", Propagation(self.propagation))
+        # accept the kernel word as a plain string too; store the enum (docs/architecture.md
+        # §11). A member is kept as it is: Propagation(member) costs as much as the rest of the
+        # constructor
+        if type(self.propagation) is not Propagation:
+            object.__setattr__(self, "propagation", Propagation(self.propagation))
 
     def apply(self, host: Host) -> None:
         host.make(self.target, self.propagation, recursive=self.recursive)

@@ -33,6 +33,7 @@ from daemonstore.ops import (
     DirChmod,
     DirChown,
     EnsureDir,
+    GuardMountPoint,
     MakeDir,
     MakeTarget,
     Op,
@@ -296,9 +297,20 @@ class SignInPlanner:
         for path, mode, uid, gid in homes:
             self.require_unmounted(path)
             self.ensure_dir(path, mode, uid, gid, target=True)
+            self.guard(path)
         if gets_chronos_user:
             self.ensure_dir(paths.HOME_CHRONOS_USER, 0o755, CHRONOS_UID, CHRONOS_GID,
                             target=True, repair=False)
+            self.guard(paths.HOME_CHRONOS_USER)
+
+    def guard(self, path: str) -> None:
+        """A mount point in chronos-owned /home/chronos gets a root-owned guard before its bind,
+        so chronos cannot rmdir it from another namespace and so detach the user's home in
+        every namespace (ops/guard.py; SECURITY.md, "Mount points chronos cannot remove").
+        The other mount points live in root-owned directories (/home/user, /home/root,
+        /home/.shadow/<H>, /run/daemon-store[-cache]/<d>): chronos cannot rmdir them."""
+        if path in self.user_owned:
+            self.steps.append(GuardMountPoint(path))
 
     def plan_vault(self) -> None:
         # /home/.shadow and the user's shadow dir are persistent storage: created for a new

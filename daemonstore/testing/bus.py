@@ -34,7 +34,7 @@ runs. Without ``dbus-daemon`` the fixtures skip with the reason (fail when ``CI`
 ``cryptohome_thread``
     the same service in a background thread with its own loop, for synchronous tests (click's
     CliRunner runs ``asyncio.run`` itself). Reach the host through :meth:`ThreadedCryptohome.call`
-    so it is only ever touched from the service's loop.
+    so it is only ever touched from the Host's lane (daemonstore.hostlane), as the service does.
 
 A bus test::
 
@@ -66,6 +66,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pytest
 import pytest_asyncio
 
+from daemonstore.hostlane import lane_for
 from daemonstore.testing.settings import SETTINGS, WorldSettings, skip_or_fail, world_settings
 from daemonstore.world import World
 
@@ -286,17 +287,9 @@ class ThreadedCryptohome:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     def call(self, fn: Callable[[], T], timeout: float = 10.0) -> T:
-        """Run ``fn()`` on the service's loop (the only thread that may touch the Host)."""
-        done: concurrent.futures.Future[T] = concurrent.futures.Future()
-
-        def run() -> None:
-            try:
-                done.set_result(fn())
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                done.set_exception(exc)
-
-        self._loop.call_soon_threadsafe(run)
-        return done.result(timeout)
+        """Run ``fn()`` in the Host's lane (daemonstore.hostlane: the only thread that
+        touches the Host), after whatever the service queued there before."""
+        return lane_for(self.core.host).call(fn, timeout=timeout)
 
     def stop(self) -> None:
         if self._service is not None:
