@@ -33,6 +33,7 @@ def save(client: DaemonStoreClient, path: str, data: bytes) -> None:
 async def serve(client: DaemonStoreClient) -> None:
     """One session at a time: count the user, then wait for the session's end (sign-out, or
     the store gone from this daemon's view) before touching any store again."""
+    log.info("waiting for sign-ins")
     async for session in client.sessions():
         count = int(load(client, f"{session.path}/count") or b"0") + 1
         save(client, f"{session.path}/count", b"%d\n" % count)

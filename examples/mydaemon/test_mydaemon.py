@@ -31,10 +31,12 @@ async def until(check, what: str, timeout: float = 10) -> None:
 
 
 def number(read) -> int | None:
+    """The count a file holds; None while there is none (or while it is being written)."""
     try:
-        return int(read())
+        data = read()
     except FileNotFoundError:
         return None
+    return int(data) if data.strip() else None
 
 
 # ---- starting the daemon on each kind of world ---------------------------------------------
@@ -48,18 +50,15 @@ class InProcess:
 
     def __init__(self, world) -> None:
         self.world = world
-        self.lines: list[str] = []  # what mydaemon logs, as its real process prints it
-        self.handler = logging.Handler(logging.INFO)
-        self.handler.emit = lambda r: self.lines.append(f"{r.name}: {r.getMessage()}")
-        mydaemon.log.addHandler(self.handler)
-        mydaemon.log.setLevel(logging.INFO)
+        self.started: list[InProcessDaemon] = []
 
     async def start(self, *, as_root: bool = False) -> "InProcessDaemon":
         # as_root: nothing to do, the world's Host already writes with root's access
         jail = self.world.daemon("mydaemon")  # a new namespace each start, as on a device
         client = DaemonStoreClient("mydaemon", await self.world.cryptohome.client(),
                                    host=NamespaceView(self.world.host, jail.namespace))
-        return InProcessDaemon(jail, client, self.lines)
+        self.started.append(InProcessDaemon(jail, client))
+        return self.started[-1]
 
     async def login(self, user: str) -> None:
         await self.world.bus.login(user, guest=user == GUEST)
@@ -77,21 +76,29 @@ class InProcess:
             return self.world.host.listdir(path) if self.world.host.exists(path) else []
 
     async def close(self) -> None:
-        mydaemon.log.removeHandler(self.handler)
+        for daemon in self.started:
+            await daemon.stop()
 
 
 class InProcessDaemon:
-    def __init__(self, jail, client: DaemonStoreClient, lines: list[str]) -> None:
-        self.jail, self.client, self.log = jail, client, lines
+    def __init__(self, jail, client: DaemonStoreClient) -> None:
+        self.jail, self.client = jail, client
+        self.log: list[str] = []  # what it logs, as its real process prints it
+        self.handler = logging.Handler(logging.INFO)
+        self.handler.emit = lambda r: self.log.append(f"{r.name}: {r.getMessage()}")
+        mydaemon.log.addHandler(self.handler)
+        mydaemon.log.setLevel(logging.INFO)
         self.task = asyncio.create_task(mydaemon.serve(client))
 
     def count(self, user: str) -> int | None:
         return number(lambda: self.jail.read(user, "count"))
 
     async def stop(self) -> None:
-        self.task.cancel()
-        await asyncio.gather(self.task, return_exceptions=True)
-        await self.client.close()
+        if not self.task.done():
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+            await self.client.close()
+        mydaemon.log.removeHandler(self.handler)
 
 
 class RealProcess:
@@ -212,14 +219,17 @@ async def guest(device) -> None:
     """The policy mydaemon keeps (DaemonStoreClient's default): a guest gets nothing."""
     alice = device.alice
     daemon = await device.start()
+    await device.login(alice)  # first a user: the daemon is up and following sign-ins
+    await until(lambda: device.vault_count(alice) == 1, "alice counted")
+    await device.logout()
     await device.login(GUEST)
     await asyncio.sleep(0.3)  # the daemon's chance to (wrongly) serve the guest
     assert daemon.count(GUEST) is None
     await device.logout()
     await device.login(alice)
-    await until(lambda: device.vault_count(alice) == 1, "alice counted")
-    assert [line for line in daemon.log if " seen " in line] == \
-        [f"mydaemon: {alice} seen 1 time(s)"]  # and nobody before her
+    await until(lambda: device.vault_count(alice) == 2, "alice counted again")
+    assert [line for line in daemon.log if " seen " in line] == [
+        f"mydaemon: {alice} seen 1 time(s)", f"mydaemon: {alice} seen 2 time(s)"]
 
 
 async def late_start(device) -> None:
@@ -238,7 +248,8 @@ async def keeps_data(device) -> None:
     await until(lambda: device.vault_count(alice) == 1, "alice counted")
     await device.logout()  # /run/daemon-store/mydaemon/<alice> stays behind, empty
     await daemon.stop()
-    await device.start(as_root=True)  # respawned while nobody is signed in
+    daemon = await device.start(as_root=True)  # respawned while nobody is signed in
+    await until(lambda: "mydaemon: waiting for sign-ins" in daemon.log, "it runs")
     await asyncio.sleep(0.3)  # its chance to (wrongly) write into the empty directory
     await device.login(alice)
     await until(lambda: device.vault_count(alice) == 2, "alice counted again")
