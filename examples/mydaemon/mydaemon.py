@@ -41,11 +41,11 @@ async def serve(client: DaemonStoreClient) -> None:
         log.info("%s: session over: %s", session.username, await session.ended())
 
 
-async def run() -> None:
+async def main() -> None:
     async with await DaemonStoreClient.connect("mydaemon") as client:  # the system bus
         await serve(client)
 
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    asyncio.run(run())
+    asyncio.run(main())

@@ -1,7 +1,8 @@
 #!/bin/sh
 # mydaemon written the classic, wrong way: "if the user's directory exists, the user is signed
-# in". ChromeOS leaves /run/daemon-store/mydaemon/<hash> behind, empty, at sign-out, so after a
-# sign-out (or a restart) this daemon counts into the tmpfs under it, not into the user's vault.
+# in". ChromeOS leaves /run/daemon-store/mydaemon/<hash> behind at sign-out (empty, root 0700),
+# so this daemon, run as root as many system daemons are, counts after a sign-out (or a
+# restart) into the tmpfs under it, not into the user's vault.
 known=""
 while :; do
     for dir in /run/daemon-store/mydaemon/*/; do

@@ -111,8 +111,8 @@ class RealProcess:
         self.started: list[SpawnedDaemon] = []
 
     async def start(self, argv=MYDAEMON_ARGV, *, as_root: bool = False) -> "SpawnedDaemon":
-        """As the template's owner, or as root (like crash_reporter: no permission stops it
-        from writing into the empty, root-owned target a sign-out leaves)."""
+        """As the template's owner, or as root (as many system daemons run): then no
+        permission stops it from writing into the empty, root-owned target of a sign-out."""
         uid = 0 if as_root else None
         process = self.world.spawn("mydaemon", argv, uid=uid, gid=uid)
         self.started.append(SpawnedDaemon(self.world, process))
