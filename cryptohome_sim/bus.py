@@ -31,6 +31,8 @@ from daemonstore.errors import DaemonStoreError
 #: the files a real system has in /etc/dbus-1/system.d/ (package daemonstore.dbus, policy/)
 POLICY_FILES = ("org.chromium.UserDataAuth.conf", "org.chromium.SessionManager.conf")
 CONFIG_TEMPLATE = "private-bus.conf.in"
+#: the file name of start_private_bus's extra_policy (sorts after the shipped files)
+EXTRA_POLICY = "zz-extra.conf"
 SOCKET_NAME = "system_bus_socket"
 #: where .ci/run's Debian package `dbus` puts it, if it is not on PATH
 _DBUS_DAEMON_FALLBACK = "/usr/bin/dbus-daemon"
@@ -129,11 +131,14 @@ class PrivateBus:
 
 
 def start_private_bus(*, privileged_user: str = "root", chronos: str = "chronos",
-                      timeout: float = 10.0, dbus_daemon: str | None = None) -> PrivateBus:
+                      timeout: float = 10.0, dbus_daemon: str | None = None,
+                      extra_policy: str | None = None) -> PrivateBus:
     """Start ``dbus-daemon --nofork --print-address`` on a private socket and wait until ready.
 
     ``privileged_user`` is who the policy treats as root, ``chronos`` who it treats as chronos
-    (see :func:`render_policy`). The
+    (see :func:`render_policy`). ``extra_policy`` is one more policy file, included after
+    the shipped ones (a test opening the bus to everyone, to show the service's own caller
+    check holds alone). The
     directory is made 0755 and the socket 0666 so that an unprivileged uid can connect (the
     policy, not the file mode, decides what it may do). Raises :class:`BusError`.
     """
@@ -149,6 +154,8 @@ def start_private_bus(*, privileged_user: str = "root", chronos: str = "chronos"
         for name in POLICY_FILES:
             (policy_dir / name).write_text(render_policy(name, privileged_user, chronos),
                                            encoding="utf-8")
+        if extra_policy is not None:
+            (policy_dir / EXTRA_POLICY).write_text(extra_policy, encoding="utf-8")
         config = directory / "bus.conf"
         config.write_text(render_config(str(directory / SOCKET_NAME), str(policy_dir)),
                           encoding="utf-8")

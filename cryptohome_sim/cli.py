@@ -16,6 +16,7 @@ import sys
 import click
 
 from cryptohome_sim import bus as private_bus
+from cryptohome_sim.callers import CallerIds, UnknownUser
 from cryptohome_sim.core import Cryptohome
 from cryptohome_sim.service import Service, ServiceError
 from daemonstore.command import (
@@ -57,10 +58,22 @@ def _host(root: str | None, model: bool, system: bool) -> Host:
 @click.option("--no-daemon-stores", "no_stores", is_flag=True,
               help="Mount vaults and home binds only; the session hook (daemonstore hook) "
                    "makes the daemon-store binds.")
+@click.option("--root-user", default=None, metavar="USER",
+              help="Who the service's own caller check treats as root (a name or uid; "
+                   "default: the user running cryptohome-sim). With --spawn-bus, also the "
+                   "private bus policy's root.")
+@click.option("--chronos-user", default=None, metavar="USER",
+              help="Who the caller check treats as chronos, i.e. Chrome (a name or uid; "
+                   "default: the chronos account, if any). With --spawn-bus, also the "
+                   "private bus policy's chronos.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every call to stderr.")
 def main(root: str | None, system: bool, model: bool, address: str | None, spawn_bus: bool,
-         vault: str, no_stores: bool, verbose: bool) -> None:
-    """Serve org.chromium.UserDataAuth and org.chromium.SessionManager on a D-Bus bus."""
+         vault: str, no_stores: bool, root_user: str | None, chronos_user: str | None,
+         verbose: bool) -> None:
+    """Serve org.chromium.UserDataAuth and org.chromium.SessionManager on a D-Bus bus.
+
+    Who may call what is checked by the bus policy and again by the service itself, from one
+    table: root everything, chronos Chrome's methods, nobody else (AccessDenied)."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
                         format="cryptohome-sim: %(message)s")
     if spawn_bus and address:
@@ -68,6 +81,11 @@ def main(root: str | None, system: bool, model: bool, address: str | None, spawn
     if model and not (spawn_bus or address or os.environ.get(ENV_BUS_ADDRESS)):
         raise CannotRun(f"no bus address: --model has no system bus socket; pass --address, "
                         f"set ${ENV_BUS_ADDRESS} or use --spawn-bus")
+    user = root_user or private_bus.current_user()
+    try:  # a user named explicitly must exist; the default chronos need not (nobody is it)
+        ids = CallerIds.named(user, chronos_user or "chronos", strict=chronos_user is not None)
+    except UnknownUser as exc:
+        raise CannotRun(str(exc)) from None
     if not spawn_bus:  # docs/architecture.md §7: $DBUS_SYSTEM_BUS_ADDRESS, else the root's socket
         address = bus_address(address, root or "/")
     host = _host(root, model, system)  # before any bus: a refused host must leave no bus behind
@@ -78,9 +96,9 @@ def main(root: str | None, system: bool, model: bool, address: str | None, spawn
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_on_signal)
     if spawn_bus:
-        user = private_bus.current_user()
         try:
-            spawned = private_bus.start_private_bus(privileged_user=user)
+            spawned = private_bus.start_private_bus(privileged_user=user,
+                                                    chronos=chronos_user or "chronos")
         except private_bus.BusError as exc:
             raise click.ClickException(str(exc)) from None
         address = spawned.address
@@ -88,7 +106,7 @@ def main(root: str | None, system: bool, model: bool, address: str | None, spawn
         click.echo(f"dbus-daemon pid {spawned.pid}, privileged user {user}")
     try:
         core = Cryptohome(host, vault=vault, daemon_stores=not no_stores)
-        code = asyncio.run(_serve(core, address, host.kind))  # type: ignore[arg-type]
+        code = asyncio.run(_serve(core, address, host.kind, ids))  # type: ignore[arg-type]
     finally:
         # a second signal (Ctrl-C, or `timeout` signalling the whole process group) must not
         # cut the clean-up short and leave the private bus's directory behind
@@ -115,13 +133,13 @@ def _exit_on_signal(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-async def _serve(core: Cryptohome, address: str, kind: str) -> int:
+async def _serve(core: Cryptohome, address: str, kind: str, ids: CallerIds) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        service = await Service.start(core, address)
+        service = await Service.start(core, address, ids)
     except ServiceError as exc:
         click.echo(f"cryptohome-sim: {exc}", err=True)
         return 1

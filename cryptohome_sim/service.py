@@ -23,7 +23,10 @@ a(sas)``, ``ClearCalls()``, ``InstallDaemon(suuu) -> as``, ``GetMountinfo(s) -> 
 A cryptohome refusal is a reply whose ``error`` is a ``CryptohomeErrorCode``; a request over
 :data:`MAX_REQUEST` bytes or that does not parse, or a call with the wrong D-Bus signature, is
 ``org.freedesktop.DBus.Error.InvalidArgs``. Nothing is logged before the request is valid.
-Who may call what is the bus policy's job (``daemonstore/dbus/policy/*.conf``).
+Who may call what is checked twice, from one table (``daemonstore/dbus/callers.py``): by the
+bus policy (``daemonstore/dbus/policy/*.conf``) and, before anything else, by the service itself
+on each connection (:mod:`cryptohome_sim.callers`): a caller the table does not allow gets the
+bus's own ``AccessDenied``.
 
 The two services use two connections, as cryptohomed and session_manager are two processes; both
 live in one asyncio loop. Every method that touches the (not thread-safe) Host runs in the
@@ -41,6 +44,7 @@ from dbus_fast.aio import MessageBus
 from dbus_fast.annotations import DBusBool, DBusInt32, DBusSignature, DBusStr, DBusUInt32
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_signal
 
+from cryptohome_sim.callers import CallerCheck, CallerIds, check_dispatch
 from cryptohome_sim.core import Cryptohome
 from cryptohome_sim.methods import (
     LANE,
@@ -61,7 +65,7 @@ _log = logging.getLogger("cryptohome_sim")
 
 StrList = Annotated[list[str], DBusSignature("as")]
 
-__all__ = ["MAX_REQUEST", "Service", "ServiceError"]
+__all__ = ["MAX_REQUEST", "CallerIds", "Service", "ServiceError"]
 
 
 class ServiceError(DaemonStoreError, RuntimeError):
@@ -360,11 +364,19 @@ async def _own(bus: MessageBus, name: str) -> None:
 
 
 class Service:
-    """cryptohome (and the control object) on one connection, session manager on another."""
+    """cryptohome (and the control object) on one connection, session manager on another.
 
-    def __init__(self, core: Cryptohome, address: str) -> None:
+    ``callers`` says which uids are root and chronos for the caller check (default
+    :meth:`CallerIds.default`: the service's own uid, and the ``chronos`` account); give the
+    same users the bus policy names."""
+
+    def __init__(self, core: Cryptohome, address: str,
+                 callers: CallerIds | None = None) -> None:
         self.core = core
         self.address = address
+        self.caller_ids = callers if callers is not None else CallerIds.default()
+        #: bus name -> the caller check of the connection owning it
+        self.callers: dict[str, CallerCheck] = {}
         self.misc = CryptohomeMisc(core)
         self.userdataauth = UserDataAuth(core)
         self.control = Control(core, self.userdataauth)
@@ -372,9 +384,11 @@ class Service:
         self._buses: list[MessageBus] = []
 
     @classmethod
-    async def start(cls, core: Cryptohome, address: str) -> "Service":
+    async def start(cls, core: Cryptohome, address: str,
+                    callers: CallerIds | None = None) -> "Service":
         """Connect, export and own both names; raise :class:`ServiceError` if that fails."""
-        service = cls(core, address)
+        check_dispatch()
+        service = cls(core, address, callers)
         try:
             await service._put(names.CRYPTOHOME_NAME, {
                 names.CRYPTOHOME_PATH: [service.misc, service.userdataauth],
@@ -389,10 +403,18 @@ class Service:
     async def _put(self, name: str, objects: dict[str, list[ServiceInterface]]) -> None:
         bus = await _connect(self.address)
         self._buses.append(bus)
+        # the caller check first: a refused caller gets AccessDenied before anything is
+        # looked at, as when the bus refuses (SECURITY.md, "Caller check")
+        check = self.callers[name] = CallerCheck(bus, name, self.caller_ids)
+        bus.add_message_handler(check.handle)
         bus.add_message_handler(_signature_guard(objects))
         for path, interfaces in objects.items():
             for iface in interfaces:
                 bus.export(path, iface)
+        try:
+            await check.subscribe()
+        except Exception as exc:  # noqa: BLE001 - a DBusError or the connection lost
+            raise ServiceError(f"cannot follow callers leaving the bus: {exc}") from None
         await _own(bus, name)
 
     def low_disk_space(self, free_bytes: int) -> None:
@@ -413,6 +435,8 @@ class Service:
                 _log.warning("bus connection ended: %s", f"{type(exc).__name__} {exc}".strip())
 
     async def stop(self) -> None:
+        for check in self.callers.values():
+            await check.close()
         for bus in self._buses:
             if bus.connected:
                 bus.disconnect()

@@ -108,6 +108,14 @@ def require_dbus_daemon() -> None:
         skip_or_fail("D-Bus", "dbus-daemon is not installed (Debian package 'dbus')")
 
 
+def caller_ids(bus: PrivateBus) -> Any:
+    """The :class:`cryptohome_sim.callers.CallerIds` of ``bus``'s policy (its root and chronos
+    stand-ins), for the service's own caller check: both layers then agree."""
+    from cryptohome_sim.callers import CallerIds
+
+    return CallerIds.named(bus.privileged_user, bus.chronos)
+
+
 def start_bus() -> PrivateBus:
     """A private ``dbus-daemon`` with the shipped policies (root and the chronos stand-in)."""
     from cryptohome_sim.bus import start_private_bus
@@ -144,7 +152,7 @@ class RunningCryptohome:
         from cryptohome_sim.service import Service
 
         core = Cryptohome(host, random_bytes=random_bytes)
-        return cls(bus, core, await Service.start(core, bus.address))
+        return cls(bus, core, await Service.start(core, bus.address, caller_ids(bus)))
 
     @property
     def address(self) -> str:
@@ -281,7 +289,8 @@ class ThreadedCryptohome:
         self._thread.start()
         from cryptohome_sim.service import Service
 
-        self._service = self._submit(Service.start(self.core, self.bus.address))
+        self._service = self._submit(Service.start(self.core, self.bus.address,
+                                                   caller_ids(self.bus)))
 
     def _submit(self, coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
