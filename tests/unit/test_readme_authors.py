@@ -52,7 +52,7 @@ def test_the_only_other_block_is_the_run_command() -> None:
 
 def test_blocks_are_labelled_by_language() -> None:
     langs = {Path(path).suffix: lang for path, lang, _ in _blocks() if path is not None}
-    assert langs == {".py": "python", ".conf": "xml", ".sh": "sh"}
+    assert langs == {".py": "python", ".sh": "sh"}
 
 
 def test_no_conftest_beside_the_example() -> None:
