@@ -57,9 +57,12 @@ def _host(root: str | None, model: bool, system: bool) -> Host:
 @click.option("--no-daemon-stores", "no_stores", is_flag=True,
               help="Mount vaults and home binds only; the session hook (daemonstore hook) "
                    "makes the daemon-store binds.")
+@click.option("--remove-store-targets", is_flag=True,
+              help="Unmount also removes the emptied /run/daemon-store{,-cache}/<d>/<hash> "
+                   "(ChromeOS leaves them; so does the default).")
 @click.option("-v", "--verbose", is_flag=True, help="Log every call to stderr.")
 def main(root: str | None, system: bool, model: bool, address: str | None, spawn_bus: bool,
-         vault: str, no_stores: bool, verbose: bool) -> None:
+         vault: str, no_stores: bool, remove_store_targets: bool, verbose: bool) -> None:
     """Serve org.chromium.UserDataAuth and org.chromium.SessionManager on a D-Bus bus."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
                         format="cryptohome-sim: %(message)s")
@@ -87,7 +90,8 @@ def main(root: str | None, system: bool, model: bool, address: str | None, spawn
         click.echo(f"{ENV_BUS_ADDRESS}={address}")
         click.echo(f"dbus-daemon pid {spawned.pid}, privileged user {user}")
     try:
-        core = Cryptohome(host, vault=vault, daemon_stores=not no_stores)
+        core = Cryptohome(host, vault=vault, daemon_stores=not no_stores,
+                          remove_store_targets=remove_store_targets)
         code = asyncio.run(_serve(core, address, host.kind))  # type: ignore[arg-type]
     finally:
         # a second signal (Ctrl-C, or `timeout` signalling the whole process group) must not

@@ -11,7 +11,9 @@ Semantics are ChromeOS's (chromeos-facts.md §4, §10; ``userdataauth.cc``,
 * An account exists once ``CreatePersistentUser`` made it (or the control ``AddUser``);
   ``PreparePersistentVault`` of any other user is ``ACCOUNT_NOT_FOUND``.
 * No credentials are kept: ``AuthenticateAuthFactor`` accepts any factor of an existing user.
-* ``PrepareGuestVault`` is refused while anyone is mounted; ``Unmount`` unmounts everyone.
+* ``PrepareGuestVault`` is refused while anyone is mounted; ``Unmount`` unmounts everyone and,
+  as cryptohome, leaves the empty store targets ``/run/daemon-store{,-cache}/<d>/<H>`` in place
+  (``remove_store_targets=True``, ``--remove-store-targets``: removes them too).
 * ``StopSession`` ends every session (one ``stopping``, one ``stopped``); ChromeOS has no
   per-user sign-out.
 
@@ -169,15 +171,18 @@ class Cryptohome:
     ``vault`` is the persistent users' vault backend (``"dir"``, or ``"loop"`` on the kernel).
     ``daemon_stores=False`` mounts vaults and home binds only (``--no-daemon-stores``): the
     session hook (``daemonstore hook``) then makes the store binds.
+    ``remove_store_targets``: ``Unmount`` removes the emptied store targets ChromeOS leaves.
     """
 
     def __init__(self, host: Host, *, random_bytes: Callable[[int], bytes] = os.urandom,
-                 vault: str = "dir", daemon_stores: bool = True) -> None:
+                 vault: str = "dir", daemon_stores: bool = True,
+                 remove_store_targets: bool = False) -> None:
         if vault not in session.VAULTS:
             raise ValueError(f"vault must be one of {', '.join(session.VAULTS)}, not {vault!r}")
         self.host = host
         self.vault = vault
         self.daemon_stores = daemon_stores
+        self.remove_store_targets = remove_store_targets
         self.namespace = host.current_namespace()
         self._random_bytes = random_bytes
         self._salt: bytes | None = None
@@ -358,12 +363,13 @@ class Cryptohome:
             raise CryptohomeError(MOUNT_FATAL, "injected failure in Unmount")
         gone: list[str] = []
         failed: list[str] = []
+        tidy = {"remove_store_targets": self.remove_store_targets}
         for user_hash in guest_session.mounted_guests(self.host):
-            result = guest_session.sign_out_guest(self.host, user_hash)
+            result = guest_session.sign_out_guest(self.host, user_hash, **tidy)
             gone += [*result.unmounted, *result.lazily_detached]
             failed += [f"{p}: {'; '.join(result.warnings)}" for p in result.failed]
         for user_hash in session.mounted_users(self.host):
-            result = session.sign_out(self.host, user_hash)  # best effort, never raises
+            result = session.sign_out(self.host, user_hash, **tidy)  # best effort, never raises
             gone += [*result.unmounted, *result.lazily_detached]
             failed += [f"{p}: {'; '.join(result.warnings)}" for p in result.failed]
         self._mounted = {h: m for h, m in self._mounted.items() if self._busy_on_host(h)}

@@ -5,8 +5,14 @@ Every mount of the user found in mountinfo (vault and below, the home binds,
 ``/home/chronos/user`` when it is this user's, the store binds and anything mounted below them)
 is unmounted in reverse mount order with ``ForceUmount`` (plain umount, lazy detach on EBUSY,
 reported), as ``Mounter::UnmountAll`` pops its stack (chromeos-facts.md §2 "Unmount at
-sign-out"); then the empty mount points are removed (the original leaves the per-user targets,
-§7 item 1). The user's data stays in the vault.
+sign-out"); then the emptied home and vault mount points are removed (a hardening measure,
+below). The user's data stays in the vault.
+
+The per-user store targets ``/run/daemon-store{,-cache}/<d>/<H>`` stay, empty, as on ChromeOS
+(cryptohome never removes them, chromeos-facts.md §7 item 1): a daemon that writes wherever the
+directory exists writes into the tmpfs after sign-out, here as on a device, so its tests catch
+it. A daemon asks whether the path is *mounted* (``store_check``). ``remove_store_targets=True``
+removes them too (our tidy option; the next sign-in makes them again).
 
 A busy store (a daemon holding a file in it): every reference that pins the user's mounts is
 reported first (session/holders.py); with ``kill_holders`` the holders are made to let go before
@@ -32,7 +38,7 @@ from daemonstore.session.holders import end_pins, user_pins
 from daemonstore.session.queries import existing_dir, stray_mounts, user_mounts
 from daemonstore.session.results import SignOutResult
 
-__all__ = ["SignOutPlan", "plan_sign_out", "sign_out"]
+__all__ = ["SignOutPlan", "plan_sign_out", "sign_out", "store_targets"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,9 @@ class SignOutPlan:
     warnings: tuple[str, ...] = ()
     #: end the holders of the user's mounts first (``process_killer --mount_holders``)
     kill_holders: bool = False
+    #: the store targets left in place (the default, as ChromeOS): looked into after the
+    #: umounts, to report files a daemon wrote there while the user was not signed in
+    kept_targets: tuple[str, ...] = ()
     #: write the activity record when the user was signed in (activity.py; not for a guest)
     records_activity: ClassVar[bool] = True
 
@@ -65,6 +74,9 @@ class SignOutPlan:
                 _unmount(host, op, result, lambda h: _handle_holders(h, self, result))
             else:
                 _remove(host, op, result)
+        for target in self.kept_targets:
+            if target not in result.failed:
+                _report_writes(host, target, result)
         note = (record_activity(host, self.user_hash)  # activity.py
                 if self.signed_in and self.records_activity else None)
         result.warnings += [note] if note else []  # (last seen now: the cleanup's LRU order)
@@ -91,6 +103,17 @@ def _handle_holders(host: Host, plan: SignOutPlan, result: SignOutResult) -> Non
         if result.ended:
             result.warnings.append("ended before unmounting (process_killer --mount_holders): "
                                    + ", ".join(result.ended))
+
+
+def _report_writes(host: Host, target: str, result: SignOutResult) -> None:
+    try:
+        found = host.listdir(target, safe=True)
+    except OSError:
+        return  # gone meanwhile, or not a directory any more: nothing of ours to report
+    if found:
+        result.warnings.append(f"{target} holds {len(found)} entries written while the user "
+                               "was not signed in (writes before mount, or after an earlier "
+                               "sign-out): kept, never deleted")
 
 
 def _remove(host: Host, op: Op, result: SignOutResult) -> None:
@@ -132,9 +155,11 @@ def _unmount(host: Host, op: ForceUmount, result: SignOutResult,
         result.unmounted.append(op.target)
 
 
-def plan_sign_out(host: Host, user_hash: str, *, kill_holders: bool = False) -> SignOutPlan:
+def plan_sign_out(host: Host, user_hash: str, *, kill_holders: bool = False,
+                  remove_store_targets: bool = False) -> SignOutPlan:
     """Plan user ``user_hash``'s sign-out (pure): unmount every mount of the user in reverse
-    mount order, then remove the empty mount points (store targets, home mount points)."""
+    mount order, then remove the empty home and vault mount points; the empty store targets
+    too only with ``remove_store_targets`` (ChromeOS leaves them: module docstring)."""
     paths.check_hash(user_hash)
     entries = mountinfo.parse(host.mountinfo())
     mine = user_mounts(entries, user_hash)
@@ -150,15 +175,9 @@ def plan_sign_out(host: Host, user_hash: str, *, kill_holders: bool = False) -> 
         warnings.append("mounts of the user found away from where sign-in puts them (a "
                         "mount point swapped or renamed): " + ", ".join(strays))
     steps += [RemoveDir(p) for p in dict.fromkeys(reversed(strays))]
-    for base in reversed(paths.STORE_BASES):
-        try:
-            daemons = host.listdir(base, safe=True)
-        except OSError:
-            continue
-        for name in daemons:
-            target = f"{base}/{name}/{user_hash}"
-            if existing_dir(host, target):
-                steps.append(RemoveDir(target))
+    targets = store_targets(host, user_hash)
+    if remove_store_targets:
+        steps += [RemoveDir(t) for t in targets]
     for home in (paths.home_root(user_hash), paths.home_user(user_hash),
                  paths.home_chronos(user_hash)):
         if existing_dir(host, home):
@@ -175,7 +194,21 @@ def plan_sign_out(host: Host, user_hash: str, *, kill_holders: bool = False) -> 
     steps += [RemoveDir(p) for p in (paths.vault_mount(user_hash), paths.HOME_CHRONOS_USER)
               if p in owned or (p not in mounted and existing_dir(host, p))]
     return SignOutPlan(user_hash, tuple(steps), signed_in, tuple(warnings),
-                       kill_holders=kill_holders)
+                       kill_holders=kill_holders,
+                       kept_targets=() if remove_store_targets else tuple(targets))
+
+
+def store_targets(host: Host, user_hash: str) -> list[str]:
+    """The user's per-user store targets that exist as directories, ``-cache`` first (the
+    order a sign-out removes them in)."""
+    found = []
+    for base in reversed(paths.STORE_BASES):
+        try:
+            daemons = host.listdir(base, safe=True)
+        except OSError:
+            continue
+        found += [t for name in daemons if existing_dir(host, t := f"{base}/{name}/{user_hash}")]
+    return found
 
 
 def _umount_step(entry: mountinfo.MountInfoEntry, user_hash: str) -> ForceUmount:
@@ -189,15 +222,18 @@ def _umount_step(entry: mountinfo.MountInfoEntry, user_hash: str) -> ForceUmount
     return ForceUmount(entry.mount_point)
 
 
-def sign_out(host: Host, user_hash: str, *, kill_holders: bool = False) -> SignOutResult:
+def sign_out(host: Host, user_hash: str, *, kill_holders: bool = False,
+             remove_store_targets: bool = False) -> SignOutResult:
     """Plan and apply a sign-out. Never raises for a mount problem (see ``failed`` and
-    ``warnings``); ``BadName`` for a malformed hash. The user's data stays in the vault.
+    ``warnings``); ``BadName`` for a malformed hash. The user's data stays in the vault; the
+    empty store targets stay unless ``remove_store_targets`` (module docstring).
 
     Then whatever of the user is still mounted in this namespace, found by identity, is
     detached (session.detach): a mount point renamed from another namespace between the plan
     and its umount is found again at its new place. ``kill_holders``: end whatever keeps the
     user's mounts busy first (holders.py)."""
-    result = plan_sign_out(host, user_hash, kill_holders=kill_holders).apply(host)
+    result = plan_sign_out(host, user_hash, kill_holders=kill_holders,
+                           remove_store_targets=remove_store_targets).apply(host)
     try:
         done, left = detach_found(host, lambda entries: user_mounts(entries, user_hash))
     except OSError as exc:

@@ -21,6 +21,7 @@ from daemonstore.boot import run_startup
 from daemonstore.cli import main
 from daemonstore.host import Host
 from daemonstore.kernel import SandboxRefused
+from daemonstore.report import status
 from daemonstore.session.activity import activity_path
 from daemonstore.session.repair import CLEAN_UP, FINISH, TEAR_DOWN, plan_repair, repair
 from daemonstore.testing.faults import FaultHost
@@ -168,28 +169,34 @@ def test_a_store_installed_after_sign_in_is_finished() -> None:
 def test_leaked_binds_of_a_user_who_is_not_signed_in_go_and_data_stays() -> None:
     world = build()
     h = world.hash_of("alice")
-    target = paths.user_store("foo", h)
-    world.host.mkdir(target, 0o700)
+    target = paths.user_store("foo", h)  # left by the sign-out, as ChromeOS leaves it
     world.host.bind(f"{paths.vault(h)}/root/foo", target)  # as a crashed sign-out leaves it
     world.host.mkdir(paths.home_user(h), 0o750)  # an empty leftover mount point
     plan, report = repair(world.host)
     assert [(u.kind, u.user_hash) for u in plan.users] == [(CLEAN_UP, h)]
-    assert report.ok and not world.host.exists(target)
-    assert not world.host.exists(paths.home_user(h))
+    assert report.ok and not world.host.exists(paths.home_user(h))
+    # the bind went; the empty target stays, as every sign-out leaves it
+    assert world.host.listdir(target) == []
+    assert [e for e in mountinfo.parse(world.mountinfo()) if e.mount_point == target] == []
     assert world.read_vault("alice", "foo", "state") == b"precious"
     assert plan_repair(world.host).empty
 
 
-def test_writes_before_mount_are_kept_and_reported() -> None:
+def test_writes_before_mount_are_kept_and_left_to_sign_in_and_status() -> None:
+    """A file in a target left by sign-out is no crash leftover: repair leaves it alone;
+    ``status`` lists it as a problem and the next sign-in reports it (never deleted)."""
     world = build()
     h = world.hash_of("alice")
     target = paths.user_store("foo", h)
-    world.host.mkdir(target, 0o755)
     world.host.write_file(f"{target}/early", b"before mount")
-    _plan, report = repair(world.host)
+    plan, _report = repair(world.host)
+    assert plan.empty and world.host.read_file(f"{target}/early") == b"before mount"
+    assert [p for p in status.status_of(world.host).problems if p.startswith(target)]
+    world.login("alice")
+    assert any(target in w and "never deleted" in w for w in world.sessions["alice"].warnings)
+    out = world.logout("alice")
+    assert any(target in w and "never deleted" in w for w in out.warnings)
     assert world.host.read_file(f"{target}/early") == b"before mount"
-    notes = [n for _u, ns, _ok in report.users for n in ns]
-    assert any(target in n and "never deleted" in n for n in notes), notes
 
 
 def test_names_that_are_not_hashes_are_left_alone() -> None:
@@ -199,7 +206,8 @@ def test_names_that_are_not_hashes_are_left_alone() -> None:
     plan = plan_repair(world.host)
     assert plan.empty and len(plan.kept) == 3
     repair(world.host)
-    assert sorted(world.host.listdir(paths.store("foo"))) == ["...", "0" * 39, "ZZZ"]
+    assert sorted(world.host.listdir(paths.store("foo"))) == sorted(
+        ["...", "0" * 39, "ZZZ", world.hash_of("alice")])  # alice's: left by her sign-out
 
 
 # ---- the CLI ------------------------------------------------------------------------------------
