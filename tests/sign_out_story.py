@@ -20,6 +20,7 @@ from typing import Any
 from daemonstore import mountinfo, paths
 from daemonstore.daemon.store_check import StoreNotMounted, require_store, store_status
 from daemonstore.session.plan import ROOT_ID, TARGET_MODE
+from daemonstore.session.queries import store_user
 from daemonstore.world import DaemonView, World
 
 FOO = ("foo", 20100, 20100, 0o700)
@@ -116,6 +117,16 @@ def check_left_empty(out: dict[str, Any], daemons: list[tuple[Any, ...]] = DAEMO
     assert {k: v for k, v in out["seen"].items() if v is not None and v != empty} == {}
 
 
+def one_target_missing(files: dict[str, Any], clean: dict[str, Any], user_hash: str) -> bool:
+    """``files`` (a :func:`~daemonstore.world.snapshot`) is ``clean`` but for exactly one store
+    target of ``user_hash``: what a sign-out cut short (SIGKILL, EIO) between the rmdir and
+    the mkdir of a target's renewal leaves. Harmless: nothing of the user is reachable there,
+    and the next sign-in makes it again (the tests of faults and repair accept it)."""
+    missing = set(clean) - set(files)
+    return (len(missing) == 1 and store_user(next(iter(missing))) == user_hash
+            and files == {k: v for k, v in clean.items() if k not in missing})
+
+
 # ---- the stories -------------------------------------------------------------------------------
 
 
@@ -203,6 +214,21 @@ def second_sign_in_story(world: World) -> dict[str, Any]:
     out["daemon_after_second"] = (view.sees_store("alice"), view.listdir("alice"))
     out["vault"] = _vault(world, "alice", "bar")
     return out
+
+
+def private_copy_story(world: World) -> dict[str, Any]:
+    """A namespace made mid-session with *private* propagation (a root daemon's own
+    sub-namespace) holds copies of the store binds that no umount reaches: the sign-out's
+    renewal of the targets (rmdir, mkdir) detaches them; the targets still stay."""
+    world.daemon("foo")
+    h = world.login("alice")
+    with world.in_namespace(world.namespace):
+        world.host.new_namespace("private-late", "private")
+    with world.in_namespace("private-late"):
+        before = [e.mount_point for e in mountinfo.parse(world.host.mountinfo())
+                  if e.mount_point.endswith(h) and e.mount_point.startswith("/run/")]
+    world.logout("alice")
+    return {"before": before, "left": left_targets(world, "alice")}
 
 
 def tidy_story(world: World) -> dict[str, Any]:

@@ -34,10 +34,10 @@ never reach the next guest. Removal never follows a symlink and never crosses a 
 in reverse mount order (lazy detach on EBUSY); the store umounts propagate to the root namespace
 and the daemons' copies; the tmpfs goes last, and the guest's data with it. Then the home and
 ephemeral mount points are removed with whatever was written below them meanwhile. The store
-targets ``/run/daemon-store{,-cache}/<d>/<H>`` stay, as after any sign-out on ChromeOS
-(session/sign_out.py); the next guest sign-in empties them first (leftovers, above), so nothing a
-daemon writes there after sign-out reaches the next guest's store. ``remove_store_targets=True``
-removes them at sign-out, with anything written below them.
+targets ``/run/daemon-store{,-cache}/<d>/<H>`` stay (renewed, as a user's: session/sign_out.py),
+as after any sign-out on ChromeOS; the next guest sign-in empties them first (leftovers, above),
+so nothing a daemon writes there after sign-out reaches the next guest's store.
+``remove_store_targets=True`` removes them at sign-out, with anything written below them.
 
 Where the original differs: when mnt_chrome cannot be created or entered, session_manager carries
 on and the helper mounts in the root namespace; here the guest sign-in fails instead.
@@ -50,7 +50,7 @@ from typing import ClassVar
 
 from daemonstore import mountinfo, paths
 from daemonstore.host import Host, Stat, in_namespace
-from daemonstore.ops import ForceUmount, Op, RemoveTree, quote
+from daemonstore.ops import ForceUmount, Op, RemoveTree, RenewDir, quote
 from daemonstore.session.apply import SignInPlan
 from daemonstore.session.mnt_chrome import (
     CHROME_NS,
@@ -59,7 +59,7 @@ from daemonstore.session.mnt_chrome import (
     plan_chrome_namespace,
     setup_hint,
 )
-from daemonstore.session.plan import ROOT_ID, VAULT_DIRS, Refused, SignInPlanner
+from daemonstore.session.plan import ROOT_ID, TARGET_MODE, VAULT_DIRS, Refused, SignInPlanner
 from daemonstore.session.queries import existing_dir, user_mounts
 from daemonstore.session.results import SessionResult, SignInError, SignOutResult
 from daemonstore.session.sign_out import SignOutPlan, store_targets
@@ -277,17 +277,17 @@ def plan_sign_out_guest(host: Host, user_hash: str, *,
         mine = user_mounts(entries, user_hash, ephemeral)
         signed_in = any(e.mount_point == ephemeral for e in entries)
         steps: list[Op] = [ForceUmount(e.mount_point) for e in reversed(mine)]
-        targets = tuple(store_targets(host, user_hash))
         if remove_store_targets:
-            steps += [RemoveTree(t) for t in targets]
+            steps += [RemoveTree(t) for t in store_targets(host, user_hash)]
+        elif mine:  # renewed, as a user's (session/sign_out.py)
+            steps += [RenewDir(t, TARGET_MODE) for t in store_targets(host, user_hash)]
         steps += [RemoveTree(p) for p in (paths.home_root(user_hash),
                                            paths.home_user(user_hash),
                                            paths.home_chronos(user_hash), ephemeral)
                   if existing_dir(host, p)]
     warnings = () if signed_in else (f"the guest {user_hash} is not signed in (no mount at "
                                      f"{ephemeral} in {ns})",)
-    return GuestSignOutPlan(user_hash, tuple(steps), signed_in, warnings, namespace=ns,
-                            kept_targets=() if remove_store_targets else targets)
+    return GuestSignOutPlan(user_hash, tuple(steps), signed_in, warnings, namespace=ns)
 
 
 def sign_out_guest(host: Host, user_hash: str, *,

@@ -11,8 +11,12 @@ below). The user's data stays in the vault.
 The per-user store targets ``/run/daemon-store{,-cache}/<d>/<H>`` stay, empty, as on ChromeOS
 (cryptohome never removes them, chromeos-facts.md §7 item 1): a daemon that writes wherever the
 directory exists writes into the tmpfs after sign-out, here as on a device, so its tests catch
-it. A daemon asks whether the path is *mounted* (``store_check``). ``remove_store_targets=True``
-removes them too (our tidy option; the next sign-in makes them again).
+it. A daemon asks whether the path is *mounted* (``store_check``). Each one this sign-out
+unmounted is *renewed* (``RenewDir``: rmdir, mkdir root 0700 again): the rmdir detaches the
+copies of the store bind that no umount reaches (a private namespace a root daemon made
+mid-session), in every namespace, as for the vault's mount point below; one that holds files
+(written while the user was not signed in) is reported and kept. ``remove_store_targets=True``
+removes them instead (our tidy option; the next sign-in makes them again).
 
 A busy store (a daemon holding a file in it): every reference that pins the user's mounts is
 reported first (session/holders.py); with ``kill_holders`` the holders are made to let go before
@@ -30,11 +34,12 @@ from typing import ClassVar
 from daemonstore import mountinfo, paths
 from daemonstore.errors import errname
 from daemonstore.host import Host
-from daemonstore.ops import ForceUmount, Op, RemoveDir, op_path
+from daemonstore.ops import ForceUmount, Op, RemoveDir, RenewDir, op_path
 from daemonstore.session.activity import record_activity
 from daemonstore.session.apply import plan_lines
 from daemonstore.session.detach import detach_found, left_note
 from daemonstore.session.holders import end_pins, user_pins
+from daemonstore.session.plan import TARGET_MODE
 from daemonstore.session.queries import existing_dir, stray_mounts, user_mounts
 from daemonstore.session.results import SignOutResult
 
@@ -43,7 +48,8 @@ __all__ = ["SignOutPlan", "plan_sign_out", "sign_out", "store_targets"]
 
 @dataclass(frozen=True)
 class SignOutPlan:
-    """What a sign-out will do: ``ForceUmount`` steps (LIFO), then ``RemoveDir`` steps."""
+    """What a sign-out will do: ``ForceUmount`` steps (LIFO), then ``RemoveDir`` steps (and a
+    ``RenewDir`` for each store target that stays)."""
 
     user_hash: str
     steps: tuple[Op, ...]
@@ -51,9 +57,6 @@ class SignOutPlan:
     warnings: tuple[str, ...] = ()
     #: end the holders of the user's mounts first (``process_killer --mount_holders``)
     kill_holders: bool = False
-    #: the store targets left in place (the default, as ChromeOS): looked into after the
-    #: umounts, to report files a daemon wrote there while the user was not signed in
-    kept_targets: tuple[str, ...] = ()
     #: write the activity record when the user was signed in (activity.py; not for a guest)
     records_activity: ClassVar[bool] = True
 
@@ -72,11 +75,10 @@ class SignOutPlan:
         for op in self.steps:
             if isinstance(op, ForceUmount):
                 _unmount(host, op, result, lambda h: _handle_holders(h, self, result))
+            elif isinstance(op, RenewDir):
+                _renew(host, op, result)
             else:
                 _remove(host, op, result)
-        for target in self.kept_targets:
-            if target not in result.failed:
-                _report_writes(host, target, result)
         note = (record_activity(host, self.user_hash)  # activity.py
                 if self.signed_in and self.records_activity else None)
         result.warnings += [note] if note else []  # (last seen now: the cleanup's LRU order)
@@ -105,18 +107,8 @@ def _handle_holders(host: Host, plan: SignOutPlan, result: SignOutResult) -> Non
                                    + ", ".join(result.ended))
 
 
-def _report_writes(host: Host, target: str, result: SignOutResult) -> None:
-    try:
-        found = host.listdir(target, safe=True)
-    except OSError:
-        return  # gone meanwhile, or not a directory any more: nothing of ours to report
-    if found:
-        result.warnings.append(f"{target} holds {len(found)} entries written while the user "
-                               "was not signed in (writes before mount, or after an earlier "
-                               "sign-out): kept, never deleted")
-
-
-def _remove(host: Host, op: Op, result: SignOutResult) -> None:
+def _remove(host: Host, op: Op, result: SignOutResult, *, record: bool = True) -> bool:
+    """Apply a removal; False (with a warning unless it was gone already) when it failed."""
     try:
         op.apply(host)
     except OSError as exc:
@@ -127,8 +119,23 @@ def _remove(host: Host, op: Op, result: SignOutResult) -> None:
         elif exc.errno != errno.ENOENT:
             result.warnings.append(f"left {op_path(op)} in place: "
                                    f"{exc.strerror or errname(exc.errno)}")
+        return exc.errno == errno.ENOENT
+    if record:
+        result.removed_dirs.append(op_path(op))
+    return True
+
+
+def _renew(host: Host, op: RenewDir, result: SignOutResult) -> None:
+    """The target stays (module docstring): rmdir it (ENOTEMPTY: kept, reported), make it
+    again."""
+    if not _remove(host, RemoveDir(op.path), result, record=False):
         return
-    result.removed_dirs.append(op_path(op))
+    try:
+        op.make(host)
+    except OSError as exc:
+        if exc.errno != errno.EEXIST:  # a root daemon made it meanwhile: it is there
+            result.warnings.append(f"could not make {op.path} again after removing it: "
+                                   f"{exc.strerror or errname(exc.errno)}")
 
 
 def _unmount(host: Host, op: ForceUmount, result: SignOutResult,
@@ -175,9 +182,10 @@ def plan_sign_out(host: Host, user_hash: str, *, kill_holders: bool = False,
         warnings.append("mounts of the user found away from where sign-in puts them (a "
                         "mount point swapped or renamed): " + ", ".join(strays))
     steps += [RemoveDir(p) for p in dict.fromkeys(reversed(strays))]
-    targets = store_targets(host, user_hash)
     if remove_store_targets:
-        steps += [RemoveDir(t) for t in targets]
+        steps += [RemoveDir(t) for t in store_targets(host, user_hash)]
+    elif mine:  # something is unmounted: renew the targets (module docstring); else nothing
+        steps += [RenewDir(t, TARGET_MODE) for t in store_targets(host, user_hash)]
     for home in (paths.home_root(user_hash), paths.home_user(user_hash),
                  paths.home_chronos(user_hash)):
         if existing_dir(host, home):
@@ -194,8 +202,7 @@ def plan_sign_out(host: Host, user_hash: str, *, kill_holders: bool = False,
     steps += [RemoveDir(p) for p in (paths.vault_mount(user_hash), paths.HOME_CHRONOS_USER)
               if p in owned or (p not in mounted and existing_dir(host, p))]
     return SignOutPlan(user_hash, tuple(steps), signed_in, tuple(warnings),
-                       kill_holders=kill_holders,
-                       kept_targets=() if remove_store_targets else tuple(targets))
+                       kill_holders=kill_holders)
 
 
 def store_targets(host: Host, user_hash: str) -> list[str]:

@@ -195,6 +195,23 @@ def test_prepare_start_stop_unmount_cycle() -> None:
     assert core.mounted_hashes() == [] and core.is_mounted("") == (False, False)
 
 
+@pytest.mark.parametrize("tidy", [False, True], ids=["faithful", "remove-store-targets"])
+def test_unmount_leaves_the_empty_store_targets_unless_asked(tidy: bool) -> None:
+    """cryptohome never removes /run/daemon-store/<d>/<h> (chromeos-facts.md §7 item 1); the
+    option (``--remove-store-targets``) does."""
+    host = ModelHost()
+    core = Cryptohome(host, remove_store_targets=tidy)
+    core.install_daemon("foo", 20100, 20100, 0o700)
+    for user in ("alice", "$guest"):
+        user_hash = (_prepare(core, user) if user == "alice" else core.prepare_guest_vault())
+        core.unmount()
+        targets = [paths.user_store("foo", user_hash, cache) for cache in (False, True)]
+        assert [host.exists(t) for t in targets] == [not tidy] * 2, user
+        assert [e for e in mountinfo.parse(host.mountinfo()) if e.mount_point in targets] == []
+        if not tidy:
+            assert [(host.stat(t).perm, host.listdir(t)) for t in targets] == [(0o700, [])] * 2
+
+
 def test_stop_session_ends_every_session_and_unmount_every_user() -> None:
     core = Cryptohome(ModelHost())
     for user in ("alice", "bob"):

@@ -59,7 +59,7 @@ def test_daemon_sees_its_store_after_sign_in_and_loses_it_after_sign_out() -> No
     assert {"nosuid", "nodev", "noexec", "nosymfollow"} <= set(out["options"])
     assert out["in_vault"] == b"v1"
     assert out["signout"].ok and out["signout"].lazily_detached == []
-    assert out["after"] == ([], [], False, [])
+    assert out["after"] == ([], [], False, [out["hash"]])  # the empty target stays (§7 item 1)
     assert out["again"] == b"v1"
 
 
@@ -111,7 +111,7 @@ def _busy(world: World, in_daemon_namespace: bool) -> dict[str, Any]:
     finally:
         os.close(fd)
     return {"result": result, "gone": gone, "data": data, "target": target,
-            "mounted": session.mounted_users(world.host), "exists": world.host.exists(target)}
+            "mounted": session.mounted_users(world.host), "left": world.host.listdir(target)}
 
 
 @pytest.mark.parametrize("where", ["root-namespace", "daemon-namespace"])
@@ -123,7 +123,7 @@ def test_busy_store_at_sign_out_is_lazily_detached(where: str) -> None:
     assert any("lazily detached" in w and out["target"] in w for w in result.warnings)
     assert out["gone"] == ([], [])  # gone from mountinfo in both namespaces
     assert out["data"] == b"still readable"  # the holder keeps its file
-    assert out["mounted"] == [] and not out["exists"]
+    assert out["mounted"] == [] and out["left"] == []  # the target stays, empty
 
 
 def _late(world: World) -> dict[str, Any]:
@@ -201,7 +201,8 @@ def _every_step(world: World) -> tuple[int, int, list[str]]:
 
 def test_failure_before_every_step_rolls_back_on_the_kernel() -> None:
     n_new, n_old, problems = kernel_world(_every_step, daemons=DAEMONS)
-    assert n_new > 90 and n_old > 40 and problems == []
+    # the returning user's targets exist already (sign-out leaves them): fewer steps
+    assert n_new > 90 and n_old > 30 and problems == []
 
 
 def _attacks(world: World) -> list[tuple[str, str, int | None, bool]]:

@@ -12,12 +12,14 @@ from tests.sign_out_story import (
     DAEMONS,
     careful_story,
     naive_story,
+    private_copy_story,
     second_sign_in_story,
     tidy_story,
 )
 from tests.unit.test_sign_out_faithful import (
     check_careful,
     check_naive,
+    check_private_copy,
     check_second_sign_in,
     check_tidy,
 )
@@ -35,6 +37,10 @@ def test_daemon_using_store_check_never_writes_to_tmpfs() -> None:
 
 def test_second_sign_in_reuses_the_targets_and_the_daemon_keeps_nothing() -> None:
     check_second_sign_in(kernel_world(second_sign_in_story, daemons=DAEMONS))
+
+
+def test_a_private_namespace_made_mid_session_keeps_no_copy_of_the_stores() -> None:
+    check_private_copy(kernel_world(private_copy_story, daemons=DAEMONS))
 
 
 def test_remove_store_targets_is_the_tidy_option() -> None:

@@ -26,6 +26,7 @@ from daemonstore.session.activity import activity_path
 from daemonstore.session.repair import CLEAN_UP, FINISH, TEAR_DOWN, plan_repair, repair
 from daemonstore.testing.faults import FaultHost
 from daemonstore.world import World
+from tests.sign_out_story import one_target_missing
 
 DAEMONS = (("foo", 20100, 20100, 0o700), ("bar", 20101, 20102, 0o2750))
 
@@ -96,6 +97,22 @@ CASES = [(phase, at) for phase in PHASES for at in range(_calls(phase)[0] + 1)]
 CLEAN = {phase: _calls(phase)[1] for phase in PHASES}
 
 
+def converged(phase: str, got: tuple[Any, ...]) -> bool:
+    """The state is one of the clean ones -- or, for a crash between the rmdir and the mkdir of
+    a sign-out's target renewal (session/sign_out.py), the signed-out one but for that one
+    target, which sign-in makes again: nothing else differs and nothing of the user is left."""
+    if got in CLEAN[phase]:
+        return True
+    *mounts, files = got
+    *clean_mounts, clean_files = CLEAN[phase][-1]
+    return (phase == "sign-out" and mounts == clean_mounts
+            and one_target_missing(files, clean_files, _hash_of_alice()))
+
+
+def _hash_of_alice() -> str:
+    return World.model().hash_of("alice")  # the same seed as build()'s
+
+
 @pytest.mark.parametrize(("phase", "at"), CASES, ids=[f"{p}-{a}" for p, a in CASES])
 def test_a_crash_at_every_call_converges(phase: str, at: int) -> None:
     world = _fresh(phase)
@@ -105,7 +122,7 @@ def test_a_crash_at_every_call_converges(phase: str, at: int) -> None:
         pass  # its rollback could not run: the host "crashed"
     _plan, report = repair(world.host)
     assert report.ok, report.lines()
-    assert state(world) in CLEAN[phase]
+    assert converged(phase, state(world))
     assert plan_repair(world.host).empty  # a second run has nothing to do
     if phase != "startup":
         assert world.read_vault("alice", "foo", "state") == b"precious"

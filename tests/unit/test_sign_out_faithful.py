@@ -15,6 +15,7 @@ from tests.sign_out_story import (
     careful_story,
     check_left_empty,
     naive_story,
+    private_copy_story,
     second_sign_in_story,
     tidy_story,
 )
@@ -43,8 +44,10 @@ def check_naive(out: dict[str, Any]) -> None:
                for w in out["again_warnings"])
     assert out["again_seen"] == b"in session"
     assert out["again_after"] == b"after sign-out"  # never deleted, visible again,
-    assert any("holds 1 entries written while the user was not signed in" in w  # and said so
-               for w in out["again_signout_warnings"])
+    target = paths.user_store("foo", out["left"]["hash"])
+    assert [w for w in out["again_signout_warnings"] if target in w] == [  # and said so
+        f"left {target} in place: it holds files written while the user was not signed in "
+        "(writes before mount); never deleted"]
 
 
 def check_careful(out: dict[str, Any]) -> None:
@@ -70,6 +73,12 @@ def check_second_sign_in(out: dict[str, Any]) -> None:
     assert out["vault"] == b"second"
 
 
+def check_private_copy(out: dict[str, Any]) -> None:
+    assert len(out["before"]) == 2 * len(DAEMONS)  # store and cache of each daemon, copied
+    check_left_empty(out["left"])  # no mount at any target in any namespace, "private-late"
+    assert any(k.startswith("private-late:") for k in out["left"]["mounted"])  # was looked at
+
+
 def check_tidy(out: dict[str, Any]) -> None:
     assert set(out["targets"]) <= set(out["removed"])
     assert out["exists"] == [False] * len(out["targets"])
@@ -87,6 +96,10 @@ def test_daemon_using_store_check_never_writes_to_tmpfs() -> None:
 
 def test_second_sign_in_reuses_the_targets_and_the_daemon_keeps_nothing() -> None:
     check_second_sign_in(second_sign_in_story(model_world()))
+
+
+def test_a_private_namespace_made_mid_session_keeps_no_copy_of_the_stores() -> None:
+    check_private_copy(private_copy_story(model_world()))
 
 
 def test_remove_store_targets_is_the_tidy_option() -> None:
