@@ -7,7 +7,7 @@ Usage (root; every trial runs in a fresh sandbox child: private mount namespace,
 
 Each trial builds the same tree in a fresh sandbox: N valid templates (root, 0700) in
 ``/etc/daemon-store``, ``/etc/passwd``, and ``/run``, ``/run/daemon-store`` and
-``/run/daemon-store-cache`` as tmpfiles.d leaves them (chromeos-facts.md §1). It then times,
+``/run/daemon-store-cache`` as tmpfiles.d leaves them (docs/chromeos.md §1.2). It then times,
 from a fresh state, one of:
 
 * **ours**: ``daemonstore.boot.apply.run_startup(KernelHost)`` -- plan (read passwd, list and lstat

@@ -213,6 +213,18 @@ def _dir_replays(open2: Open2) -> dict[str, Callable[..., int]]:
             close(dfd)
         return 0
 
+    def unlink(head: bytes, name: bytes, h: OpenHow) -> int:
+        dfd = open2(head, h)
+        if dfd < 0:
+            return get_errno()
+        try:
+            os.unlink(name, dir_fd=dfd)
+        except OSError as exc:
+            return exc.errno or 0
+        finally:
+            close(dfd)
+        return 0
+
     def listdir(rel: bytes, h: OpenHow) -> int:
         fd = open2(rel, h)
         if fd < 0:
@@ -221,7 +233,7 @@ def _dir_replays(open2: Open2) -> dict[str, Callable[..., int]]:
         close(fd)
         return 0
 
-    return {"mkdir": mkdir, "rmdir": rmdir, "listdir": listdir}
+    return {"mkdir": mkdir, "rmdir": rmdir, "unlink": unlink, "listdir": listdir}
 
 
 # bind, make/remount_bind, umount: mount(2) on /proc/self/fd/N of what openat2 found; umount2
@@ -391,8 +403,8 @@ class Floor:
             flags = UMOUNT_NOFOLLOW | (MNT_DETACH if kw.get("detach") else 0)
             return f["umount"], (_rel(args[0]), *_split(args[0]), flags, how(os.O_PATH, safe),
                                  how(os.O_PATH | os.O_DIRECTORY, safe))
-        if name == "rmdir":
-            return f["rmdir"], (*_split(args[0]), how(os.O_PATH | os.O_DIRECTORY, safe))
+        if name in ("rmdir", "unlink"):  # unlink: a mount-point guard's marker (ops/guard.py)
+            return f[name], (*_split(args[0]), how(os.O_PATH | os.O_DIRECTORY, safe))
         if name == "write_file" and safe and not kw.get("append") and not err:
             mode, base = kw.get("mode", 0o644), os.O_WRONLY | os.O_NONBLOCK | os.O_TRUNC
             excl = how(base | os.O_NOFOLLOW | os.O_CREAT | os.O_EXCL, safe, mode)
@@ -418,7 +430,9 @@ def shell_commands(calls: list[Call], root: str) -> list[tuple[list[str], bytes 
     """The naive baseline: (argv, stdin) per changing call, paths on the host (``root`` +
     sandbox path), run one process each."""
     out: list[tuple[list[str], bytes | None]] = []
-    for name, args, kw, _err in calls:
+    for name, args, kw, err in calls:
+        if err:  # failed when recorded (sign-out's first rmdir of a guarded mount point,
+            continue  # ENOTEMPTY: ops/guard.py): a script would not issue it
         p = root + args[0] if args and isinstance(args[0], str) else ""
         if name == "mkdir":
             out.append((["mkdir", "-m", f"{args[1] if len(args) > 1 else 0o755:o}", p], None))
@@ -439,6 +453,8 @@ def shell_commands(calls: list[Call], root: str) -> list[tuple[list[str], bytes 
             out.append((["umount", *(["-l"] if kw.get("detach") else []), p], None))
         elif name == "rmdir":
             out.append((["rmdir", p], None))
+        elif name == "unlink":
+            out.append((["rm", "--", p], None))
         elif name == "write_file":
             out.append((["sh", "-c", 'umask 077 && cat > "$1"', "sh", p], args[1]))
     return out

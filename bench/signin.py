@@ -6,11 +6,12 @@ Usage (root; every size runs in its own sandbox child: private mount namespace, 
     .venv/bin/python -m bench.signin [--quick] [--repeat R] [--no-dbus] [--check-floor]
 
 **Set-up** (per size, not timed): S daemon templates ``/etc/daemon-store/daemonNNN`` (0700,
-owner uid 20000+i, listed in /etc/passwd); the startup library makes the 2S shared stores
-``/run/daemon-store{,-cache}/<d>``; then N daemon namespaces, each cloned from the root namespace
-with slave propagation (what the namespace helper does for every daemon), so each one receives
-every store. A warm-up sign-in and sign-out (afterwards ``/home`` exists, as on a booted
-device; it also takes the copy-on-write faults of the freshly forked child, see bench/boot.py),
+owner uid 20100+i, a system uid listed in /etc/passwd); the startup library makes the 2S
+shared stores ``/run/daemon-store{,-cache}/<d>``; then N daemon namespaces, each cloned from
+the root namespace with slave propagation (what the namespace helper does for every daemon),
+so each one receives every store. A warm-up sign-in and sign-out (afterwards ``/home``
+exists, as on a booted device; it also takes the copy-on-write faults of the freshly forked
+child, see bench/boot.py),
 then one more that is recorded (bench/floor.py ``Recorder``: each Host call).
 
 **Rounds**: each round signs a *new* user in and out (vault directories created, 2S store binds,
@@ -131,7 +132,9 @@ BASES = ("/run/daemon-store/", "/run/daemon-store-cache/")
 
 
 def setup(h: KernelHost, stores: int, namespaces: int) -> list[str]:
-    entries = [seed.Entry(f"daemon{i:03d}", uid=20000 + i, gid=20000 + i) for i in range(stores)]
+    # system uids (boot/plan.py SYSTEM_UID_RANGES: 20100-29999), reused past 9900 stores
+    entries = [seed.Entry(f"daemon{i:03d}", uid=20100 + i % 9900, gid=20100 + i % 9900)
+               for i in range(stores)]
     seed.install(h, entries, [("root", 0)] + [(e.name, e.uid) for e in entries])
     h.mkdir("/run", 0o755)
     for base in BASES:
@@ -336,7 +339,7 @@ async def _drive(h: KernelHost, address: str, rounds: int, names: list[str],
 
     login = await Client.connect(address)
     view: Any = NamespaceView(h, names[-1])
-    daemon = DaemonStoreClient("daemon000", view, await Client.connect(address))
+    daemon = DaemonStoreClient("daemon000", await Client.connect(address), host=view)
     results = []
     try:
         async with daemon.bus.session_states() as states:

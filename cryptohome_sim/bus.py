@@ -3,7 +3,7 @@
 Used by the tests (``daemonstore.testing.bus``), by ``cryptohome-sim --spawn-bus`` and by the demo.
 Never touches the machine's own buses: the daemon gets a generated configuration that listens on
 a unix socket in a fresh temporary directory, and :meth:`PrivateBus.stop` ends exactly the pid it
-started (style.md §2.6: wait for the daemon's printed address instead of sleeping).
+started (wait for the daemon's printed address instead of sleeping, as python-dbusmock does).
 
 The configuration is ``private-bus.conf.in`` (Debian's system-bus default policy) including the
 shipped policy files ``daemonstore/dbus/policy/*.conf`` (who may own and call what), the very

@@ -71,7 +71,7 @@ def main(root: str | None, system: bool, model: bool, address: str | None, spawn
     if model and not (spawn_bus or address or os.environ.get(ENV_BUS_ADDRESS)):
         raise CannotRun(f"no bus address: --model has no system bus socket; pass --address, "
                         f"set ${ENV_BUS_ADDRESS} or use --spawn-bus")
-    if not spawn_bus:  # design.md "D-Bus": $DBUS_SYSTEM_BUS_ADDRESS, else the root's socket
+    if not spawn_bus:  # docs/architecture.md §7: $DBUS_SYSTEM_BUS_ADDRESS, else the root's socket
         address = bus_address(address, root or "/")
     host = _host(root, model, system)  # before any bus: a refused host must leave no bus behind
     if vault == "loop":

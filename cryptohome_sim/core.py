@@ -5,15 +5,14 @@ the session state, the call log and injected failures. ``service.py`` is the D-B
 parses a request, logs it here and delegates. Mounting itself is ``daemonstore.session`` (the
 same sign-in code ``World.login`` runs without a bus).
 
-Semantics are ChromeOS's (chromeos-facts.md §4, §10; ``userdataauth.cc``,
+Semantics are ChromeOS's (docs/chromeos.md §4, §8; ``userdataauth.cc``,
 ``session_manager_impl.cc``), with the deviations listed in README "Known deviations":
 
 * An account exists once ``CreatePersistentUser`` made it (or the control ``AddUser``);
   ``PreparePersistentVault`` of any other user is ``ACCOUNT_NOT_FOUND``.
 * No credentials are kept: ``AuthenticateAuthFactor`` accepts any factor of an existing user.
 * ``PrepareGuestVault`` is refused while anyone is mounted; ``Unmount`` unmounts everyone and,
-  as cryptohome, leaves the empty store targets ``/run/daemon-store{,-cache}/<d>/<H>`` in place
-  (``remove_store_targets=True``, ``--remove-store-targets``: removes them too).
+  as cryptohome, leaves the empty store targets (``remove_store_targets``: removes them too).
 * ``StopSession`` ends every session (one ``stopping``, one ``stopped``); ChromeOS has no
   per-user sign-out.
 
@@ -21,7 +20,9 @@ Refusals are :class:`CryptohomeError` (a ``CryptohomeErrorCode`` for the reply) 
 :class:`SessionRefused` (a session_manager D-Bus error); a malformed argument is
 :class:`BadRequest` (D-Bus ``InvalidArgs``).
 
-Not thread-safe (neither is the Host): run every call from one asyncio loop.
+Not thread-safe (neither is the Host): the D-Bus skin runs every method that touches the Host
+in the Host's lane (daemonstore.hostlane), one at a time; the rest only reads or replaces
+plain Python state, which the GIL keeps whole.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ CALL_LOG_LIMIT = 1000
 AUTH_SESSION_LIMIT = 64
 AUTH_SESSION_ID_BYTES = 16
 
-# CryptohomeErrorCode values used here (UserDataAuth.proto; chromeos-facts.md §10)
+# CryptohomeErrorCode values used here (UserDataAuth.proto; docs/chromeos.md §8.2)
 E = uda.CryptohomeErrorCode
 ACCOUNT_NOT_FOUND = E.CRYPTOHOME_ERROR_ACCOUNT_NOT_FOUND
 MOUNT_FATAL = E.CRYPTOHOME_ERROR_MOUNT_FATAL
@@ -169,9 +170,8 @@ class Cryptohome:
     mounted inside ``mnt_chrome`` (daemonstore.session.guest).
 
     ``vault`` is the persistent users' vault backend (``"dir"``, or ``"loop"`` on the kernel).
-    ``daemon_stores=False`` mounts vaults and home binds only (``--no-daemon-stores``): the
-    session hook (``daemonstore hook``) then makes the store binds.
-    ``remove_store_targets``: ``Unmount`` removes the emptied store targets ChromeOS leaves.
+    ``daemon_stores=False``: vaults and home binds only (``--no-daemon-stores``), the session
+    hook (``daemonstore hook``) makes the store binds; ``remove_store_targets``: module doc.
     """
 
     def __init__(self, host: Host, *, random_bytes: Callable[[int], bytes] = os.urandom,
@@ -224,6 +224,11 @@ class Cryptohome:
         return self._failures.pop(method, None)
 
     # ---- names ---------------------------------------------------------------------------------
+    @property
+    def salt_ready(self) -> bool:
+        """Has the salt been read (so hashing a name needs no Host)?"""
+        return self._salt is not None
+
     @property
     def salt(self) -> bytes:
         if self._salt is None:
@@ -361,17 +366,13 @@ class Cryptohome:
         points removed; ``MOUNT_FATAL`` naming what is left if anything could not go."""
         if self._take_failure("Unmount") is not None:
             raise CryptohomeError(MOUNT_FATAL, "injected failure in Unmount")
-        gone: list[str] = []
-        failed: list[str] = []
-        tidy = {"remove_store_targets": self.remove_store_targets}
-        for user_hash in guest_session.mounted_guests(self.host):
-            result = guest_session.sign_out_guest(self.host, user_hash, **tidy)
-            gone += [*result.unmounted, *result.lazily_detached]
-            failed += [f"{p}: {'; '.join(result.warnings)}" for p in result.failed]
-        for user_hash in session.mounted_users(self.host):
-            result = session.sign_out(self.host, user_hash, **tidy)  # best effort, never raises
-            gone += [*result.unmounted, *result.lazily_detached]
-            failed += [f"{p}: {'; '.join(result.warnings)}" for p in result.failed]
+        tidy = self.remove_store_targets
+        results = [guest_session.sign_out_guest(self.host, h, remove_store_targets=tidy)
+                   for h in guest_session.mounted_guests(self.host)]
+        results += [session.sign_out(self.host, h, remove_store_targets=tidy)  # never raises
+                    for h in session.mounted_users(self.host)]
+        gone = [p for r in results for p in (*r.unmounted, *r.lazily_detached)]
+        failed = [f"{p}: {'; '.join(r.warnings)}" for r in results for p in r.failed]
         self._mounted = {h: m for h, m in self._mounted.items() if self._busy_on_host(h)}
         if failed:
             raise CryptohomeError(MOUNT_FATAL, "could not unmount " + ", ".join(failed))
@@ -419,7 +420,7 @@ class Cryptohome:
     @_rooted
     def start_session(self, account_id: str) -> str:
         """``StartSession``: the user's cryptohome must be mounted; state becomes ``started``.
-        The caller emits ``started`` (once per call, chromeos-facts.md §4)."""
+        The caller emits ``started`` (once per call, docs/chromeos.md §4.1)."""
         if self._take_failure("StartSession") is not None:
             raise SessionRefused("SessionFailed", "injected failure in StartSession")
         user_hash = self.hash_of(account_id)
@@ -484,7 +485,7 @@ class Cryptohome:
     def install_daemon(self, name: str, uid: int, gid: int, mode: int) -> list[str]:
         """Install a daemon's template ``/etc/daemon-store/<name>`` (owner ``uid:gid``, ``mode``)
         and run the boot step so its stores are shared self-binds (what the ebuild plus
-        chromeos_startup do, chromeos-facts.md §1). Returns the steps startup applied;
+        chromeos_startup do, docs/chromeos.md §1). Returns the steps startup applied;
         ``StartupFailed`` with startup's reasons if a store of this daemon is not ready."""
         template = self.check_install(name, mode)
         if self.host.exists(template):

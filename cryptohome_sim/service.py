@@ -1,7 +1,7 @@
 """D-Bus skin of the simulated cryptohome and session manager (the only module exporting D-Bus
 objects; dbus-fast ``ServiceInterface`` classes over :class:`cryptohome_sim.core.Cryptohome`).
 
-ChromeOS's API, byte for byte (design.md "D-Bus", chromeos-facts.md §4, §10):
+ChromeOS's API, byte for byte (docs/architecture.md §7, docs/chromeos.md §4, §8):
 
 ``org.chromium.UserDataAuth`` at ``/org/chromium/UserDataAuth``, every method ``(ay) -> (ay)``
 carrying a ``user_data_auth`` protobuf (:mod:`daemonstore.dbus.proto.UserDataAuth_pb2`):
@@ -26,128 +26,57 @@ A cryptohome refusal is a reply whose ``error`` is a ``CryptohomeErrorCode``; a 
 Who may call what is the bus policy's job (``daemonstore/dbus/policy/*.conf``).
 
 The two services use two connections, as cryptohomed and session_manager are two processes; both
-live in one asyncio loop, so the (not thread-safe) Host is only ever used from that loop.
+live in one asyncio loop. Every method that touches the (not thread-safe) Host runs in the
+Host's lane (daemonstore.hostlane: one worker thread, one job at a time), so a long sign-in
+never blocks the loop: a call that needs no Host is answered meanwhile.
 """
 
 import asyncio
-import functools
 import logging
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 from dbus_fast import BusType, DBusError, Message, MessageType, NameFlag, RequestNameReply
 from dbus_fast.aio import MessageBus
 from dbus_fast.annotations import DBusBool, DBusInt32, DBusSignature, DBusStr, DBusUInt32
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_signal
-from google.protobuf.message import DecodeError
-from google.protobuf.message import Message as ProtoMessage
 
-from cryptohome_sim.core import BadRequest, Cryptohome, CryptohomeError, SessionRefused
+from cryptohome_sim.core import Cryptohome
+from cryptohome_sim.methods import (
+    LANE,
+    LOOP,
+    MAX_REQUEST,
+    SALT,
+    Bytes,
+    Interface,
+    account_of,
+    proto_method,
+    session_errors,
+)
 from daemonstore.dbus import names
 from daemonstore.dbus.proto import UserDataAuth_pb2 as uda
 from daemonstore.errors import DaemonStoreError
 
 _log = logging.getLogger("cryptohome_sim")
 
-Bytes = Annotated[bytes, DBusSignature("ay")]
 StrList = Annotated[list[str], DBusSignature("as")]
-F = TypeVar("F", bound=Callable[..., Any])
-#: the largest request accepted (ChromeOS's are a few hundred bytes)
-MAX_REQUEST = 64 * 1024
+
+__all__ = ["MAX_REQUEST", "Service", "ServiceError"]
 
 
 class ServiceError(DaemonStoreError, RuntimeError):
     """The service could not be put on the bus (connection refused, name taken or denied)."""
 
 
-def _parse(cls: type[ProtoMessage], data: bytes) -> Any:
-    if len(data) > MAX_REQUEST:
-        raise DBusError(names.INVALID_ARGS, f"request of {len(data)} bytes is over the "
-                        f"{MAX_REQUEST}-byte limit")
-    request = cls()
-    try:
-        request.ParseFromString(bytes(data))
-    except DecodeError as exc:
-        raise DBusError(names.INVALID_ARGS, f"not a {cls.DESCRIPTOR.full_name}: {exc}") from None
-    return request
-
-
-def _account(request: Any, field: str) -> str:
-    """``AccountIdentifier.account_id`` (``email``, deprecated, as fallback)."""
-    ident = getattr(request, field)
-    return ident.account_id or ident.email
-
-
-def _refusal(reply_cls: type[ProtoMessage], code: int) -> ProtoMessage:
-    """A reply carrying ``error`` = ``code``; a reply without that field (GetSanitizedUsername,
-    GetSystemSalt, IsMounted) is sent empty, as ChromeOS does (chromeos-facts.md §3)."""
-    if "error" in reply_cls.DESCRIPTOR.fields_by_name:
-        return reply_cls(error=code)
-    return reply_cls()
-
-
-def _proto(request_cls: type[ProtoMessage], reply_cls: type[ProtoMessage]) -> Callable[[F], F]:
-    """Make ``fn(self, request) -> reply`` an ``(ay) -> (ay)`` method: parse, call, serialize.
-
-    A BadRequest becomes ``InvalidArgs``; a CryptohomeError the reply's ``error``; an OSError
-    the core did not expect ``MOUNT_FATAL`` (and a log line).
-    """
-
-    def wrap(fn: F) -> F:
-        @functools.wraps(fn)
-        def wrapper(self: "_Interface", data: Bytes) -> Bytes:
-            request = _parse(request_cls, data)
-            try:
-                reply = fn(self, request)
-            except BadRequest as exc:
-                raise DBusError(names.INVALID_ARGS, str(exc)) from None
-            except CryptohomeError as exc:
-                _log.info("%s refused: %s: %s", fn.__name__, exc.code_name, exc)
-                reply = _refusal(reply_cls, exc.code)
-            except OSError:
-                _log.exception("%s failed", fn.__name__)
-                reply = _refusal(reply_cls, uda.CRYPTOHOME_ERROR_MOUNT_FATAL)
-            return reply.SerializeToString()
-
-        del wrapper.__wrapped__  # dbus-fast reads the (ay) -> ay signature from the wrapper
-        wrapper.__annotations__ = {"data": Bytes, "return": Bytes}
-        return wrapper  # type: ignore[return-value]
-
-    return wrap
-
-
-def _session_errors(fn: F) -> F:
-    @functools.wraps(fn)
-    def wrapper(*args: Any) -> Any:
-        try:
-            return fn(*args)
-        except BadRequest as exc:
-            raise DBusError(names.INVALID_ARGS, str(exc)) from None
-        except SessionRefused as exc:
-            raise DBusError(f"{names.SESSION_ERROR}.{exc.kind}", str(exc)) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-class _Interface(ServiceInterface):
-    def __init__(self, name: str, core: Cryptohome) -> None:
-        super().__init__(name)
-        self._core = core
-
-    def _called(self, method: str, *args: object) -> None:
-        self._core.log_call(method, *args)
-        _log.info("%s.%s(%s)", self.name, method, ", ".join(repr(a) for a in args))
-
-
 # ---- cryptohome ------------------------------------------------------------------------------
 
 
-class CryptohomeMisc(_Interface):
+class CryptohomeMisc(Interface):
     def __init__(self, core: Cryptohome) -> None:
         super().__init__(names.MISC_IFACE, core)
 
     @dbus_method()
-    @_proto(uda.GetSanitizedUsernameRequest, uda.GetSanitizedUsernameReply)
+    @proto_method(uda.GetSanitizedUsernameRequest, uda.GetSanitizedUsernameReply, SALT)
     def GetSanitizedUsername(self, request: Any) -> Any:
         self._core.hash_of(request.username)  # validates (InvalidArgs) before the log
         self._called("GetSanitizedUsername", request.username)
@@ -155,13 +84,13 @@ class CryptohomeMisc(_Interface):
             sanitized_username=self._core.sanitized_username(request.username))
 
     @dbus_method()
-    @_proto(uda.GetSystemSaltRequest, uda.GetSystemSaltReply)
+    @proto_method(uda.GetSystemSaltRequest, uda.GetSystemSaltReply, SALT)
     def GetSystemSalt(self, request: Any) -> Any:
         self._called("GetSystemSalt")
         return uda.GetSystemSaltReply(salt=self._core.salt)
 
 
-class UserDataAuth(_Interface):
+class UserDataAuth(Interface):
     def __init__(self, core: Cryptohome) -> None:
         super().__init__(names.USERDATAAUTH_IFACE, core)
 
@@ -174,9 +103,9 @@ class UserDataAuth(_Interface):
         self.LowDiskSpace(uda.LowDiskSpace(disk_free_bytes=free_bytes).SerializeToString())
 
     @dbus_method()
-    @_proto(uda.StartAuthSessionRequest, uda.StartAuthSessionReply)
+    @proto_method(uda.StartAuthSessionRequest, uda.StartAuthSessionReply, SALT)
     def StartAuthSession(self, request: Any) -> Any:
-        account = _account(request, "account_id")
+        account = account_of(request, "account_id")
         self._core.hash_of(account)
         self._called("StartAuthSession", account, request.is_ephemeral_user)
         sid, exists = self._core.start_auth_session(account, ephemeral=request.is_ephemeral_user)
@@ -184,55 +113,55 @@ class UserDataAuth(_Interface):
                                          broadcast_id=sid)
 
     @dbus_method()
-    @_proto(uda.InvalidateAuthSessionRequest, uda.InvalidateAuthSessionReply)
+    @proto_method(uda.InvalidateAuthSessionRequest, uda.InvalidateAuthSessionReply, LOOP)
     def InvalidateAuthSession(self, request: Any) -> Any:
         self._called("InvalidateAuthSession")
         self._core.invalidate_auth_session(request.auth_session_id)
         return uda.InvalidateAuthSessionReply()
 
     @dbus_method()
-    @_proto(uda.CreatePersistentUserRequest, uda.CreatePersistentUserReply)
+    @proto_method(uda.CreatePersistentUserRequest, uda.CreatePersistentUserReply, LOOP)
     def CreatePersistentUser(self, request: Any) -> Any:
         self._called("CreatePersistentUser")
         return uda.CreatePersistentUserReply(
             sanitized_username=self._core.create_persistent_user(request.auth_session_id))
 
     @dbus_method()
-    @_proto(uda.AuthenticateAuthFactorRequest, uda.AuthenticateAuthFactorReply)
+    @proto_method(uda.AuthenticateAuthFactorRequest, uda.AuthenticateAuthFactorReply, LOOP)
     def AuthenticateAuthFactor(self, request: Any) -> Any:
         self._called("AuthenticateAuthFactor", *request.auth_factor_labels)
         self._core.authenticate_auth_factor(request.auth_session_id)
         return uda.AuthenticateAuthFactorReply()
 
     @dbus_method()
-    @_proto(uda.PreparePersistentVaultRequest, uda.PreparePersistentVaultReply)
+    @proto_method(uda.PreparePersistentVaultRequest, uda.PreparePersistentVaultReply)
     def PreparePersistentVault(self, request: Any) -> Any:
         self._called("PreparePersistentVault")
         return uda.PreparePersistentVaultReply(
             sanitized_username=self._core.prepare_persistent_vault(request.auth_session_id))
 
     @dbus_method()
-    @_proto(uda.PrepareEphemeralVaultRequest, uda.PrepareEphemeralVaultReply)
+    @proto_method(uda.PrepareEphemeralVaultRequest, uda.PrepareEphemeralVaultReply)
     def PrepareEphemeralVault(self, request: Any) -> Any:
         self._called("PrepareEphemeralVault")
         return uda.PrepareEphemeralVaultReply(
             sanitized_username=self._core.prepare_ephemeral_vault(request.auth_session_id))
 
     @dbus_method()
-    @_proto(uda.PrepareGuestVaultRequest, uda.PrepareGuestVaultReply)
+    @proto_method(uda.PrepareGuestVaultRequest, uda.PrepareGuestVaultReply)
     def PrepareGuestVault(self, request: Any) -> Any:
         self._called("PrepareGuestVault")
         return uda.PrepareGuestVaultReply(sanitized_username=self._core.prepare_guest_vault())
 
     @dbus_method()
-    @_proto(uda.UnmountRequest, uda.UnmountReply)
+    @proto_method(uda.UnmountRequest, uda.UnmountReply)
     def Unmount(self, request: Any) -> Any:
         self._called("Unmount")
         self._core.unmount()
         return uda.UnmountReply()
 
     @dbus_method()
-    @_proto(uda.IsMountedRequest, uda.IsMountedReply)
+    @proto_method(uda.IsMountedRequest, uda.IsMountedReply)
     def IsMounted(self, request: Any) -> Any:
         if request.username:
             self._core.hash_of(request.username)
@@ -241,16 +170,16 @@ class UserDataAuth(_Interface):
         return uda.IsMountedReply(is_mounted=mounted, is_ephemeral_mount=ephemeral)
 
     @dbus_method()
-    @_proto(uda.RemoveRequest, uda.RemoveReply)
+    @proto_method(uda.RemoveRequest, uda.RemoveReply)
     def Remove(self, request: Any) -> Any:
-        account = _account(request, "identifier")
+        account = account_of(request, "identifier")
         self._core.hash_of(account)
         self._called("Remove", account)
         self._core.remove(account)
         return uda.RemoveReply()
 
 
-class Control(_Interface):
+class Control(Interface):
     """Test control, never needed by a real client (python-dbusmock's ``AddSession``,
     ``GetCalls``, ``ClearCalls``)."""
 
@@ -259,14 +188,17 @@ class Control(_Interface):
         self._uda = uda_iface
 
     @dbus_method()
-    @_session_errors
-    def AddUser(self, username: DBusStr) -> DBusStr:
-        user_hash = self._core.add_user(username)
-        self._called("AddUser", username)
-        return user_hash
+    @session_errors
+    async def AddUser(self, username: DBusStr) -> DBusStr:
+        def call() -> str:
+            user_hash = self._core.add_user(username)
+            self._called("AddUser", username)
+            return user_hash
+
+        return await self._run(SALT, call)
 
     @dbus_method()
-    @_session_errors
+    @session_errors
     def InjectFailure(self, method: DBusStr, step: DBusInt32) -> None:
         self._core.inject_failure(method, step)
         self._called("InjectFailure", method, step)
@@ -286,18 +218,21 @@ class Control(_Interface):
         self._core.clear_calls()
 
     @dbus_method()
-    @_session_errors
-    def InstallDaemon(self, name: DBusStr, uid: DBusUInt32, gid: DBusUInt32,
-                      mode: DBusUInt32) -> StrList:
+    @session_errors
+    async def InstallDaemon(self, name: DBusStr, uid: DBusUInt32, gid: DBusUInt32,
+                            mode: DBusUInt32) -> StrList:
         self._core.check_install(name, mode)
         self._called("InstallDaemon", name, uid, gid, f"{mode:04o}")
-        return self._core.install_daemon(name, uid, gid, mode)
+        return await self._run(LANE, lambda: self._core.install_daemon(name, uid, gid, mode))
 
     @dbus_method()
-    def GetMountinfo(self, namespace: DBusStr) -> DBusStr:
-        if namespace and namespace not in self._core.host.namespaces():
-            raise DBusError(names.INVALID_ARGS, f"no namespace {namespace!r}")
-        return self._core.host.mountinfo(namespace or self._core.namespace)
+    async def GetMountinfo(self, namespace: DBusStr) -> DBusStr:
+        def call() -> str:
+            if namespace and namespace not in self._core.host.namespaces():
+                raise DBusError(names.INVALID_ARGS, f"no namespace {namespace!r}")
+            return self._core.host.mountinfo(namespace or self._core.namespace)
+
+        return await self._run(LANE, call)
 
     @dbus_method()
     def EmitLowDiskSpace(self, free_bytes: Annotated[int, DBusSignature("t")]) -> None:
@@ -309,7 +244,7 @@ class Control(_Interface):
 # ---- session manager -------------------------------------------------------------------------
 
 
-class SessionManager(_Interface):
+class SessionManager(Interface):
     def __init__(self, core: Cryptohome) -> None:
         super().__init__(names.SESSION_IFACE, core)
 
@@ -323,12 +258,18 @@ class SessionManager(_Interface):
         self.SessionStateChanged(state)
 
     @dbus_method()
-    @_session_errors
-    def StartSession(self, account_id: DBusStr, unique_identifier: DBusStr) -> None:
-        """``started`` once per call (chromeos-facts.md §4); the argument is unused."""
-        self._core.hash_of(account_id)
-        self._called("StartSession", account_id)
-        self._core.start_session(account_id)
+    @session_errors
+    async def StartSession(self, account_id: DBusStr, unique_identifier: DBusStr) -> None:
+        """``started`` once per call (docs/chromeos.md §4.1); the argument is unused. The
+        check that the user is mounted is Host work (the lane); the signal goes from the
+        loop."""
+
+        def call() -> None:
+            self._core.hash_of(account_id)
+            self._called("StartSession", account_id)
+            self._core.start_session(account_id)
+
+        await self._run(LANE, call)
         self._emit(names.STARTED)
 
     def _stop(self) -> None:
@@ -338,7 +279,7 @@ class SessionManager(_Interface):
         self._emit(names.STOPPED)
 
     @dbus_method()
-    @_session_errors
+    @session_errors
     def StopSession(self, unique_identifier: DBusStr) -> None:
         """Ends every session: one ``stopping``, one ``stopped`` (the argument is ignored, as
         in ChromeOS); cryptohome's Unmount comes afterwards (ui-post-stop order)."""
@@ -346,7 +287,7 @@ class SessionManager(_Interface):
         self._stop()
 
     @dbus_method()
-    @_session_errors
+    @session_errors
     def StopSessionWithReason(self, reason: DBusUInt32) -> None:
         self._called("StopSessionWithReason", reason)
         self._stop()

@@ -16,9 +16,9 @@ sign-in     sign_in, sign_out, plan_sign_in, plan_sign_out, SignInPlan, SignOutP
             SessionResult, SignOutResult, SignInError, mounted_users
 jail        parse_jail_args, plan_jail, apply_jail, exec_jail, store_jail_argv, JailSpec,
             JailSpecError, JailError
-daemons     DaemonStoreClient, PrimaryStore, NoPrimaryUser, store_status, require_store,
-            StoreStatus, StoreNotMounted, user_store_path, load_or_create_salt, read_salt,
-            SaltMissing
+daemons     DaemonStoreClient, PrimaryStore, StoreSession, NoPrimaryUser, store_status,
+            require_store, store_status_here, require_store_here, StoreStatus,
+            StoreNotMounted, user_store_path, load_or_create_salt, read_salt, SaltMissing
 testing     World, KernelWorld, DaemonView, WorldError, kernel_world
 ==========  ==================================================================================
 
@@ -50,9 +50,11 @@ _HOMES: dict[str, tuple[str, ...]] = {
     "daemonstore.jail.options": ("JailSpecError",),
     "daemonstore.jail.plan": ("JailError", "apply_jail", "exec_jail", "plan_jail",
                               "store_jail_argv"),
-    "daemonstore.daemon.client": ("DaemonStoreClient", "NoPrimaryUser", "PrimaryStore"),
+    "daemonstore.daemon.client": ("DaemonStoreClient", "NoPrimaryUser", "PrimaryStore",
+                                  "StoreSession"),
     "daemonstore.daemon.store_check": ("StoreNotMounted", "StoreStatus", "require_store",
-                                       "store_status"),
+                                       "require_store_here", "store_status",
+                                       "store_status_here"),
     "daemonstore.daemon.salt": ("SaltMissing", "load_or_create_salt", "read_salt",
                                 "user_store_path"),
     "daemonstore.world": ("DaemonView", "KernelWorld", "World", "WorldError", "kernel_world"),

@@ -2,13 +2,13 @@
 for ``--root`` and its life cycle (:func:`host_for`), the ``--system`` interlock, the system bus
 address, and the ``-v`` step log.
 
-design.md "Running on a real system": every command's root is ``/`` by default; a command that
+docs/architecture.md §10: every command's root is ``/`` by default; a command that
 changes mounts refuses the machine's *initial* mount namespace unless given ``--system`` (init
 scripts pass it; tests never do). Anywhere else (a container, a test namespace) no flag is
 needed. :func:`check_interlock` is that rule; it asks :func:`in_initial_namespace`, looked up
 here at call time so a test injects the answer without touching any namespace.
 
-design.md: "every command exits non-zero with a one-line reason on bad input" -- 2 for bad input
+docs/architecture.md §9: every non-zero exit prints a one-line reason -- 2 for bad input
 or an environment the command cannot run in, 1 for a finding or a failure of the work itself.
 
 The backends are opened through :func:`open_host` and :func:`open_reader`, looked up here at
@@ -129,7 +129,7 @@ def host_for(root: str, *, read_only: bool = False, system: bool = False,
 
 
 def bus_address(address: str | None, root: str = "/") -> str:
-    """The system bus (design.md "D-Bus"): ``address`` if given, else
+    """The system bus (docs/architecture.md §7): ``address`` if given, else
     ``$DBUS_SYSTEM_BUS_ADDRESS``, else the socket at ``/run/dbus/system_bus_socket`` under
     ``root``."""
     if address:

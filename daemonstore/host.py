@@ -1,8 +1,8 @@
 """The interface both backends implement: the pure model and the real kernel.
 
 Components (startup, the sign-in hook, the namespace helper, cryptohome_sim) are written once
-against :class:`Host` and run unchanged on either backend (design.md, "One interface, two
-backends").
+against :class:`Host` and run unchanged on either backend (docs/architecture.md
+§2).
 
 Paths
 -----
@@ -14,8 +14,8 @@ targets are resolved against the sandbox root (like ``openat2(RESOLVE_IN_ROOT)``
 Errors
 ------
 Every failure is an ``OSError`` whose ``errno`` is exactly what the kernel gives for the same
-operation (style.md habit 3), with ``filename`` set to the sandbox path involved. Callers compare
-errnos, never messages.
+operation (docs/architecture.md §2), with ``filename`` set to the sandbox path involved. Callers
+compare errnos, never messages.
 
 ``safe=True`` on an operation means: no symlink may appear in *any* component of the path
 (``RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS``); meeting one is ``ELOOP``. Components use it
@@ -37,9 +37,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
+from daemonstore.records import fast_init
+
 
 class Propagation(StrEnum):
-    """Propagation types, in the kernel's own words (style.md: use the kernel vocabulary)."""
+    """Propagation types, in the kernel's own words (docs/architecture.md §11)."""
 
     SHARED = "shared"
     SLAVE = "slave"
@@ -47,6 +49,7 @@ class Propagation(StrEnum):
     UNBINDABLE = "unbindable"
 
 
+@fast_init  # one per lstat/stat on the kernel (records.py)
 @dataclass(frozen=True)
 class Stat:
     """The subset of ``struct stat`` components need; ``mode`` includes the file type bits."""
@@ -197,6 +200,15 @@ class Host(Protocol):
         """
         ...
 
+    def watch_mounts(self, notify: Callable[[], None]) -> Callable[[], None]:
+        """Call ``notify()`` after the mount table of the current namespace may have changed,
+        until the returned function is called. A call may be spurious; a change after this
+        returns is never missed. The model calls it synchronously after each of its mount
+        operations (any namespace); the kernel from the running asyncio loop, after any change
+        to the namespace current now, by anyone (``POLLPRI`` on ``/proc/self/mountinfo``): call
+        it from a coroutine. What a daemon waits on instead of polling (daemon/client.py)."""
+        ...
+
     # ---- files (resolved through the mount tree of the current namespace) ---------------------
     def mkdir(self, path: str, mode: int = 0o755, *, parents: bool = False,
               safe: bool = False) -> None:
@@ -271,7 +283,7 @@ class Host(Protocol):
         stable: a check of PATH only)."""
         ...
 
-    # ---- space (the low-disk cleanup, chromeos-facts.md §6) -----------------------------------
+    # ---- space (the low-disk cleanup, docs/chromeos.md §6) -----------------------------------
     def statvfs(self, path: str, *, safe: bool = False) -> tuple[int, int]:
         """``statvfs(2)`` of the filesystem PATH resolves onto: ``(total, free)`` in bytes, i.e.
         ``(f_blocks * f_frsize, f_bavail * f_frsize)`` -- free as cryptohome measures it

@@ -1,10 +1,10 @@
-"""``daemonstore install``: the system files that make daemonstore a system (design.md "Running on
-a real system"), rendered here as data and written idempotently under a prefix (DESTDIR style).
+"""``daemonstore install``: the system files that make daemonstore a system (docs/architecture.md
+§10), rendered here as data and written idempotently under a prefix (DESTDIR style).
 
 * ``/etc/dbus-1/system.d/*.conf``: every policy shipped in ``daemonstore/dbus/policy`` (default
   deny; root owns the names and may call everything; the queries ChromeOS opens to everyone);
 * ``/etc/tmpfiles.d/daemonstore.conf``: ``/run/daemon-store{,-cache}`` 0755 root:root at boot
-  (chromeos-facts.md §1: ChromeOS's tmpfiles.d makes them before chromeos_startup);
+  (docs/chromeos.md §1.2: ChromeOS's tmpfiles.d makes them before chromeos_startup);
 * ``/etc/init/daemonstore-startup.conf`` and ``daemonstore-hook.conf``: upstart jobs, startup as a
   task run before ``boot-services`` (where chromeos_startup's step sits), the hook respawned once
   dbus is up;
@@ -58,7 +58,7 @@ def _policies() -> list[SystemFile]:
 
 
 TMPFILES_TEXT = """\
-# daemonstore: the daemon-store roots (chromeos-facts.md §1); daemonstore-startup mounts
+# daemonstore: the daemon-store roots (docs/chromeos.md §1.2); daemonstore-startup mounts
 # /run/daemon-store{,-cache}/<daemon> below them at boot.
 d /run/daemon-store 0755 root root -
 d /run/daemon-store-cache 0755 root root -

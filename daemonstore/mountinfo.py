@@ -1,10 +1,10 @@
 """Parse, render and canonicalize ``/proc/PID/mountinfo`` (proc_pid_mountinfo(5)).
 
-The canonical form is what "the model equals the kernel" means (design.md, "Two results are
-equal when their canonical forms are equal"): per namespace, the mount tree by mount-point path
+The canonical form is what "the model equals the kernel" means (docs/propagation.md §5: two results
+are equal when their canonical forms are equal): per namespace, the mount tree by mount-point path
 and stacking order, each mount with its source, fstype, root and unbindable flag; peer groups and
-masters as a relabelled partition (ids renamed in order of first appearance); errors by
-(line, errno). Raw mount ids, group ids and device numbers never take part.
+masters as a relabelled partition (ids renamed in order of first appearance); errors by (line,
+errno). Raw mount ids, group ids and device numbers never take part.
 """
 
 from __future__ import annotations

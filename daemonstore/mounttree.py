@@ -3,7 +3,7 @@ rule for "which mount is at this path".
 
 Questions such as "is this store mounted, by itself, shared?" are answered from
 ``host.mountinfo()`` read once per run, never by probing paths (design guidance;
-chromeos-facts.md §1: the original never checks).
+docs/chromeos.md §1: the original never checks).
 
 **The top of the stack at a path** is the mount a path lookup lands on: :meth:`MountView.top`.
 It walks from the root mount one component at a time, always onto the top of the stack at each

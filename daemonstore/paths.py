@@ -1,4 +1,4 @@
-"""ChromeOS path rules, daemon-name and user-hash validation (design.md, "Paths and names").
+"""ChromeOS path rules, daemon-name and user-hash validation (docs/architecture.md §5).
 
 All paths are sandbox-absolute (``/`` is the host's root, see host.py). Validation raises
 :class:`NameError_` subclasses of ValueError whose message names the value and the reason.
@@ -14,15 +14,15 @@ from daemonstore.errors import DaemonStoreError
 ETC_DAEMON_STORE = "/etc/daemon-store"
 RUN_DAEMON_STORE = "/run/daemon-store"
 RUN_DAEMON_STORE_CACHE = "/run/daemon-store-cache"
-#: both kinds of store, in the order startup creates them (chromeos-facts.md §1)
+#: both kinds of store, in the order startup creates them (docs/chromeos.md §1)
 STORE_BASES = (RUN_DAEMON_STORE, RUN_DAEMON_STORE_CACHE)
 SHADOW = "/home/.shadow"
 SALT = "/home/.shadow/salt"
 SALT_FALLBACK = "/var/lib/system_salt"
 SALT_LENGTH = 16  # kCryptohomeDefaultSaltLength
-MAX_SALT = 1 << 20  # a legacy salt is kept if 0 < size <= 1 MiB (chromeos-facts.md §3)
+MAX_SALT = 1 << 20  # a legacy salt is kept if 0 < size <= 1 MiB (docs/chromeos.md §3)
 MNT_CHROME = "/run/namespaces/mnt_chrome"
-#: where an ephemeral (guest) vault is mounted (chromeos-facts.md §2, PerformEphemeralMount)
+#: where an ephemeral (guest) vault is mounted (docs/chromeos.md §2.6, PerformEphemeralMount)
 EPHEMERAL_MOUNT = "/run/cryptohome/ephemeral_mount"
 CACHE_DIR = ".cache"
 GUEST_USER = "$guest"
@@ -87,7 +87,7 @@ def check_username(name: str) -> str:
 def sanitize_username(salt: bytes, username: str) -> str:
     """``brillo::cryptohome::home::SanitizeUserNameWithSalt``: hex(SHA1(salt || lower(user))).
 
-    Lower-casing is bytewise ASCII ``tolower`` (chromeos-facts.md §3), not Unicode lower().
+    Lower-casing is bytewise ASCII ``tolower`` (docs/chromeos.md §3), not Unicode lower().
     """
     raw = username.encode("utf-8")
     lowered = bytes(b + 32 if 0x41 <= b <= 0x5A else b for b in raw)

@@ -9,7 +9,7 @@ request) with:
   the daemon's ebuild does) and the boot step, so ``/run/daemon-store{,-cache}/foo`` are shared
   self-binds;
 * ``world.daemon("foo")``: a :class:`DaemonView`, the daemon's mount namespace built by the
-  namespace helper's planner the way minijail sets up a daemon (chromeos-facts.md §5): a slave
+  namespace helper's planner the way minijail sets up a daemon (docs/chromeos.md §5): a slave
   clone of the root namespace, a private tmpfs on ``/run``, recursive binds of its stores only;
 * ``world.login("alice")`` / ``world.logout("alice")``: sign-in and sign-out through
   :mod:`daemonstore.session` (``vault="loop"`` on the kernel: an ext4 image on a loop device);
@@ -18,12 +18,10 @@ request) with:
   ``paths.sanitize_username`` with the salt at ``/home/.shadow/salt`` (16 bytes, created if
   missing: seeded random bytes on the model, ``os.urandom`` on the kernel).
 
-On the kernel a body has to run inside ``run_in_sandbox``'s forked child (a private mount
-namespace on a tmpfs sandbox): :class:`KernelWorld` records the set-up and runs
-``world.run(body)`` there -- which a model World also has, so one body serves both;
-:func:`kernel_world` is the one-call form.
-
-``World.bus`` is None here; the D-Bus variant (cryptohome_sim) attaches its client there.
+On the kernel the body runs in ``run_in_sandbox``'s forked child (a private mount namespace on
+a tmpfs sandbox): the pytest plugin runs a whole test there; :class:`KernelWorld` records set-up
+and runs ``world.run(body)`` there (a model World has ``run`` too); :func:`kernel_world` is the
+one-call form. The bus worlds (:mod:`daemonstore.testing.bus`) set ``bus`` and ``cryptohome``.
 """
 
 from __future__ import annotations
@@ -34,9 +32,10 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from daemonstore import paths
+from daemonstore import mountinfo, paths
 from daemonstore.boot.seed import install_template
 from daemonstore.daemon.salt import load_or_create_salt
+from daemonstore.daemon.store_check import StoreStatus, store_status
 from daemonstore.errors import DaemonStoreError
 from daemonstore.host import Host, OpenFile, Propagation, Stat, in_namespace
 from daemonstore.session import (
@@ -57,17 +56,16 @@ class WorldError(DaemonStoreError, RuntimeError):
     """The world could not be set up as asked (e.g. startup refused a template)."""
 
 
-# ---- the world -----------------------------------------------------------------------------
-
-
 class World:
     """A Host with daemon templates, stores, users and daemon namespaces (module docstring)."""
 
     def __init__(self, host: Host, *,
                  random_bytes: Callable[[int], bytes] = os.urandom) -> None:
         self.host = host
-        #: cryptohome_sim attaches its D-Bus client here (None: sign-in runs in-process)
+        #: the bus worlds attach a D-Bus client and the running cryptohome-sim (testing.bus);
+        #: None: sign-in runs in-process
         self.bus: Any = None
+        self.cryptohome: Any = None
         #: the namespace sign-in runs in (the root namespace of the simulated machine)
         self.namespace = host.current_namespace()
         self.users: dict[str, str] = {}            # username -> hash, once hashed
@@ -139,7 +137,7 @@ class World:
     def start_stores(self, daemon: str) -> None:
         """Mount ``/run/daemon-store{,-cache}/<daemon>`` exactly as chromeos_startup does, with
         none of startup's template checks: mkdir 0755, self-bind, make shared
-        (chromeos-facts.md §1). For stores startup would not make: a template it refuses (a
+        (docs/chromeos.md §1). For stores startup would not make: a template it refuses (a
         world-writable one), or none at all."""
         host = self.host
         with self.in_namespace(self.namespace):
@@ -149,9 +147,16 @@ class World:
                 host.bind(store, store, safe=True)
                 host.make(store, Propagation.SHARED, safe=True)
 
-    def daemon(self, name: str) -> DaemonView:
-        """Start a daemon's namespace now (see :class:`DaemonView`)."""
+    def daemon(self, name: str, *, missing_ok: bool = False) -> DaemonView:
+        """Start a daemon's namespace now (see :class:`DaemonView`).
+
+        A daemon with no store at all (``/run/daemon-store{,-cache}/<name>``) is a
+        :class:`WorldError` naming what to call (a misspelt name must not give a view that
+        silently never sees anything); ``missing_ok=True`` starts it anyway, as a daemon
+        started before its store exists (a template installed without a reboot)."""
         paths.check_daemon_name(name)
+        if not missing_ok:
+            self._check_stores(name)
         taken = set(self.host.namespaces())
         ns, n = f"daemon-{name}", 1
         while ns in taken:
@@ -160,6 +165,19 @@ class World:
         view = DaemonView(self, name, ns)
         self._views.append(view)
         return view
+
+    def _check_stores(self, name: str) -> None:
+        with self.in_namespace(self.namespace):
+            if any(_is_dir(self.host, paths.store(name, c)) for c in (False, True)):
+                return
+            template = paths.template(name)
+            fix = (f"call world.run_startup() or world.start_stores({name!r})"
+                   if _is_dir(self.host, template) else
+                   f"no template ({template}): call world.install_daemon({name!r}, uid, gid, "
+                   "mode) or list it in @pytest.mark.daemonstore(daemons=[...])")
+        raise WorldError(f"daemon {name!r} has no store ({paths.store(name, False)}): {fix} "
+                         f"first, or world.daemon({name!r}, missing_ok=True) for a daemon "
+                         "started without its store")
 
     # -- users
     @property
@@ -204,8 +222,7 @@ class World:
         return user_hash
 
     def logout_guest(self, *, remove_store_targets: bool = False) -> SignOutResult:
-        """Sign the guest out (``guest.sign_out_guest``): the ephemeral vault is gone; the
-        empty store targets stay, as on ChromeOS, unless ``remove_store_targets``."""
+        """Sign the guest out (``guest.sign_out_guest``): its vault goes; targets as logout's."""
         user_hash = self.hash_of(paths.GUEST_USER)
         with self.in_namespace(self.namespace):
             result = guest.sign_out_guest(self.host, user_hash,
@@ -215,27 +232,14 @@ class World:
         self.guest = None
         return result
 
-    def store_source(self, user: str, daemon: str, *, cache: bool = False) -> tuple[str, str]:
-        """(namespace, path) of the bind source of ``user``'s store while signed in: the
-        mounted vault's ``root[/.cache]/<d>`` in the root namespace, or for the signed-in
-        guest the ephemeral vault's in mnt_chrome."""
-        user_hash = self.hash_of(user)
-        sub = f"root/{paths.CACHE_DIR}" if cache else "root"
-        name = paths.check_daemon_name(daemon)
-        if user_hash == self.guest and self.chrome_namespace is not None:
-            return self.chrome_namespace, f"{paths.ephemeral_mount(user_hash)}/{sub}/{name}"
-        return self.namespace, f"{paths.vault_mount(user_hash)}/{sub}/{name}"
-
     def logout(self, user: str, *, kill_holders: bool = False,
                remove_store_targets: bool = False) -> SignOutResult:
         """Sign one user out (``session.sign_out``), for tests. ChromeOS has no per-user
         sign-out: ``StopSession`` ends every session and ``Unmount{}`` unmounts everyone (what
         the bus worlds and ``daemonstore logout`` do); README "Known deviations".
         ``kill_holders`` ends whatever keeps the user's mounts busy first (``process_killer
-        --mount_holders``; on the model a daemon's holds go). The empty store targets
-        ``/run/daemon-store{,-cache}/<d>/<H>`` stay, as on a device, so a daemon that writes
-        wherever the directory exists fails its test here too; ``remove_store_targets``
-        removes them."""
+        --mount_holders``; on the model a daemon's holds go). The empty store targets stay, as
+        on a device (a naive daemon fails here too), unless ``remove_store_targets``."""
         user_hash = self.hash_of(user)
         with self.in_namespace(self.namespace):
             result = sign_out(self.host, user_hash, kill_holders=kill_holders,
@@ -275,7 +279,7 @@ class World:
 class DaemonView:
     """A daemon's mount namespace, built by the namespace helper itself (``jail.plan_jail`` /
     ``jail.apply_jail``, the one implementation of "how a daemon is jailed") from the documented
-    recipe (chromeos-facts.md §4-5; ``jail.store_jail_argv``)::
+    recipe (docs/chromeos.md §4-5; ``jail.store_jail_argv``)::
 
         daemonstore jail -v -Kslave -k tmpfs,/run,tmpfs,MS_NODEV|MS_NOEXEC|MS_NOSUID
             -k /run/daemon-store/<d>,/run/daemon-store/<d>,none,MS_BIND|MS_REC  (and -cache)
@@ -311,17 +315,30 @@ class DaemonView:
         return _join(paths.user_store(self.daemon, self.world.hash_of(user), cache), relpath)
 
     def sees_store(self, user: str, *, cache: bool = False) -> bool:
-        """Does the daemon's store path for ``user`` lead into the user's vault? (Not just
-        "does the directory exist": the empty target outlives a sign-out on ChromeOS,
-        chromeos-facts.md §7 item 1.)"""
+        """Does this daemon see ``user``'s store? Answered from the mount tables alone (never
+        from the world's records of who signed in): :meth:`store_status`."""
+        return self.store_status(user, cache=cache).mounted
+
+    def store_status(self, user: str, *, cache: bool = False) -> StoreStatus:
+        """``store_check.store_status`` in this namespace (the mount reached at the store path
+        binds a vault's ``root[/.cache]/<d>``: not the empty target a sign-out leaves), and that
+        vault is *this user's*: same device and root as a mount at the user's vault mount point
+        in any namespace (a guest's is in mnt_chrome)."""
         world = self.world
-        namespace, source = world.store_source(user, self.daemon, cache=cache)
-        with world.in_namespace(namespace):
-            want = _stat(world.host, source)
+        user_hash = world.hash_of(user)
         with world.in_namespace(self.namespace):
-            got = _stat(world.host, self.path(user, cache=cache))
-        return want is not None and got is not None and (got.dev, got.ino) == (want.dev,
-                                                                               want.ino)
+            status = store_status(world.host, self.daemon, user_hash, cache=cache)
+        if not status.mounted or status.entry is None:
+            return status
+        sub = paths.store_in_vault(self.daemon, cache)
+        vaults = _vault_mounts(world.host, user_hash)
+        if any((status.entry.dev, status.entry.root) == (dev, _join(root, sub))
+               for dev, root in vaults):
+            return status
+        why = ("no vault of this user is mounted" if not vaults
+               else "the mount there is not a bind of this user's vault")
+        return StoreStatus(status.path, False, f"{why} (the mount has root "
+                           f"{status.entry.root!r} on {status.entry.dev})", status.entry)
 
     def read(self, user: str, relpath: str, *, cache: bool = False) -> bytes:
         with self.world.in_namespace(self.namespace):
@@ -370,9 +387,15 @@ class DaemonView:
             return self.world.host.listdir(path, safe=True)
 
     def visible_users(self, *, cache: bool = False) -> list[str]:
-        """Hashes whose store this daemon sees (see :meth:`sees_store`)."""
-        return [h for h in self.listdir(cache=cache) if paths.is_hash(h)
-                and self.sees_store(h, cache=cache)]
+        """Hashes whose store this daemon sees (:meth:`sees_store`), in mount order: the
+        mounts at ``/run/daemon-store[-cache]/<d>/<H>`` in this namespace's table."""
+        base = paths.store(self.daemon, cache) + "/"
+        found: list[str] = []
+        for e in mountinfo.parse(self.mountinfo()):
+            name = e.mount_point[len(base):] if e.mount_point.startswith(base) else ""
+            if paths.is_hash(name) and name not in found and self.sees_store(name, cache=cache):
+                found.append(name)
+        return found
 
     def mountinfo(self) -> str:
         return self.world.host.mountinfo(self.namespace)
@@ -381,12 +404,9 @@ class DaemonView:
 # ---- the kernel --------------------------------------------------------------------------------
 
 
-def _in_kernel_world(host: Host, setup: Sequence[tuple[str, tuple, dict]],
-                     fn: Callable[..., R], args: tuple[Any, ...]) -> R:
-    world = World(host)
-    for method, margs, mkwargs in setup:
-        getattr(world, method)(*margs, **mkwargs)
-    return fn(world, *args)
+def _in_kernel_world(host: Host, handle: KernelWorld, fn: Callable[..., R],
+                     args: tuple[Any, ...]) -> R:
+    return fn(handle.replay(World(host)), *args)
 
 
 def kernel_world(fn: Callable[..., R], *args: Any,
@@ -415,16 +435,22 @@ class KernelWorld:
     def start_stores(self, daemon: str) -> None:
         self._setup.append(("start_stores", (daemon,), {}))
 
+    def replay(self, world: World) -> World:
+        """Make the recorded set-up calls on ``world`` (a kernel World in the sandbox child)."""
+        for method, args, kwargs in self._setup:
+            getattr(world, method)(*args, **kwargs)
+        return world
+
     def run(self, fn: Callable[..., R], *args: Any) -> R:
         from daemonstore.kernel.sandbox import run_in_sandbox
 
-        return run_in_sandbox(_in_kernel_world, list(self._setup), fn, args)
+        return run_in_sandbox(_in_kernel_world, self, fn, args)
 
     def __getattr__(self, name: str) -> Any:
         raise AttributeError(
-            f"KernelWorld has no {name!r} in the pytest process: on the kernel the test body "
-            "runs in the sandbox child; put it in a function body(world) and call "
-            "world.run(body) (a model World has run() too)")
+            f"KernelWorld has no {name!r} in the pytest process: a kernel world lives in the "
+            "sandbox child, where the plugin runs a daemonstore_world test's whole body; "
+            "elsewhere put the body in a function body(world) and call world.run(body)")
 
 
 # ---- helpers -----------------------------------------------------------------------------------
@@ -459,13 +485,16 @@ def _join(base: str, relpath: str) -> str:
     return f"{base.rstrip('/')}/{relpath}"
 
 
-def _stat(host: Host, path: str) -> Stat | None:
-    try:
-        return host.stat(path, safe=True)
-    except OSError:
-        return None
+def _vault_mounts(host: Host, user_hash: str) -> list[tuple[str, str]]:
+    """(dev, root) of every mount at the user's vault mount point (a persistent user's, or a
+    guest's ephemeral one) in any namespace of the host: where the user's vault is mounted."""
+    points = {paths.vault_mount(user_hash), paths.ephemeral_mount(user_hash)}
+    return [(e.dev, e.root) for ns in host.namespaces()
+            for e in mountinfo.parse(host.mountinfo(ns)) if e.mount_point in points]
 
 
 def _is_dir(host: Host, path: str) -> bool:
-    st = _stat(host, path)
-    return st is not None and st.is_dir
+    try:
+        return host.stat(path, safe=True).is_dir
+    except OSError:
+        return False

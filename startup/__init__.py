@@ -1,7 +1,7 @@
 """The chromeos_startup step: ``daemonstore-startup`` (console script ``startup.cli:main``).
 
 ``chromeos_startup`` runs it at boot: each ``/etc/daemon-store/<d>`` template becomes shared
-``/run/daemon-store{,-cache}/<d>`` mounts (chromeos-facts.md §1). The planner and apply it runs
+``/run/daemon-store{,-cache}/<d>`` mounts (docs/chromeos.md §1). The planner and apply it runs
 are the library's :mod:`daemonstore.boot`, which the sign-in hook, ``repair`` and the simulated
 worlds share; this package is the boot-time entry point and nothing else, so the library never
 imports it.

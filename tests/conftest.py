@@ -9,20 +9,13 @@ mount namespace (``daemonstore.kernel.sandbox.run_in_sandbox``), never in the py
 
 from __future__ import annotations
 
-import os
 import shutil
 
 import pytest
 
 from cryptohome_sim.bus import find_dbus_daemon
 from daemonstore.kernel.sandbox import kernel_unavailable_reason
-
-
-def _skip_or_fail(what: str, reason: str) -> None:
-    if "CI" in os.environ:
-        pytest.fail(f"CI is set, so {what} tests must run, but they cannot: {reason}",
-                    pytrace=False)
-    pytest.skip(reason)
+from daemonstore.testing.settings import skip_or_fail  # the plugin's rule, one for the suite
 
 
 @pytest.fixture(scope="session")
@@ -37,18 +30,18 @@ def _require_kernel(request: pytest.FixtureRequest) -> None:
         return
     reason = request.getfixturevalue("kernel_reason")
     if reason is not None:
-        _skip_or_fail("kernel", reason)
+        skip_or_fail("kernel", reason)
 
 
 @pytest.fixture(autouse=True)
 def _require_dbus_daemon(request: pytest.FixtureRequest) -> None:
     if request.node.get_closest_marker("dbus") is None or find_dbus_daemon() is not None:
         return
-    _skip_or_fail("D-Bus", "dbus-daemon is not installed (Debian package 'dbus')")
+    skip_or_fail("D-Bus", "dbus-daemon is not installed (Debian package 'dbus')")
 
 
 @pytest.fixture(autouse=True)
 def _require_valgrind(request: pytest.FixtureRequest) -> None:
     if request.node.get_closest_marker("valgrind") is None or shutil.which("valgrind"):
         return
-    _skip_or_fail("valgrind", "valgrind is not installed (Debian package 'valgrind')")
+    skip_or_fail("valgrind", "valgrind is not installed (Debian package 'valgrind')")

@@ -1,6 +1,6 @@
 """ChromeOS-faithful sign-out, written once against a World so it runs on the model and (in
 run_in_sandbox's child) on the kernel: sign-out leaves the empty per-user targets
-``/run/daemon-store{,-cache}/<d>/<H>`` (chromeos-facts.md §7 item 1), so a daemon that writes
+``/run/daemon-store{,-cache}/<d>/<H>`` (docs/chromeos.md §7 item 1), so a daemon that writes
 wherever the directory exists writes into /run's tmpfs after sign-out -- here as on a device --
 and a daemon that asks ``store_check`` never does.
 

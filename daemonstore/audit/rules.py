@@ -1,6 +1,6 @@
 """The audit's rules: one function per rule, each turning a parsed jail into Findings (pure).
 
-Sources cited in the findings (chromeos-facts.md lists what was read and at which commit):
+Sources cited in the findings (docs/chromeos.md names what was read):
 
 * the guide: ChromiumOS ``sandboxing.md`` ("Sandboxing ChromeOS system services"; mirror
   ``KeithIMyers/chromiumos-docs``), sections "The forbidden intersection", "Capabilities",
@@ -13,7 +13,7 @@ Sources cited in the findings (chromeos-facts.md lists what was read and at whic
   audit cannot see. Landlock (``--fs-*``) is counted like seccomp, as the brief asks.
 * google/minijail: minijail0_cli.c (options, refusals, the default runtime) and libminijail.c
   (which options make a mount namespace, the no_new_privs/seccomp ordering).
-* chromeos-facts.md §2 (chronos-access), §4-§5 (minijail semantics and traps), §7 (pitfalls).
+* docs/chromeos.md §2.2 (chronos-access), §4-§5 (minijail semantics and traps), §7 (pitfalls).
 * capabilities(7) for what each capability allows.
 """
 
@@ -210,7 +210,7 @@ def _store_no_ns(j: Jail, r: Rule) -> Iterator[Finding]:
 
 @rule("store-propagation-private", ERROR,
       "store binds in a private namespace (-Kprivate, or --profile/-P/-k/-p... without -v)",
-      "chromeos-facts.md §5 (-K) and §7 item 3")
+      "docs/chromeos.md §5.1 (-K) and §7 item 3")
 def _store_private(j: Jail, r: Rule) -> Iterator[Finding]:
     s = j.spec
     if not (s.new_mount_ns and s.store_binds() and s.remount_mode in ("private", "unbindable")):
@@ -231,7 +231,7 @@ def _store_private(j: Jail, r: Rule) -> Iterator[Finding]:
 
 @rule("store-propagation-shared", WARNING,
       "store binds with propagation left shared (-K or -Kshared): the daemon's mounts flow out",
-      "chromeos-facts.md §5 (-v: mounts flow in, never out)")
+      "docs/chromeos.md §5.1 (-v: mounts flow in, never out)")
 def _store_shared(j: Jail, r: Rule) -> Iterator[Finding]:
     s = j.spec
     if s.new_mount_ns and s.store_binds() and s.find("K") and s.remount_mode in (None, "shared"):
@@ -241,7 +241,7 @@ def _store_shared(j: Jail, r: Rule) -> Iterator[Finding]:
 
 
 @rule("store-bind-not-recursive", ERROR, "a -k store bind without MS_REC",
-      f"{GUIDE_DS}; chromeos-facts.md §7 item 2")
+      f"{GUIDE_DS}; docs/chromeos.md §7 item 2")
 def _store_not_recursive(j: Jail, r: Rule) -> Iterator[Finding]:
     for m in j.spec.store_binds():
         if not m.from_b and not m.recursive:
@@ -251,7 +251,7 @@ def _store_not_recursive(j: Jail, r: Rule) -> Iterator[Finding]:
 
 
 @rule("store-bind-with-b", ERROR, "-b used for a store (MS_BIND without MS_REC; read-only)",
-      "chromeos-facts.md §5 (-b) and §7 item 2")
+      "docs/chromeos.md §5.1 (-b) and §7 item 2")
 def _store_with_b(j: Jail, r: Rule) -> Iterator[Finding]:
     for m in j.spec.store_binds():
         if m.from_b:
@@ -263,7 +263,7 @@ def _store_with_b(j: Jail, r: Rule) -> Iterator[Finding]:
 
 @rule("store-bind-too-broad", WARNING,
       "all of /run/daemon-store (or -cache) bound: every daemon's and user's store",
-      "chromeos-facts.md §7 item 7")
+      "docs/chromeos.md §7 item 7")
 def _store_too_broad(j: Jail, r: Rule) -> Iterator[Finding]:
     for m in j.spec.mounts:
         if m.is_bind and m.src.rstrip("/") in (RUN_DAEMON_STORE, RUN_DAEMON_STORE_CACHE):
@@ -293,7 +293,7 @@ def _run_not_tmpfs(j: Jail, r: Rule) -> Iterator[Finding]:
 
 @rule("store-cache-missing", WARNING,
       "/run/daemon-store/<d> bound without /run/daemon-store-cache/<d>",
-      "chromeos-facts.md §4 (dlcservice, regmond) and §6")
+      "docs/chromeos.md §4.5 (dlcservice, regmond) and §6")
 def _store_cache_missing(j: Jail, r: Rule) -> Iterator[Finding]:
     binds = j.spec.store_binds()
     cached = {m.src.rstrip("/").rsplit("/", 1)[1] for m in binds
@@ -335,7 +335,7 @@ def _caps_near(j: Jail, r: Rule) -> Iterator[Finding]:
 
 @rule("chronos-access-group", WARNING,
       "chronos-access among the daemon's groups (-g, --add-suppl-group, -G with --group-file)",
-      "chromeos-facts.md §2 (Mounter::PerformMount)")
+      "docs/chromeos.md §2.2 (Mounter::PerformMount)")
 def _chronos_access(j: Jail, r: Rule) -> Iterator[Finding]:
     s = j.spec
     why = ("the group of every user's /home/user/<h> and /home/chronos/u-<h> (0750 "

@@ -9,7 +9,7 @@ audit parsed). Then:
 2. after sign-in (``session.sign_in`` through the World): does ``<store>/<hash>`` in the jail
    lead into the user's vault? -> "sign-in propagates" or "never sees sign-ins";
 3. a second jail started after the sign-in (a daemon restarted mid-session): is the signed-in
-   user there? (``MS_REC`` copies existing per-user mounts; chromeos-facts.md §7 item 2);
+   user there? (``MS_REC`` copies existing per-user mounts; docs/chromeos.md §7 item 2);
 4. the daemon mounts a tmpfs below each store bind and on its ``/run``: which of them appear in
    the root namespace ("leak out"; none with slave propagation).
 

@@ -1,5 +1,5 @@
 """The boot step: ``/etc/daemon-store`` templates become shared ``/run/daemon-store{,-cache}/<d>``
-mounts (chromeos-facts.md §1), checked, idempotent, written once against the Host interface.
+mounts (docs/chromeos.md §1), checked, idempotent, written once against the Host interface.
 
 ``plan`` (pure: inspect, decide), ``apply`` (carry out, report), ``seed`` (install templates and
 their passwd lines: worlds, the demo and benchmarks). ``daemonstore-startup`` runs it.

@@ -2,8 +2,8 @@
 one
 startup module that changes anything; it calls only the Host it is given).
 
-Failure policy (written here, where it applies; style.md §2.3): chromeos_startup ignores the
-return values of both ``mount()`` calls and only logs mkdir/chmod failures (chromeos-facts.md
+Failure policy (written where it applies, docs/architecture.md §11): chromeos_startup ignores the
+return values of both ``mount()`` calls and only logs mkdir/chmod failures (docs/chromeos.md
 §1), so a store can silently end up unmounted or private, and then every sign-in fails or no
 daemon sees its users (§7 items 3 and 12). Here every step's ``OSError`` is caught and kept:
 
@@ -18,7 +18,8 @@ daemon sees its users (§7 items 3 and 12). Here every step's ``OSError`` is cau
   the whole table); the next run's plan re-checks every store anyway.
 
 Nothing here raises for an operation failure; exceptions other than ``OSError`` (bugs) propagate.
-Exit codes are the CLI's business (style.md §6); :attr:`StartupReport.complete` is what it maps.
+Exit codes are the CLI's business (docs/architecture.md §9); :attr:`StartupReport.complete` is
+what it maps.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from daemonstore.boot.plan import (
 from daemonstore.errors import errname
 from daemonstore.host import Host
 from daemonstore.ops import Op
+from daemonstore.records import fast_init
 
 __all__ = ["FAILED", "PLANNED", "StartupReport", "StepFailure", "TargetResult", "apply_plan",
            "dry_run_report", "run_startup"]
@@ -50,7 +52,7 @@ __all__ = ["FAILED", "PLANNED", "StartupReport", "StepFailure", "TargetResult", 
 FAILED = "failed"
 PLANNED = "planned"  # dry run: steps would run
 
-#: errnos whose strerror misleads here (bubblewrap's mount_strerror idea, style.md §2.1)
+#: errnos whose strerror misleads here (bubblewrap's mount_strerror idea)
 _HINTS = {
     errno.ELOOP: "a symlink is in the path; refused without following it",
     errno.ENOSPC: "for a mount this means the mount limit was hit (see /proc/sys/fs/mount-max)",
@@ -88,6 +90,7 @@ class StepFailure:
                    exc.strerror or errname(code))
 
 
+@fast_init  # one per store (records.py)
 @dataclass(frozen=True)
 class TargetResult:
     """What happened to one target: ``outcome`` is ready, failed, blocked or planned;
@@ -184,15 +187,18 @@ class StartupReport:
 
 
 def _run_target(host: Host, target: Target, log: Log | None) -> TargetResult:
-    for done, op in enumerate(target.steps):
-        if log is not None:
-            log(op.to_line())  # the intended step before it runs (systemd mount_verbose, §2.3)
-        try:
+    steps = target.steps
+    done = 0
+    try:
+        for op in steps:
+            if log is not None:
+                log(op.to_line())  # the intended step before it runs (systemd mount_verbose)
             op.apply(host)
-        except OSError as exc:
-            return TargetResult(target, FAILED, target.steps[:done],
-                                StepFailure.from_oserror(op.to_line(), exc, target.path))
-    return TargetResult(target, READY, target.steps)
+            done += 1
+    except OSError as exc:
+        return TargetResult(target, FAILED, steps[:done],
+                            StepFailure.from_oserror(steps[done].to_line(), exc, target.path))
+    return TargetResult(target, READY, steps)
 
 
 def _verify(host: Host, results: list[TargetResult]) -> list[TargetResult]:

@@ -1,7 +1,7 @@
 """Plan the boot step that turns ``/etc/daemon-store`` templates into shared ``/run/daemon-store``
-mounts (pure: reads the Host it is given, never changes it; style.md habit 1).
+mounts (pure: reads the Host it is given, never changes it; docs/architecture.md §3).
 
-What chromeos_startup does, and what we do differently (chromeos-facts.md §1):
+What chromeos_startup does, and what we do differently (docs/chromeos.md §1):
 
 * For each template ``/etc/daemon-store/<d>`` it makes ``/run/daemon-store/<d>`` and
   ``/run/daemon-store-cache/<d>`` 0755, self-binds each (``MS_BIND``, no ``MS_REC``) and makes it
@@ -11,7 +11,7 @@ What chromeos_startup does, and what we do differently (chromeos-facts.md §1):
   run is finished, and nothing is ever stacked.
 * It validates nothing and follows a symlinked template (``stat()`` in FileEnumerator). We skip,
   with a reason naming the path, every entry that is not a valid template
-  (:func:`check_template`, design.md "Paths and names"):
+  (:func:`check_template`, docs/architecture.md §5):
 
   - the name matches ``[A-Za-z0-9_][A-Za-z0-9_.-]*`` without ``..`` (paths.check_daemon_name);
   - it is a real directory: ``lstat``, never ``stat``; a symlink (or a device, fifo, socket)
@@ -19,10 +19,12 @@ What chromeos_startup does, and what we do differently (chromeos-facts.md §1):
     a reason to fail startup;
   - it is owned by root or by an existing system user: uid 0 always; any other uid must be
     listed in ``<root>/etc/passwd`` (read with ``safe=True``; a missing or unreadable file means
-    "only root");
+    "only root") *and* be a system uid as ChromeOS allocates them, 1-999 or 20100-29999
+    (:data:`SYSTEM_UID_RANGES`): chronos, chronos-access, nobody or a login user owning a
+    template would let that user decide what a daemon's per-user directory looks like;
   - it is not world-writable (``mode & 0o002 == 0``). Group-writable is accepted, as ChromeOS
     ships such templates (crash 3770 crash:crash-user-access, fbpreprocessord 3770, pvm 0770,
-    debugd 0660; chromeos-facts.md §1, "Templates"): the group is the daemon's own. The mode is
+    debugd 0660; docs/chromeos.md §1.6): the group is the daemon's own. The mode is
     not copied to the store anyway: ``/run/daemon-store/<d>`` is made 0755 root:root, and the
     per-user directory's owner and mode come from the vault.
 
@@ -40,7 +42,7 @@ What chromeos_startup does, and what we do differently (chromeos-facts.md §1):
   neither follow nor remove it (and every apply step uses ``safe=True``, so a symlink planted
   after planning fails with ``ELOOP`` instead of leading a mount outside).
 * A store whose template has gone (or is now invalid) is an *orphan*: reported, never torn down,
-  because users may be signed in and their per-user mounts live below it (chromeos-facts.md §7
+  because users may be signed in and their per-user mounts live below it (docs/chromeos.md §7
   item 11: tearing down in-use mounts breaks things).
 
 All reads use ``safe=True`` (no symlink in any component; ``ELOOP`` otherwise).
@@ -58,11 +60,13 @@ from daemonstore.errors import errname
 from daemonstore.host import Host, Propagation, Stat
 from daemonstore.mounttree import MountView, describe_mount, show_path
 from daemonstore.ops import Chmod, Chown, MakeDir, Op, SafeBind, SafeMake
+from daemonstore.records import fast_init
 
 __all__ = [
     "BLOCKED", "MISSING", "NOT_SHARED", "READY", "UNMOUNTED", "WRONG_ATTRIBUTES",
     "MountView", "Orphan", "Skipped", "StartupPlan", "Target", "check_template",
-    "describe_mount", "plan_startup", "read_system_uids", "show_path",
+    "SYSTEM_UID_RANGES", "describe_mount", "is_system_uid", "plan_startup", "read_system_uids",
+    "show_path",
 ]
 
 ROOT_UID = 0
@@ -114,6 +118,7 @@ class Orphan:
         return f"{show_path(self.path)}: {self.reason} ({state}; left in place)"
 
 
+@fast_init  # one per store (records.py)
 @dataclass(frozen=True)
 class Target:
     """One directory startup answers for: a store base (``daemon`` None) or a store.
@@ -176,6 +181,20 @@ class StartupPlan:
 # ---- templates ----------------------------------------------------------------------------------
 
 
+#: ChromeOS's system users (the accounts README of ChromiumOS's eclass-overlay,
+#: profiles/base/accounts, "Choosing UIDs and GIDs"): below 1000 (system daemons 200-299, FUSE
+#: daemons 300-399, groups 400s, users shared with other user namespaces 600-699) and the daemon
+#: range 20100-29999 (crash is 20125). Not: chronos 1000, chronos-access 1001, anything from 1000
+#: to 20099, nobody 65534, and the ranges ARC++ and VMs map (655360 up).
+SYSTEM_UID_RANGES = ((1, 999), (20100, 29999))
+SYSTEM_UIDS_TEXT = " or ".join(f"{lo}-{hi}" for lo, hi in SYSTEM_UID_RANGES)
+
+
+def is_system_uid(uid: int) -> bool:
+    """Root, or a uid in one of :data:`SYSTEM_UID_RANGES`."""
+    return uid == ROOT_UID or any(lo <= uid <= hi for lo, hi in SYSTEM_UID_RANGES)
+
+
 def read_system_uids(host: Host) -> frozenset[int]:
     """uids of ``<root>/etc/passwd`` (field 3), plus 0. Missing or unreadable: only root."""
     try:
@@ -208,6 +227,11 @@ def check_template(name: str, st: Stat | OSError, system_uids: Iterable[int]) ->
         return "is not a directory"
     if st.uid != ROOT_UID and st.uid not in system_uids:
         return f"owned by uid {st.uid}, which is neither root nor a user in {PASSWD}"
+    if not is_system_uid(st.uid):
+        return (f"owned by uid {st.uid}, which is not a system user: a template's owner must "
+                f"be root or a {PASSWD} user with a uid in {SYSTEM_UIDS_TEXT} (ChromeOS's "
+                "system and daemon ranges); chronos (1000), chronos-access (1001), nobody "
+                "(65534) and login users are not")
     if st.perm & 0o002:
         return f"mode {st.perm:04o} is world-writable"
     return None
@@ -280,10 +304,17 @@ def _create_steps(path: str) -> list[Op]:
 
 
 def _mount_steps(path: str) -> list[Op]:
-    # self-bind without MS_REC, then MS_SHARED, as chromeos_startup does (chromeos-facts.md §1):
+    # self-bind without MS_REC, then MS_SHARED, as chromeos_startup does (docs/chromeos.md §1):
     # the store becomes its own mount and its own peer group, so a daemon that binds only its
     # store receives only its users' mounts
     return [SafeBind(path, path), SafeMake(path, Propagation.SHARED)]
+
+
+def _missing_steps(path: str) -> tuple[Op, ...]:
+    """``_create_steps`` then ``_mount_steps``, as one tuple (no lists to join: the planner
+    makes it for every store at boot)."""
+    return (MakeDir(path, STORE_MODE), Chown(path, ROOT_UID, ROOT_GID), SafeBind(path, path),
+            SafeMake(path, Propagation.SHARED))
 
 
 @dataclass
@@ -344,21 +375,29 @@ def _plan_base(host: Host, base: str, wanted: bool, created: set[str]) -> _Base:
 
 
 def _plan_store(host: Host, base: _Base, daemon: str, mounts: MountView) -> Target:
-    path = f"{base.target.path}/{daemon}"
     needs = base.target.path
+    path = f"{needs}/{daemon}"
+    if base.exists and not (base.listed and daemon not in base.names):
+        return _plan_present(host, path, daemon, needs, mounts)
+    if base.target.state == BLOCKED:
+        return Target(path, daemon, BLOCKED, (),
+                      f"its parent cannot be used: {base.target.problem}", needs)
+    # the base was listed once: a name missing there needs no lstat of its own (a directory
+    # appearing meanwhile makes MakeDir fail with EEXIST, reported, never followed). The usual
+    # case at boot, for every store (bench/boot.py): the steps are built in one go
+    return Target(path, daemon, MISSING, _missing_steps(path), None, needs)
+
+
+def _plan_present(host: Host, path: str, daemon: str, needs: str, mounts: MountView) -> Target:
+    """A store whose name is in its (usable) base, or whose base could not be listed."""
 
     def target(state: str, steps: Iterable[Op] = (), problem: str | None = None) -> Target:
         return Target(path, daemon, state, tuple(steps), problem, needs)
 
-    if base.target.state == BLOCKED:
-        return target(BLOCKED, problem=f"its parent cannot be used: {base.target.problem}")
-    # the base was listed once: a name missing there needs no lstat of its own (a directory
-    # appearing meanwhile makes MakeDir fail with EEXIST, reported, never followed)
-    absent = not base.exists or (base.listed and daemon not in base.names)
-    st = OSError(errno.ENOENT, "absent") if absent else _lstat(host, path)
+    st = _lstat(host, path)
     if isinstance(st, OSError):
         if st.errno == errno.ENOENT:
-            return target(MISSING, _create_steps(path) + _mount_steps(path))
+            return target(MISSING, _missing_steps(path))
         return target(BLOCKED, problem=f"cannot inspect: {_oserror_text(st)}")
     if st.is_symlink:
         return target(BLOCKED, problem="is a symlink; refusing to follow it "

@@ -4,7 +4,7 @@ the Host it is given; model and kernel alike). The simulated worlds, cryptohome_
 
 :func:`install_template` installs one valid template and its owner's ``/etc/passwd`` line.
 :func:`install` seeds a whole tree: :data:`SAMPLE` mixes the real ChromeOS templates that pass
-the contract (chromeos-facts.md §1, "Templates") with one entry per reason to skip; :func:`many`
+the contract (docs/chromeos.md §1.6) with one entry per reason to skip; :func:`many`
 makes N valid templates.
 """
 

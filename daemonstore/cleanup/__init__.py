@@ -1,4 +1,4 @@
-"""Automatic clean-up of daemon-store caches when disk space runs low (chromeos-facts.md §6).
+"""Automatic clean-up of daemon-store caches when disk space runs low (docs/chromeos.md §6).
 
 Public API::
 

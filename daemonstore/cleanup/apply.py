@@ -1,9 +1,9 @@
 """Low-disk cleanup, acting part: measure (statvfs, cache sizes), plan
 (:mod:`daemonstore.cleanup.plan`), then clear caches on a :class:`Disk` -- a Host of either
 backend, or the :class:`~daemonstore.cleanup.osdisk.OsDisk` adapter -- re-measuring free space
-before every cache (chromeos-facts.md §6).
+before every cache (docs/chromeos.md §6).
 
-Where the caches are (§6 "RemoveDaemonStoreCache", "DeleteDaemonStoreCacheMountedUsers"):
+Where the caches are (§6.3 steps 2-3, RemoveDaemonStoreCache, DeleteDaemonStoreCacheMountedUsers):
 
 * signed-out user H: ``/home/.shadow/H/vault/root/.cache/<d>`` -- the persistent vault
   directory itself, since nothing is mounted (our vault stands in for eCryptfs, whose tracked
@@ -88,7 +88,16 @@ class Disk(Protocol):
 
 
 def _measure(disk: Disk, top: str, mnt_id: int) -> tuple[int, int]:
-    """(bytes of regular-file data, number of entries) below ``top``."""
+    """(bytes of regular-file data, number of entries) below ``top``. On the kernel by fd, one
+    component at a time, never leaving ``top`` even if a directory in it is moved meanwhile
+    (fdwalk.measure_by_fd); elsewhere (model, pyfakefs) by path, no symlink followed."""
+    if hasattr(disk, "open_fd"):
+        from daemonstore.cleanup.fdwalk import measure_by_fd
+
+        st = disk.lstat(top, safe=True)
+        if st.mnt_id != mnt_id or not st.is_dir:
+            raise OSError(errno.ESTALE, "changed since it was found", top)
+        return measure_by_fd(cast(Any, disk), top, (st.dev, st.ino))
     data = entries = 0
     for item in walk_tree(disk, top, mnt_id):
         if item.stat is not None and item.kind in ("entry", "dir"):
@@ -182,7 +191,7 @@ def _user_caches(disk: Disk, user_hash: str, signed_in: bool,
             store_st = _lstat(disk, store)
             if store_st is not None and store_st.is_dir and \
                     (store_st.dev, store_st.ino) == (st.dev, st.ino):
-                where, mnt_id = store, store_st.mnt_id  # §6 step 3: through the store
+                where, mnt_id = store, store_st.mnt_id  # §6.3 step 3: through the store
         try:
             data, entries = _measure(disk, where, mnt_id)
         except OSError as exc:

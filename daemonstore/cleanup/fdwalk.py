@@ -19,6 +19,15 @@ below it. Here nothing is ever named by more than one component:
   depth is cleared with a bounded number of open fds.
 
 The rules and the counters are those of :func:`daemonstore.cleanup.apply.clear_cache`.
+
+**Measuring** (:func:`measure_by_fd`, what the planner counts) reads and never changes, so it
+cannot move a deep subtree up; instead it holds *one* directory fd at a time: down with the
+same ``openat2`` (checked to be the inode listed), up with ``openat(fd, "..")`` checked to be
+the very parent it came from (device and inode). If a directory on the way was renamed
+elsewhere meanwhile -- out of the cache, into the user's home or beside a symlink -- the way
+up no longer leads to that parent, and the measurement stops (:class:`MovedWhileMeasured`)
+instead of counting whatever is there: it never leaves the cache it was given, and any depth
+is measured with two fds.
 """
 
 from __future__ import annotations
@@ -42,7 +51,7 @@ from daemonstore.kernel.uapi import (
     RESOLVE_NO_XDEV,
 )
 
-__all__ = ["MAX_OPEN", "FdDisk", "clear_by_fd"]
+__all__ = ["MAX_OPEN", "FdDisk", "MovedWhileMeasured", "clear_by_fd", "measure_by_fd"]
 
 #: directories held open at once (the current one and its ancestors)
 MAX_OPEN = 64
@@ -196,3 +205,88 @@ def _failed(shown: str, exc: OSError, result: StepResult) -> None:
         result.skipped.append(f"{shown}: {errname(code)} (replaced meanwhile), left alone")
     else:
         result.errors.append(f"{shown}: {exc.strerror or errname(code)}")
+
+
+class MovedWhileMeasured(OSError):
+    """A directory of the cache was moved while :func:`measure_by_fd` walked it (ESTALE)."""
+
+
+@dataclass
+class _Level:
+    """One directory of the measuring walk: the names left, its identity, its shown path."""
+
+    names: list[str]
+    dev_ino: tuple[int, int]
+    shown: str
+
+
+def measure_by_fd(disk: FdDisk, path: str, dev_ino: tuple[int, int]) -> tuple[int, int]:
+    """(bytes of regular-file data, entries) below the directory ``path``, which must be the
+    inode ``dev_ino``: every entry counted (a directory once entered, a mount point never:
+    not crossed, not counted, as walk_tree), at any depth, with at most two fds open (module
+    doc). Raises OSError when ``path`` cannot be opened, :class:`MovedWhileMeasured` when it
+    or a directory in it was replaced or moved meanwhile."""
+    fd = disk.open_fd(path, _DIR_FLAGS, safe=True)
+    data = entries = 0
+    try:
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != dev_ino:
+            raise MovedWhileMeasured(errno.ESTALE, "replaced since it was planned", path)
+        stack = [_Level(_list(fd), dev_ino, path)]
+        while stack:
+            here = stack[-1]
+            if not here.names:
+                stack.pop()
+                if not stack:
+                    break
+                child, fd = fd, -1  # _up closes it, whatever happens
+                fd = _up(child, stack[-1])
+                continue
+            name = here.names.pop()
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # gone since it was listed
+            if not stat_mod.S_ISDIR(st.st_mode):
+                entries += 1
+                data += st.st_size if stat_mod.S_ISREG(st.st_mode) else 0
+                continue
+            try:
+                child = openat2(fd, name, _DIR_FLAGS, resolve=_RESOLVE,
+                                filename=f"{here.shown}/{name}")
+            except OSError as exc:
+                if exc.errno in (errno.EXDEV, errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
+                    continue  # a mount point (not crossed), or replaced meanwhile
+                raise
+            now = os.fstat(child)
+            if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+                os.close(child)
+                continue  # replaced meanwhile: not entered
+            try:
+                names = _list(child)
+            except OSError:
+                os.close(child)
+                continue
+            entries += 1
+            os.close(fd)
+            fd = child
+            stack.append(_Level(names, (st.st_dev, st.st_ino), f"{here.shown}/{name}"))
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    return data, entries
+
+
+def _up(fd: int, parent: _Level) -> int:
+    """The fd of ``parent``, reached from its child's ``fd`` through ``..`` and checked to be
+    that very directory; ``fd`` is closed either way."""
+    try:
+        up = os.open("..", _DIR_FLAGS, dir_fd=fd)
+    finally:
+        os.close(fd)
+    st = os.fstat(up)
+    if (st.st_dev, st.st_ino) != parent.dev_ino:
+        os.close(up)
+        raise MovedWhileMeasured(errno.ESTALE, "a directory was moved out of it while it was "
+                                 "measured", parent.shown)
+    return up

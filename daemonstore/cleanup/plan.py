@@ -1,5 +1,5 @@
 """Low-disk cleanup, pure part: thresholds, the free-space state, and the ordered plan of cache
-clearings (no I/O; chromeos-facts.md §6).
+clearings (no I/O; docs/chromeos.md §6).
 
 Given what :mod:`daemonstore.cleanup.apply` measured -- the filesystem's size and free space,
 and per user: signed in or not, last activity, the daemon caches and their sizes --
@@ -32,7 +32,7 @@ from enum import StrEnum
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 
-#: cryptohome's defaults (disk_cleanup.h, chromeos-facts.md §6 "Thresholds")
+#: cryptohome's defaults (disk_cleanup.h, docs/chromeos.md §6.1)
 DEFAULT_TARGET = 2 * GiB          # kTargetFreeSpaceAfterCleanup
 DEFAULT_NORMAL = 1 * GiB          # kFreeSpaceThresholdToTriggerCleanup
 DEFAULT_AGGRESSIVE = 768 * MiB    # below: aggressive cleanup
@@ -68,7 +68,7 @@ def format_size(nbytes: int) -> str:
 
 
 class DiskState(StrEnum):
-    """``DiskCleanup::FreeSpaceState`` (chromeos-facts.md §6), plus ``unknown``: the filesystem
+    """``DiskCleanup::FreeSpaceState`` (docs/chromeos.md §6.1), plus ``unknown``: the filesystem
     reports no size (an unlimited tmpfs), so no threshold can be applied and nothing is
     deleted (cryptohome would read 0 free as critical and clear everything)."""
 

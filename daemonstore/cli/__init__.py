@@ -1,9 +1,9 @@
 """The ``daemonstore`` command line: the main group and its commands, each a thin dispatcher in
-its own module here (argv -> call into the library -> exit code; style.md habit 10).
+its own module here (argv -> call into the library -> exit code; docs/architecture.md §9).
 
 Exit codes: 0 ran, 1 a finding (a difference, a divergence, a library failure), 2 bad input or
-an environment that cannot run the command (design.md: "every command exits non-zero with a
-one-line reason on bad input"; :class:`daemonstore.command.CannotRun`).
+an environment that cannot run the command (docs/architecture.md §9: "every non-zero exit prints a
+one-line reason"; :class:`daemonstore.command.CannotRun`).
 """
 
 from __future__ import annotations
@@ -32,15 +32,15 @@ def main() -> None:
 
 
 main.add_command(sim_group, "sim")  # `daemonstore sim run|diff|fuzz`: scenarios, model vs kernel
-main.add_command(startup_command, "startup")  # design.md CLI: `daemonstore startup`
-main.add_command(login)  # design.md CLI: `daemonstore login USER [--guest]` (via the bus)
-main.add_command(logout)  # design.md CLI: `daemonstore logout USER` (via the bus)
-main.add_command(jail_command)  # design.md CLI: `daemonstore jail [-v] [-K[MODE]] [-k SPEC]...`
-main.add_command(cleanup_command, "cleanup")  # low-disk cache cleanup (chromeos-facts.md §6)
-main.add_command(demo_command, "demo")  # design.md CLI: `daemonstore demo [--kernel]`
-main.add_command(status_command, "status")  # design.md CLI: `daemonstore status`
-main.add_command(path_command, "path")  # design.md CLI: `daemonstore path DAEMON USER [--cache]`
+main.add_command(startup_command, "startup")  # `daemonstore startup`
+main.add_command(login)  # `daemonstore login USER [--guest]` (via the bus)
+main.add_command(logout)  # `daemonstore logout` (via the bus)
+main.add_command(jail_command)  # `daemonstore jail [-v] [-K[MODE]] [-k SPEC]...`
+main.add_command(cleanup_command, "cleanup")  # low-disk cache cleanup (docs/chromeos.md §6)
+main.add_command(demo_command, "demo")  # `daemonstore demo [--kernel]`
+main.add_command(status_command, "status")  # `daemonstore status`
+main.add_command(path_command, "path")  # `daemonstore path DAEMON USER [--cache]`
 main.add_command(audit_command, "audit")  # `daemonstore audit`: check init scripts' jails
 main.add_command(repair_command, "repair")  # converge after a crash (SECURITY.md)
-main.add_command(hook_command, "hook")  # design.md CLI: `daemonstore hook` (the session hook)
-main.add_command(install_command, "install")  # design.md CLI: `daemonstore install [--prefix]`
+main.add_command(hook_command, "hook")  # `daemonstore hook` (the session hook)
+main.add_command(install_command, "install")  # `daemonstore install [--prefix]`

@@ -1,5 +1,5 @@
 """``daemonstore cleanup``: argv -> thresholds and a Host -> :func:`run_cleanup` (or
-:func:`watch`) -> output and exit code. Thin (style.md habit 10).
+:func:`watch`) -> output and exit code. Thin (docs/architecture.md §9).
 
 The backend is the real kernel, ``KernelHost(--root)``, with its safety rules (a tmpfs mount point
 in a private mount namespace; never the machine's initial namespace). Tests swap
@@ -115,7 +115,7 @@ def cleanup_command(root: str, system: bool, dry_run: bool, as_json: bool, targe
 
                 def on_report(report: CleanupReport) -> None:
                     _output(report, root, host.kind, as_json)
-                    if report.state_before in NEEDS_CLEANUP:  # LowDiskSpaceCheck (§6)
+                    if report.state_before in NEEDS_CLEANUP:  # docs/chromeos.md §6.2
                         problem = notify(report.plan.free)
                         if problem:
                             click.echo(f"daemonstore cleanup: {problem}", err=True)

@@ -2,7 +2,7 @@
 
 click would reinterpret minijail's getopt-style words (``-Kslave``, ``--``), so this command takes
 its arguments raw and hands them to :func:`daemonstore.jail.spec.parse_jail_args`, the one parser
-(style.md habit 10: argv -> spec is tested without any kernel). Our own options come first:
+(docs/architecture.md §9: argv -> spec is tested without any kernel). Our own options come first:
 
     daemonstore jail [--root DIR] [--system] [--dry-run] [--name NAME] MINIJAIL-ARGS... -- CMD
 

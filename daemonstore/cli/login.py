@@ -7,12 +7,12 @@ login  = ``StartAuthSession``, ``CreatePersistentUser`` (first time) or
          (``started``); ``--guest``: ``PrepareGuestVault``; ``--ephemeral``:
          ``PrepareEphemeralVault``;
 logout = ``StopSession`` (ends every session: ``stopping``, ``stopped``), then cryptohome's
-         ``Unmount{}`` (every user), the order of chromeos-facts.md §4. ChromeOS has no
+         ``Unmount{}`` (every user), the order of docs/chromeos.md §4. ChromeOS has no
          per-user sign-out, so neither has this command.
 
 The bus is ``--address``, else ``$DBUS_SYSTEM_BUS_ADDRESS``, else the system bus socket
-``/run/dbus/system_bus_socket`` under ``--root`` (design.md "D-Bus"). Exit codes: 0 done, 1 the
-bus or the service said no (unreachable, AccessDenied, a CryptohomeErrorCode: the reason is
+``/run/dbus/system_bus_socket`` under ``--root`` (docs/architecture.md §7). Exit codes: 0 done,
+1 the bus or the service said no (unreachable, AccessDenied, a CryptohomeErrorCode: the reason is
 printed), 2 bad input (malformed user name, conflicting options).
 """
 

@@ -50,7 +50,7 @@ def sim_run(kernel: bool, as_json: bool, scenario: str) -> None:
         result = sim.run(loaded.ops, kernel=kernel)
     except OSError as exc:  # the sandbox itself could not be set up
         raise click.ClickException(f"{scenario}: sandbox failed: {exc}") from None
-    except NotImplementedError as exc:  # style.md: the model says so instead of approximating
+    except NotImplementedError as exc:  # docs/architecture.md §2: the model never guesses
         raise click.ClickException(f"{scenario}: not implemented by the model: {exc}") from None
     if as_json:
         click.echo(json.dumps(result))

@@ -1,5 +1,5 @@
 """``daemonstore-startup`` (also ``daemonstore startup``): argv -> a Host -> run_startup -> output
-and exit code. Thin (style.md habit 10); the logic is in daemonstore.boot.plan and
+and exit code. Thin (docs/architecture.md §9); the logic is in daemonstore.boot.plan and
 daemonstore.boot.apply.
 
 The backend is the real kernel, ``KernelHost(--root)``, on ``/`` by default (chromeos_startup

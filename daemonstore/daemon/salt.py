@@ -1,5 +1,5 @@
 """The per-user store path of ``daemonstore path DAEMON USER``: libbrillo's
-``GetDaemonStorePath`` (chromeos-facts.md §3), with the hash computed here from the system salt
+``GetDaemonStorePath`` (docs/chromeos.md §3), with the hash computed here from the system salt
 (library layer; reads the salt through any object with the Host's ``read_file``).
 
 ``daemonstore path`` never *creates* a salt: a path computed from a salt that no cryptohome will
@@ -54,7 +54,8 @@ def load_or_create_salt(host: Host, random_bytes: Callable[[int], bytes] = os.ur
     Read like :func:`read_salt`. A legacy salt of an invalid size is deleted, as
     ``GetOrRemoveSalt`` does. When neither is usable a fresh 16-byte salt
     (``kCryptohomeDefaultSaltLength``) is written, mode 0644, at ``/home/.shadow/salt``: the
-    contract in design.md puts it there (ChromeOS writes new salts to /var/lib/system_salt).
+    contract (docs/architecture.md §5) puts it there (ChromeOS writes new salts to
+    /var/lib/system_salt).
     """
     try:
         return read_salt(host)

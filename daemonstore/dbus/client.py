@@ -1,5 +1,5 @@
-"""Asyncio client of cryptohome and session_manager, speaking ChromeOS's wire API (design.md
-"D-Bus"): cryptohome methods are ``(ay) -> (ay)`` with ``user_data_auth`` protobufs, the session
+"""Asyncio client of cryptohome and session_manager, speaking ChromeOS's wire API (docs/chromeos.md
+§8): cryptohome methods are ``(ay) -> (ay)`` with ``user_data_auth`` protobufs, the session
 manager's take and return plain D-Bus types.
 
 What ``daemonstore login``/``logout``, ``daemonstore hook``, the daemon library, the test
@@ -9,7 +9,7 @@ but the methods the policy grants it. A D-Bus error is :class:`CallError` (error
 a cryptohome refusal (a reply whose ``error`` is set) is :class:`CryptohomeRefused` (the
 ``CryptohomeErrorCode``), so callers never import dbus_fast or the protobuf module.
 
-Sign-in and sign-out follow Chrome (chromeos-facts.md §4, §10): ``StartAuthSession``, then
+Sign-in and sign-out follow Chrome (docs/chromeos.md §4, §8): ``StartAuthSession``, then
 ``CreatePersistentUser`` (new user) or ``AuthenticateAuthFactor``, ``PreparePersistentVault``,
 then session_manager's ``StartSession`` (``started``); at sign-out ``StopSession`` ends every
 session (``stopping``, ``stopped``) and cryptohome's ``Unmount`` unmounts everyone afterwards
@@ -19,6 +19,7 @@ session (``stopping``, ``stopped``) and cryptohome's ``Unmount`` unmounts everyo
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -36,6 +37,9 @@ from daemonstore.errors import DaemonStoreError
 
 #: no call of ours should take long; a hung service must not hang the CLI forever
 CALL_TIMEOUT = 25.0
+#: the system bus when ``$DBUS_SYSTEM_BUS_ADDRESS`` is unset (dbus's compiled-in default)
+SYSTEM_BUS_SOCKET = "/run/dbus/system_bus_socket"
+ENV_BUS_ADDRESS = "DBUS_SYSTEM_BUS_ADDRESS"
 R = TypeVar("R", bound=ProtoMessage)
 
 
@@ -82,6 +86,18 @@ class LogoutResult:
     had_session: bool
 
 
+def system_bus_address(address: str | None = None, root: str = "/") -> str:
+    """The system bus (docs/architecture.md §7): ``address`` if given, else
+    ``$DBUS_SYSTEM_BUS_ADDRESS``, else the socket at ``/run/dbus/system_bus_socket`` under
+    ``root``."""
+    if address:
+        return address
+    env = os.environ.get(ENV_BUS_ADDRESS)
+    if env:
+        return env
+    return "unix:path=" + os.path.join(root, SYSTEM_BUS_SOCKET.lstrip("/"))
+
+
 def _owner_rule(name: str) -> str:
     return ("type='signal',sender='org.freedesktop.DBus',interface='org.freedesktop.DBus',"
             f"member='NameOwnerChanged',arg0='{name}'")
@@ -107,7 +123,10 @@ class Client:
             raise BusUnavailable("no bus address given")
         bus = MessageBus(bus_address=address, bus_type=BusType.SYSTEM)
         try:
-            await asyncio.wait_for(bus.connect(), CALL_TIMEOUT)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that meets the
+            # result, and a cancelled daemon must stop (issue 16)
+            async with asyncio.timeout(CALL_TIMEOUT):
+                await bus.connect()
         except Exception as exc:  # OSError, AuthError, InvalidAddressError, TimeoutError, ...
             raise BusUnavailable(f"cannot connect to the bus at {address}: "
                                  f"{type(exc).__name__}: {exc}") from None
@@ -135,7 +154,8 @@ class Client:
         msg = Message(destination=destination, path=path, interface=interface, member=member,
                       signature=signature, body=body or [])
         try:
-            reply = await asyncio.wait_for(self._bus.call(msg), CALL_TIMEOUT)
+            async with asyncio.timeout(CALL_TIMEOUT):  # never wait_for (connect() says why)
+                reply = await self._bus.call(msg)
         except TimeoutError:
             raise CallError(member, "org.freedesktop.DBus.Error.Timeout",
                             f"no reply within {CALL_TIMEOUT:.0f}s") from None

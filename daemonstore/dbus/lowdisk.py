@@ -1,4 +1,4 @@
-"""``LowDiskSpace`` from ``daemonstore cleanup --watch`` (chromeos-facts.md §6: cryptohome's
+"""``LowDiskSpace`` from ``daemonstore cleanup --watch`` (docs/chromeos.md §6: cryptohome's
 ``LowDiskSpaceCheck`` emits ``LowDiskSpace{disk_free_bytes}`` on ``UserDataAuthInterface`` when
 the state is normal, aggressive or critical).
 

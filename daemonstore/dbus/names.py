@@ -1,9 +1,9 @@
-"""D-Bus names of cryptohome and session_manager (pure constants; design.md "D-Bus", a contract).
+"""D-Bus names of cryptohome and session_manager (pure constants; a contract: docs/chromeos.md §8).
 
 Service names, object paths, interfaces, members and signal names are ChromeOS's
-(chromeos-facts.md §4, §10; ``system_api/dbus/cryptohome/dbus-constants.h``,
+(docs/chromeos.md §4, §8; ``system_api/dbus/cryptohome/dbus-constants.h``,
 ``system_api/dbus/login_manager/dbus-constants.h``). The control interface is ours, for tests
-only (python-dbusmock's ``org.freedesktop.DBus.Mock``, style.md §0 item 8), on its own path.
+only (python-dbusmock's ``org.freedesktop.DBus.Mock``, docs/architecture.md §7), on its own path.
 """
 
 from __future__ import annotations

@@ -57,13 +57,14 @@ class DemoDaemon:
     gid: int | None = None
 
 
-#: made-up system users (not ChromeOS's ids); install_daemon writes them into /etc/passwd
+#: made-up system users in ChromeOS's daemon range 20100-29999 (not its real ids: boot/plan.py
+#: accepts only system uids as template owners); install_daemon writes them into /etc/passwd
 DAEMONS = (
-    DemoDaemon("biod", 30282, 0o700, "fingerprints.dat", b"alice's fingerprint templates"),
-    DemoDaemon("shill", 30104, 0o700, "wifi.profile", b"ssid=home psk=..."),
+    DemoDaemon("biod", 29282, 0o700, "fingerprints.dat", b"alice's fingerprint templates"),
+    DemoDaemon("shill", 29104, 0o700, "wifi.profile", b"ssid=home psk=..."),
     # as ChromeOS installs it: 3770 crash:crash-user-access (setgid, sticky, group-writable)
-    DemoDaemon("crash", 30150, 0o3770, "report.meta", b"crash report #1",
-               cache_file="minidump.dmp", gid=30151),
+    DemoDaemon("crash", 29150, 0o3770, "report.meta", b"crash report #1",
+               cache_file="minidump.dmp", gid=29151),
 )
 USERS = ("alice@example.com", "bob@example.com")
 SEED = 2024

@@ -1,5 +1,5 @@
 """The session hook (tier 3, a component): daemon-store binds driven by the session manager's
-signals, for a cryptohome that mounts vaults without them (design.md "Session hook").
+signals, for a cryptohome that mounts vaults without them (docs/architecture.md §8).
 
 :mod:`.converge` is the job (plan the binds the mounted vaults lack and the binds of vaults no
 longer mounted, apply per user with sign-in's ops and rollback); :mod:`.service` is the

@@ -1,6 +1,6 @@
 """The session hook's one job, as a plan and its apply (plan layer: reads the Host, then runs
 sign-in's own ops on it): make the mounts under ``/run/daemon-store{,-cache}`` agree with the
-vaults that are mounted (design.md "Session hook").
+vaults that are mounted (docs/architecture.md §8).
 
 * every user with an active session (``RetrieveActiveSessions``; all mounted users when no
   session list is given, e.g. ``--once``) whose vault is mounted at ``/home/.shadow/<H>/mount``
@@ -14,7 +14,7 @@ vaults that are mounted (design.md "Session hook").
   it, store binds first) must not be raced;
 * the store binds of a user whose vault is no longer mounted are unmounted (reverse mount order,
   lazy detach on EBUSY, as sign-out's ``ForceUmount``); their empty targets stay, as cryptohome
-  leaves them (chromeos-facts.md §7 item 1), renewed as sign-out renews them (rmdir, mkdir:
+  leaves them (docs/chromeos.md §7 item 1), renewed as sign-out renews them (rmdir, mkdir:
   session/sign_out.py); a guest's (its ephemeral vault lives in mnt_chrome, guest.py owns it)
   are left alone.
 

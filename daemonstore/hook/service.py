@@ -1,5 +1,5 @@
 """``daemonstore hook`` as a service (component layer: the bus client and the converge pass):
-signal-driven store binds (design.md "Session hook").
+signal-driven store binds (docs/architecture.md §8).
 
 It converges (:func:`daemonstore.hook.converge.converge`) when it starts, on every
 ``SessionStateChanged`` ``started`` and ``stopped``, and when ``org.chromium.SessionManager``
@@ -8,7 +8,7 @@ signals alone are trusted). Each time it asks ``RetrieveActiveSessions`` first: 
 a session get binds (never a vault cryptohome is still mounting or already unmounting); when
 there is no session manager, nobody does, and only the unbind half runs. A change of the mount table
 (``/proc/self/mountinfo`` polls ``POLLPRI``) only triggers the *unbind* half: ui-post-stop
-unmounts the vault after ``stopped`` (chromeos-facts.md §4), and binding while cryptohome is
+unmounts the vault after ``stopped`` (docs/chromeos.md §4.1), and binding while cryptohome is
 half-way through a sign-in could race its own binds. Exit: SIGTERM/SIGINT (clean, 0) or the bus
 connection lost (1).
 """
@@ -26,6 +26,7 @@ from daemonstore.dbus import names
 from daemonstore.dbus.client import Client, ClientError
 from daemonstore.hook.converge import BIND, UNBIND, ConvergeReport, converge
 from daemonstore.host import Host
+from daemonstore.hostlane import lane_for
 
 __all__ = ["HookService", "MountWatch"]
 
@@ -75,6 +76,13 @@ class HookService:
         return converge(self.host, lambda line: self.log(f"{why}: {line}"), kinds=kinds,
                         sessions=sessions)
 
+    async def converge_in_lane(self, why: str, sessions: set[str] | None,
+                               kinds: tuple[str, ...] = (BIND, UNBIND)) -> ConvergeReport:
+        """:meth:`converge` in the Host's lane (daemonstore.hostlane): the loop keeps
+        receiving signals and mount events while a large pass runs (SECURITY.md, "Service
+        loop")."""
+        return await lane_for(self.host).run(self.converge, why, sessions, kinds)
+
     async def run(self, stop: asyncio.Event,
                   ready: Callable[[], None] | None = None) -> int:
         """Serve until ``stop`` is set (0) or the bus connection is lost (1); ``ready`` is called
@@ -91,7 +99,7 @@ class HookService:
         async with self.client.name_owner_changes(names.SESSION_NAME) as owners:
             forward = asyncio.ensure_future(_forward(owners, events, "owner"))
             states = await self._subscribe(events)
-            self.converge("start", await self._sessions(log=False))
+            await self.converge_in_lane("start", await self._sessions(log=False))
             if ready is not None:
                 ready()
             closed = asyncio.ensure_future(self.client.wait_closed())
@@ -129,12 +137,13 @@ class HookService:
         if owner:
             who = owner[-1] or "nobody (released)"
             self.log(f"org.chromium.SessionManager is now owned by {who}")
-            self.converge("owner changed", await self._sessions(log=False))
+            await self.converge_in_lane("owner changed", await self._sessions(log=False))
         elif names.STARTED in states or names.STOPPED in states:
             why = names.STARTED if names.STARTED in states else names.STOPPED
-            self.converge(f"session {why}", await self._sessions(log=why == names.STARTED))
+            await self.converge_in_lane(f"session {why}",
+                                        await self._sessions(log=why == names.STARTED))
         elif any(kind == "mounts" for kind, _ in batch):
-            self.converge("mounts changed", set(), kinds=(UNBIND,))
+            await self.converge_in_lane("mounts changed", set(), kinds=(UNBIND,))
 
     async def _sessions(self, *, log: bool) -> set[str] | None:
         """The hashes of ``RetrieveActiveSessions`` (None when it cannot be asked), named in

@@ -1,6 +1,6 @@
-"""The namespace helper: JailSpec -> plan -> enter -> exec (design.md ``jail.py``).
+"""The namespace helper: JailSpec -> plan -> enter -> exec (docs/architecture.md §6).
 
-The plan follows ``minijail_enter`` (chromeos-facts.md §5, "Order of operations"): join a
+The plan follows ``minijail_enter`` (docs/chromeos.md §5.2): join a
 namespace file if asked (``-V``/``--enter``), ``unshare(CLONE_NEWNS)``, apply the remount mode
 to the whole tree, then the ``-k``/``-b`` mounts in command-line order, creating missing
 destinations. One deliberate improvement: every bind source is *pinned* first
@@ -8,9 +8,9 @@ destinations. One deliberate improvement: every bind source is *pinned* first
 same effect only with ``-P`` (sources resolve in the old root); without it the documented
 ``-k tmpfs,/run ... -k /run/daemon-store/<d>,...`` would bind from the empty tmpfs. A clone of
 the daemon's slave copy of the store is itself a slave of the store's group, so sign-ins that
-happen later still propagate into the jail (the bind table of propagation-rules.md §2.4).
+happen later still propagate into the jail (the bind table of docs/propagation.md §2.4).
 
-Plans are data (style.md habit 1): :func:`plan_jail` is pure and returns
+Plans are data (docs/architecture.md §3): :func:`plan_jail` is pure and returns
 :mod:`daemonstore.ops` steps, :func:`apply_jail` runs them on any Host (the model for tests and
 the demo, the kernel for real), :func:`exec_jail` adds the privilege drop and ``execvp`` on the
 kernel.
@@ -43,7 +43,7 @@ from daemonstore.ops import (
 _BIND_ONLY = mountflags.MS_FLAGS["MS_BIND"] | mountflags.MS_FLAGS["MS_REC"]
 
 
-#: ``-k`` for the daemon's fresh ``/run`` (chromeos-facts.md §4, the doc's canonical form)
+#: ``-k`` for the daemon's fresh ``/run`` (docs/chromeos.md §4.5, the doc's canonical form)
 RUN_TMPFS = "tmpfs,/run,tmpfs,MS_NODEV|MS_NOEXEC|MS_NOSUID"
 
 
@@ -51,7 +51,7 @@ def store_jail_argv(daemon: str, stores: Sequence[str] | None = None) -> list[st
     """The documented daemon-store recipe as ``daemonstore jail`` arguments (no command):
     ``-v -Kslave -k tmpfs,/run,... -k <store>,<store>,none,MS_BIND|MS_REC`` for each of
     ``stores`` (default: ``/run/daemon-store/<d>`` and ``/run/daemon-store-cache/<d>``, as
-    dlcservice and regmond do; chromeos-facts.md §4 "Upstart and minijail examples")."""
+    dlcservice and regmond do; docs/chromeos.md §4.5)."""
     if stores is None:
         stores = [paths.store(daemon, cache) for cache in (False, True)]
     argv = ["-v", "-Kslave", "-k", RUN_TMPFS]

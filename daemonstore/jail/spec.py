@@ -5,7 +5,7 @@ raises :class:`JailSpecError` with its position) and ``daemonstore audit`` (``au
 minijail0 option is parsed and kept, unknown options and what minijail0 would refuse are
 recorded in :attr:`JailSpec.unknown` / :attr:`JailSpec.problems`, and parsing goes on). The
 option table and getopt's word rules are in :mod:`daemonstore.jail.options`; the semantics here
-follow minijail0_cli.c ``parse_args`` and libminijail.c (chromeos-facts.md §5):
+follow minijail0_cli.c ``parse_args`` and libminijail.c (docs/chromeos.md §5.1):
 
 ``-v``/``--ns-mount``      new mount namespace; in minijail0 (not the library) it also sets the
                            remount mode to slave (commit 9e1ac37)
@@ -335,7 +335,7 @@ def _warnings(mounts: list[MountSpec], vfs_from: Option | None, v: bool,
     if vfs_from is not None and not v:
         what = vfs_from.text.split()[0] if vfs_from.key not in ("k", "b") else "-k/-b"
         warnings.append(f"{what} makes a mount namespace without -v: propagation becomes "
-                        "private and store binds will never see sign-ins (chromeos-facts.md "
+                        "private and store binds will never see sign-ins (docs/chromeos.md "
                         "§5); add -v -Kslave")
     stores = [m for m in mounts if m.is_bind and is_store_path(m.src)]
     k = k_opt.value if k_opt is not None else None
@@ -344,7 +344,7 @@ def _warnings(mounts: list[MountSpec], vfs_from: Option | None, v: bool,
                         "use -Kslave")
     if stores and k_opt is not None and k in (None, "", "shared"):
         # audit's store-propagation-shared: the jail's copies stay peers of the root
-        # namespace's stores, so the daemon's mounts flow out (chromeos-facts.md §5); a mount
+        # namespace's stores, so the daemon's mounts flow out (docs/chromeos.md §5); a mount
         # it leaves on <store>/<H> makes that user's next sign-in refuse the target (EBUSY)
         how = "bare -K leaves propagation unchanged" if not k else "-Kshared keeps it shared"
         warnings.append(f"{how}: the store binds stay peers of the root namespace's stores, so "

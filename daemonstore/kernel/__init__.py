@@ -1,5 +1,5 @@
 """Kernel backend: the real kernel behind the Host interface, and the only area that imports
-ctypes and pyudev (style.md §4). By job:
+ctypes and pyudev (docs/architecture.md §1). By job:
 
 * :mod:`~daemonstore.kernel.uapi`: include/uapi constants (the ``MS_*`` flags are
   :mod:`daemonstore.mountflags`);

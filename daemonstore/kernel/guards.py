@@ -1,6 +1,6 @@
 """Kernel layer, safety guards: the checks KernelHost makes before it opens or mounts anything.
 
-design.md "Running on a real system": the root is ``/`` or a sandbox. The machine's initial mount
+docs/architecture.md §10: the root is ``/`` or a sandbox. The machine's initial mount
 namespace is refused unless the caller was given ``--system`` (the interlock, checked first in
 :mod:`daemonstore.command`, and again here). A sandbox root (anything but ``/``) must be a tmpfs
 mount point of its own that is not ``shared:``: a mount made below a shared root would propagate
@@ -47,7 +47,7 @@ def in_initial_namespace() -> bool:
     (a new PID namespace), PID 1's namespace is the container's: "initial" means the namespace
     of whoever is init here, which is what an init script asks.
     """
-    own = os.stat("/proc/self/ns/mnt").st_ino
+    own = os.stat("/proc/thread-self/ns/mnt").st_ino  # this thread's (hostlane.py)
     initial: set[int] = set()
     try:
         initial.add(os.stat("/proc/1/ns/mnt").st_ino)
@@ -87,7 +87,8 @@ def check_tmpfs_mount_point(host_root: str, root_fd: int) -> MountInfoEntry:
     that mount's mountinfo entry."""
     dev = os.fstat(root_fd).st_dev
     want = f"{os.major(dev)}:{os.minor(dev)}"
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+    with open("/proc/thread-self/mountinfo", encoding="utf-8",
+              errors="surrogateescape") as f:
         entries = parse_mountinfo(f.read())
     for e in reversed(entries):  # the top of a stack is listed last
         if e.mount_point == host_root and e.dev == want and e.fstype == "tmpfs":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import itertools
 import os
+from collections.abc import Callable
 
 from daemonstore.kernel.files import FileMethods
 from daemonstore.kernel.guards import (
@@ -20,6 +21,7 @@ from daemonstore.kernel.guards import (
     check_sandbox_root,
 )
 from daemonstore.kernel.holds import HoldMethods
+from daemonstore.kernel.local import watch_mount_table
 from daemonstore.kernel.mounts import MountMethods
 from daemonstore.kernel.namespaces import NamespaceMethods
 from daemonstore.kernel.resolve import Namespace, fd_path
@@ -69,6 +71,12 @@ class KernelHost(FileMethods, MountMethods, NamespaceMethods, HoldMethods):
     def root(self) -> str:
         """Host path of the sandbox root (canonical, as /proc/self/mountinfo shows it)."""
         return self._root
+
+    def watch_mounts(self, notify: Callable[[], None]) -> Callable[[], None]:
+        """Host.watch_mounts: ``notify()`` on the running asyncio loop after each change to the
+        current namespace's mount table, by this host or by anyone (kernel/local.py: POLLPRI on
+        /proc/self/mountinfo, opened now, in the current namespace)."""
+        return watch_mount_table(notify)
 
     def close(self) -> None:
         """Close the detached trees, namespace and root fds (namespaces and detached trees die

@@ -32,6 +32,7 @@ from daemonstore.kernel.uapi import (
 from daemonstore.mountflags import MS_FLAGS as MS
 from daemonstore.mountflags import option_bits
 
+_MS_BIND, _MS_REC = MS["MS_BIND"], MS["MS_REC"]
 _PROPAGATION_FLAGS = {Propagation.SHARED: MS["MS_SHARED"], Propagation.SLAVE: MS["MS_SLAVE"],
                       Propagation.PRIVATE: MS["MS_PRIVATE"],
                       Propagation.UNBINDABLE: MS["MS_UNBINDABLE"]}
@@ -76,12 +77,16 @@ class MountMethods(Resolver):
 
     def bind(self, source: str, target: str, *, recursive: bool = False,
              safe: bool = False) -> None:
-        flags = MS["MS_BIND"] | (MS["MS_REC"] if recursive else 0)
+        # the hot path of startup and sign-in (bench/boot.py, bench/signin.py): _mount_at
+        # written out
+        flags = (_MS_BIND | _MS_REC) if recursive else _MS_BIND
         sfd = self._open(source, O_PATH, safe=safe)
         try:
             tfd = self._open(target, O_PATH, safe=safe)
             try:
-                self._mount_at(b"/proc/self/fd/%d" % sfd, tfd, None, flags, None, target)
+                if self._calls.mount(b"/proc/self/fd/%d" % sfd, b"/proc/self/fd/%d" % tfd, None,
+                                     flags, None):
+                    raise last_error(target)
             finally:
                 os.close(tfd)
         finally:
@@ -94,21 +99,26 @@ class MountMethods(Resolver):
 
     def make(self, target: str, propagation: Propagation | str, *, recursive: bool = False,
              safe: bool = False) -> None:
-        flags = propagation_flag(propagation) | (MS["MS_REC"] if recursive else 0)
+        # the hot path of startup: a member's flag straight from the table, _mount_at written out
+        flags = (_PROPAGATION_FLAGS[propagation] if type(propagation) is Propagation
+                 else propagation_flag(propagation))
+        if recursive:
+            flags |= _MS_REC
         fd = self._open(target, O_PATH, safe=safe)
         try:
-            self._mount_at(None, fd, None, flags, None, target)
+            if self._calls.mount(None, b"/proc/self/fd/%d" % fd, None, flags, None):
+                raise last_error(target)
         finally:
             os.close(fd)
 
     def umount(self, target: str, *, detach: bool = False, safe: bool = False) -> None:
-        # Not umount2("/proc/self/fd/N"): an open fd pins the mount (EBUSY,
-        # propagate_mount_busy()). Not umount2(host path) either: resolved from the real "/", it
-        # enters a mount stacked on the sandbox root (a propagated copy can land there, §6.12),
-        # which paths resolved from root_fd never do. So: canonicalize through openat2 (symlinks
-        # followed inside the sandbox), then umount2 the last component relative to its parent
-        # directory -- which pins only the parent mount. UMOUNT_NOFOLLOW: the canonical name is
-        # no symlink we meant to follow.
+        # Not umount2("/proc/self/fd/N"): an open fd pins the mount (EBUSY, propagate_mount_busy()).
+        # Not umount2(host path) either: resolved from the real "/", it enters a mount stacked on
+        # the sandbox root (a propagated copy can land there, docs/propagation.md §6 item 12), which
+        # paths resolved from root_fd never do. So: canonicalize through openat2 (symlinks followed
+        # inside the sandbox), then umount2 the last component relative to its parent directory --
+        # which pins only the parent mount. UMOUNT_NOFOLLOW: the canonical name is no symlink we
+        # meant to follow.
         path = self._canonical(target, safe=safe)
         head, _, name = path.rpartition("/")
         flags = UMOUNT_NOFOLLOW | (MNT_DETACH if detach else 0)
@@ -159,7 +169,7 @@ class MountMethods(Resolver):
             mount(device, fd_path(fd), fstype, option_bits(flags), data or None,
                   filename=target)
 
-    # ---- detached trees (propagation-rules.md §2.9) -------------------------------------------
+    # ---- detached trees (docs/propagation.md §2.9) -------------------------------------------
 
     def clone_detached(self, source: str, *, recursive: bool = False,
                        safe: bool = False) -> str:

@@ -14,7 +14,14 @@ from daemonstore.kernel.guards import check_tmpfs_mount_point
 from daemonstore.kernel.mounts import propagation_flag
 from daemonstore.kernel.resolve import Namespace, Resolver, fd_path
 from daemonstore.kernel.syscalls import mount, os_error, read_all, setns, unshare
-from daemonstore.kernel.uapi import CLONE_NEWNS, NS_GET_NSTYPE, O_CLOEXEC, O_DIRECTORY, O_PATH
+from daemonstore.kernel.uapi import (
+    CLONE_FS,
+    CLONE_NEWNS,
+    NS_GET_NSTYPE,
+    O_CLOEXEC,
+    O_DIRECTORY,
+    O_PATH,
+)
 from daemonstore.mountflags import MS_FLAGS as MS
 from daemonstore.mountinfo import rebase
 
@@ -29,6 +36,12 @@ class NamespaceMethods(Resolver):
     def current_namespace(self) -> str:
         return self._current
 
+    def own_thread(self) -> None:
+        """Called first in a thread that will do all of this host's work (hostlane.py):
+        ``unshare(CLONE_FS)``, because ``setns(CLONE_NEWNS)`` is EINVAL for a thread sharing
+        its root and cwd with another (every Python thread does: CLONE_FS)."""
+        unshare(CLONE_FS)
+
     def new_namespace(self, name: str, propagation: Propagation | str | None = None) -> None:
         if name in self._ns:
             raise os_error(errno.EEXIST, name)
@@ -36,7 +49,9 @@ class NamespaceMethods(Resolver):
         if propagation is not None and propagation != "unchanged":
             flag = propagation_flag(propagation)  # validate before unsharing
         root_fd = self._unshare()
-        ns_fd = os.open("/proc/self/ns/mnt", os.O_RDONLY | O_CLOEXEC)
+        # thread-self: the namespace of this thread (a Host lane thread may be elsewhere than
+        # the main one; hostlane.py)
+        ns_fd = os.open("/proc/thread-self/ns/mnt", os.O_RDONLY | O_CLOEXEC)
         self._ns[name] = Namespace(ns_fd, root_fd)
         self._current = name
         if flag is not None:
@@ -158,7 +173,8 @@ def _restore_cwd(cwd: str | None) -> None:
 
 def _read_mountinfo() -> str:
     # plain open/read/close: a text-mode file object adds an fstat, an ioctl and an lseek
-    fd = os.open("/proc/self/mountinfo", os.O_RDONLY | O_CLOEXEC)
+    # thread-self, not self: the mount namespace of this thread (hostlane.py)
+    fd = os.open("/proc/thread-self/mountinfo", os.O_RDONLY | O_CLOEXEC)
     try:
         data = read_all(fd, 1 << 17)
     finally:

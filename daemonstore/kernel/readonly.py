@@ -26,7 +26,7 @@ __all__ = ["ReadOnlyRoot"]
 
 
 class ReadOnlyRoot:
-    """``read_file`` and ``exists`` of the Host interface, confined to ``root``."""
+    """``read_file``, ``stat`` and ``exists`` of the Host interface, confined to ``root``."""
 
     kind = "kernel"
 
@@ -54,6 +54,14 @@ class ReadOnlyRoot:
         fd = self._open(path, os.O_RDONLY | os.O_NONBLOCK, safe=safe)
         try:
             return read_all(fd)
+        finally:
+            os.close(fd)
+
+    def stat(self, path: str, *, safe: bool = False) -> os.stat_result:
+        """``lstat``: the last component is never followed (nor any, with ``safe``)."""
+        fd = self._open(path, O_PATH | O_NOFOLLOW, safe=safe)
+        try:
+            return os.fstat(fd)
         finally:
             os.close(fd)
 

@@ -18,14 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from daemonstore.kernel.syscalls import BoundCalls, last_error, os_error
-from daemonstore.kernel.uapi import (
-    O_CLOEXEC,
-    O_DIRECTORY,
-    O_PATH,
-    OPEN_HOW_SIZE_VER0,
-    RESOLVE_IN_ROOT,
-    RESOLVE_SAFE,
-)
+from daemonstore.kernel.uapi import O_DIRECTORY, O_PATH, OPEN_HOW_SIZE_VER0
 
 _FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 
@@ -81,12 +74,23 @@ class Resolver:
 
     _root: str
     _ns: dict[str, Namespace]
-    _current: str
     _calls: BoundCalls
+    _current_name: str
+    #: ``_ns[_current]``, kept by the ``_current`` setter: every call reads its root fd
+    _current_ns: Namespace
+
+    @property
+    def _current(self) -> str:
+        return self._current_name
+
+    @_current.setter
+    def _current(self, name: str) -> None:
+        self._current_ns = self._ns[name]
+        self._current_name = name
 
     @property
     def _root_fd(self) -> int:
-        return self._ns[self._current].root_fd
+        return self._current_ns.root_fd
 
     def _open(self, path: str, flags: int, *, safe: bool, mode: int = 0) -> int:
         """openat2(root_fd, path) confined to the sandbox: RESOLVE_IN_ROOT makes ``..`` and
@@ -94,12 +98,13 @@ class Resolver:
         RESOLVE_NO_MAGICLINKS (ELOOP on any symlink, host.py)."""
         if path[:1] != "/":
             check_absolute(path)  # raises
-        # "." from root_fd is root_fd's own dentry
-        rel = (path.lstrip("/") or ".").encode(_FS_ENCODING, _FS_ERRORS)
+        # b"" (the root itself) becomes ".": from root_fd, root_fd's own dentry
+        rel = path.lstrip("/").encode(_FS_ENCODING, _FS_ERRORS) or b"."
         calls = self._calls
-        key = (flags | O_CLOEXEC, mode, RESOLVE_SAFE if safe else RESOLVE_IN_ROOT)
-        how = calls.hows.get(key) or calls.how(*key)
-        root_fd = self._ns[self._current].root_fd
+        how = None if mode else (calls.hows_safe if safe else calls.hows_in_root).get(flags)
+        if how is None:
+            how = calls.how(flags, mode, safe)
+        root_fd = self._current_ns.root_fd
         fd = calls.openat2(calls.nr_openat2, root_fd, rel, how, OPEN_HOW_SIZE_VER0)
         if fd >= 0:
             return fd

@@ -2,7 +2,7 @@
 forked child inside a throw-away private mount namespace, and :func:`kernel_unavailable_reason`
 says whether that can work here (the one place that asks).
 
-The pattern is systemd's privileged tests (style.md §2.3: ``safe_fork(FORK_NEW_MOUNTNS|...)``):
+The pattern is systemd's privileged tests (test-mount-util.c: ``safe_fork(FORK_NEW_MOUNTNS|...)``):
 the child unshares, makes ``/`` recursively private so nothing it mounts can propagate back to the
 host's peer groups, mounts a tmpfs ``sandbox`` on a fresh directory and works only below it. The
 caller's own mount namespace is never touched; nothing here runs unshare in the calling process.
@@ -32,8 +32,8 @@ __all__ = ["SANDBOX_SOURCE", "kernel_unavailable_reason", "run_in_sandbox"]
 P = ParamSpec("P")
 R = TypeVar("R")
 
-#: tmpfs source of the sandbox root, as mountinfo shows it (design.md: "a private tmpfs whose
-#: source is sandbox")
+#: tmpfs source of the sandbox root, as mountinfo shows it (docs/architecture.md §4: "a private
+#: tmpfs whose mountinfo source is sandbox")
 SANDBOX_SOURCE = "sandbox"
 
 # ---- availability ------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Kernel layer, system calls: the ctypes table after pyudev's ``_ctypeslib`` (style.md §2.4), its
+"""Kernel layer, system calls: the ctypes table after pyudev's ``_ctypeslib``, its
 wrappers, and the one place where an errno becomes ``OSError``.
 
 * :data:`SIGNATURES` names each libc function and its prototype; :data:`FUNCTIONS` is that table
@@ -22,7 +22,7 @@ from ctypes import POINTER, c_char_p, c_int, c_long, c_size_t, c_uint, c_uint64,
 from types import MappingProxyType
 from typing import Any
 
-from daemonstore.kernel.uapi import PR_SET_NO_NEW_PRIVS
+from daemonstore.kernel.uapi import O_CLOEXEC, PR_SET_NO_NEW_PRIVS, RESOLVE_IN_ROOT, RESOLVE_SAFE
 
 
 class OpenHow(ctypes.Structure):
@@ -43,9 +43,10 @@ class MountAttr(ctypes.Structure):
 #: include/uapi/asm-generic/unistd.h agree), so x86_64 and aarch64 share them.
 SYSCALL_NUMBERS: dict[str, dict[str, int]] = {
     "x86_64": {"open_tree": 428, "move_mount": 429, "openat2": 437, "mount_setattr": 442,
-               "fchmodat2": 452, "statx": 332},
+               "fchmodat2": 452, "statx": 332, "pivot_root": 155},
+    # statx (4.11) and pivot_root (2.3.41) predate the unification
     "aarch64": {"open_tree": 428, "move_mount": 429, "openat2": 437, "mount_setattr": 442,
-                "fchmodat2": 452, "statx": 291},  # statx (4.11) predates the unification
+                "fchmodat2": 452, "statx": 291, "pivot_root": 41},
 }
 
 #: name -> (libc symbol, argtypes, restype). syscall(2) is variadic; on x86_64 and aarch64 Linux
@@ -54,6 +55,8 @@ SYSCALL_NUMBERS: dict[str, dict[str, int]] = {
 SIGNATURES: dict[str, tuple[str, list[Any], Any]] = {
     "mount": ("mount", [c_char_p, c_char_p, c_char_p, c_ulong, c_char_p], c_int),
     "umount2": ("umount2", [c_char_p, c_int], c_int),
+    # glibc has no pivot_root wrapper; the system world's container needs it (kernel/container.py)
+    "pivot_root": ("syscall", [c_long, c_char_p, c_char_p], c_long),
     "unshare": ("unshare", [c_int], c_int),
     "setns": ("setns", [c_int, c_int], c_int),
     "openat2": ("syscall", [c_long, c_int, c_char_p, POINTER(OpenHow), c_size_t], c_long),
@@ -168,6 +171,15 @@ def mount(source: str | None, target: str, fstype: str | None, flags: int,
           filename=target if filename is None else filename)
 
 
+def umount2(target: str, flags: int = 0) -> None:
+    _call("umount2", fsencode(target), flags, filename=target)
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    """pivot_root(2): only the system world's container calls it, in its own namespace."""
+    _call("pivot_root", fsencode(new_root), fsencode(put_old), filename=new_root)
+
+
 def set_no_new_privs() -> None:
     """``prctl(PR_SET_NO_NEW_PRIVS, 1)``: exec can never gain privileges (minijail ``-n``)."""
     _call("prctl", PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
@@ -211,6 +223,12 @@ def mount_setattr(dirfd: int, path: str, flags: int, *, attr_set: int = 0, attr_
           filename=path if filename is None else filename)
 
 
+def statx(dirfd: int, path: str, flags: int, mask: int, buf: Any, *,
+          filename: str | None = None) -> None:
+    """statx(2) into ``buf`` (a ctypes buffer of ``STATX_SIZE`` bytes)."""
+    _call("statx", dirfd, fsencode(path), flags, mask, buf, filename=filename)
+
+
 def ioctl(fd: int, request: int, arg: Any = None, *, filename: str | None = None) -> int:
     """ioctl(2) through the table; ``arg`` is an int, None or a ``ctypes.byref``."""
     return _call("ioctl", fd, request, arg, filename=filename)
@@ -243,8 +261,9 @@ class BoundCalls:
     or a seccomp filter refuses (EPERM) sets them false, and the host uses the older calls from then
     on."""
 
-    __slots__ = ("fchmodat2", "fchownat", "have_fchmodat2", "have_statx", "hows", "mount",
-                 "nr_fchmodat2", "nr_openat2", "nr_statx", "openat2", "statx", "umount2")
+    __slots__ = ("fchmodat2", "fchownat", "have_fchmodat2", "have_statx", "hows", "hows_in_root",
+                 "hows_safe", "mount", "nr_fchmodat2", "nr_openat2", "nr_statx", "openat2", "statx",
+                 "umount2")
 
     def __init__(self) -> None:
         self.openat2, self.mount = FUNCTIONS["openat2"], FUNCTIONS["mount"]
@@ -256,12 +275,21 @@ class BoundCalls:
         self.nr_statx = numbers.get("statx", -1)
         self.nr_fchmodat2 = numbers.get("fchmodat2", -1)
         self.have_statx = self.have_fchmodat2 = True
-        self.hows: dict[tuple[int, int, int], OpenHow] = {}
+        self.hows: dict[tuple[int, int, bool], OpenHow] = {}
+        #: the same structs without a mode, by flags alone (one lookup, no key tuple to build),
+        #: for ``safe`` false and true
+        self.hows_in_root: dict[int, OpenHow] = {}
+        self.hows_safe: dict[int, OpenHow] = {}
 
-    def how(self, flags: int, mode: int, resolve: int) -> OpenHow:
-        """The ``open_how`` for these values, made on first use."""
-        key = (flags, mode, resolve)
+    def how(self, flags: int, mode: int, safe: bool) -> OpenHow:
+        """The ``open_how`` KernelHost passes for open ``flags`` (O_CLOEXEC is added), ``mode``
+        and ``safe`` (RESOLVE_IN_ROOT, plus RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS if
+        ``safe``), made on first use and kept in :attr:`hows` under ``(flags, mode, safe)``."""
+        key = (flags, mode, safe)
         how = self.hows.get(key)
         if how is None:
-            how = self.hows[key] = OpenHow(flags, mode, resolve)
+            how = self.hows[key] = OpenHow(flags | O_CLOEXEC, mode,
+                                           RESOLVE_SAFE if safe else RESOLVE_IN_ROOT)
+            if not mode:
+                (self.hows_safe if safe else self.hows_in_root)[flags] = how
         return how

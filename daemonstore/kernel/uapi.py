@@ -24,6 +24,8 @@ MOUNT_ATTR_RDONLY = 0x01
 # ---- include/uapi/linux/sched.h, nsfs.h ----------------------------------------------------------
 
 CLONE_NEWNS = 0x00020000
+CLONE_NEWPID = 0x20000000
+CLONE_FS = 0x00000200  # unshare(2): a private root, cwd and umask for this thread
 NS_GET_NSTYPE = 0xB703  # _IO(NSIO, 0x3): the CLONE_NEW* type of an nsfs fd
 
 # ---- include/uapi/linux/openat2.h --------------------------------------------------------------

@@ -153,11 +153,11 @@ class FileOps:
             raise err(errno.ENOTDIR, path)
         if not want_dir and child.kind == DIR:
             raise err(errno.EISDIR, path)
-        if want_dir and child.children:
-            raise err(errno.ENOTEMPTY, path)
         on = self.table.mounts_on(child)
         if any(x.ns is self.ns for x in on):
-            raise err(errno.EBUSY, path)  # is_local_mountpoint()
+            raise err(errno.EBUSY, path)  # is_local_mountpoint(), checked before emptiness
+        if want_dir and child.children:
+            raise err(errno.ENOTEMPTY, path)  # the filesystem's own rmdir (simple_rmdir)
         self._writable(m, path)
         for x in on:  # __detach_mounts(): other namespaces lose them, without propagation
             if x.ns is not None:

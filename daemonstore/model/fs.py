@@ -1,7 +1,7 @@
 """Filesystem instances (superblocks) and their dentry trees, for the pure model.
 
-No ``os``, no ``ctypes`` (style.md habit 2). A dentry here is also its inode: the model has no
-hard links, so nothing is lost by merging the two.
+No ``os``, no ``ctypes`` (docs/architecture.md §1). A dentry here is also its inode: the model has
+no hard links, so nothing is lost by merging the two.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Mounts, peer groups and namespaces of the model (propagation-rules.md §1).
+"""Mounts, peer groups and namespaces of the model (docs/propagation.md §1).
 
 The fields follow ``struct mount`` (fs/mount.h) so that the algorithms in ``propagation.py``
 can be read side by side with fs/pnode.c and fs/namespace.c.

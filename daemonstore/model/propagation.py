@@ -1,7 +1,7 @@
 """The propagation engine: clone, copy, attach, propagate, change type and umount.
 
 Each method mirrors one kernel function (fs/namespace.c, fs/pnode.c, Linux 6.18) and cites the
-rule of propagation-rules.md it implements. Paths never appear here: callers resolve them.
+rule of docs/propagation.md it implements. Paths never appear here: callers resolve them.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Render a model namespace as ``/proc/PID/mountinfo`` text (propagation-rules.md §4)."""
+"""Render a model namespace as ``/proc/PID/mountinfo`` text (docs/propagation.md §4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Path resolution through the model's mount tree (propagation-rules.md §2.0).
+"""Path resolution through the model's mount tree (docs/propagation.md §2.0).
 
 Walks component by component from the sandbox root, crossing onto the topmost mount at every
 mountpoint, handling ``..`` across mount roots, and following symlinks (absolute targets from

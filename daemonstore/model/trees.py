@@ -1,4 +1,4 @@
-"""Detached trees and bound namespace files in the model (propagation-rules.md §2.9, §1.2).
+"""Detached trees and bound namespace files in the model (docs/propagation.md §2.9, §1.2).
 
 ``clone_detached`` is ``open_tree(OPEN_TREE_CLONE[|AT_RECURSIVE])``: a bind made now and held in
 an anonymous namespace (which never receives propagation) until ``attach_detached`` puts it in
@@ -15,6 +15,7 @@ from itertools import count
 from daemonstore.model.fs import FILE, Dentry, err
 from daemonstore.model.mounts import Mount, Namespace, preorder
 from daemonstore.model.propagation import CL_COPY_MNT_NS_FILE, MountTable
+from daemonstore.model.watchers import changes_mounts
 
 _handles = count(1)
 
@@ -49,6 +50,7 @@ class TreeOps:
         self._detached[anon.name] = anon
         return anon.name
 
+    @changes_mounts
     def attach_detached(self, handle: str, target: str, *, safe: bool = False) -> None:
         """``move_mount(F_EMPTY_PATH)`` of a detached tree: attached like a bind (§2.9)."""
         anon = self._detached.get(handle)
@@ -69,6 +71,7 @@ class TreeOps:
         if anon is not None:
             self.table.umount_tree(anon.root, propagate=False)
 
+    @changes_mounts
     def pin_namespace(self, name: str, path: str) -> None:
         """Bind namespace ``name``'s ns file onto the existing regular file ``path``."""
         ns = self._namespaces.get(name)

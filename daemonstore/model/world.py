@@ -1,9 +1,9 @@
 """``ModelHost``: the pure in-memory backend of the Host interface.
 
 A world starts as one namespace ``init`` whose root is a private tmpfs with source ``sandbox``
-(design.md, the scenario language). Paths resolve through the mount tree of the current
-namespace as the kernel's path walk does (§2.0); mount operations delegate to
-:class:`~daemonstore.model.propagation.MountTable`.
+(docs/architecture.md §4, the scenario language). Paths resolve through the mount tree of the
+current namespace as the kernel's path walk does (docs/propagation.md §2.0); mount operations
+delegate to :class:`~daemonstore.model.propagation.MountTable`.
 """
 
 from __future__ import annotations
@@ -21,12 +21,13 @@ from daemonstore.model.render import render_namespace
 from daemonstore.model.resolve import Resolver
 from daemonstore.model.space import statvfs as _statvfs
 from daemonstore.model.trees import TreeOps
+from daemonstore.model.watchers import MountWatchers, changes_mounts
 
 _ATIME = frozenset({"noatime", "relatime", "strictatime"})
 _PROPAGATIONS = {p.value for p in Propagation}
 
 
-class ModelHost(Resolver, FileOps, TreeOps, HoldOps):
+class ModelHost(Resolver, FileOps, TreeOps, HoldOps, MountWatchers):
     """The model world. Not thread-safe; cheap to create (one per test or scenario)."""
 
     kind = "model"
@@ -45,6 +46,8 @@ class ModelHost(Resolver, FileOps, TreeOps, HoldOps):
         self._detached: dict[str, Namespace] = {}
         self._pinned: dict[int, Namespace] = {}
         self._holds: dict[str, Hold] = {}
+        self._watchers = {}  # Host.watch_mounts (model/watchers.py)
+        self._next_watch = 0
         self.ns = ns
         self._current = "init"  # the name it was entered by (a pinned one may have two)
 
@@ -76,6 +79,7 @@ class ModelHost(Resolver, FileOps, TreeOps, HoldOps):
         self._current = name
 
     # ---- mounts --------------------------------------------------------------------------------
+    @changes_mounts
     def mount_tmpfs(self, source: str, target: str, *, flags: frozenset[str] = frozenset(),
                     data: str = "", safe: bool = False) -> None:
         """A new mount is attached like a bind of a private source (§2.3, SC10)."""
@@ -86,6 +90,7 @@ class ModelHost(Resolver, FileOps, TreeOps, HoldOps):
         m = self.table.new_mount(fs, fs.root, _with_atime(frozenset(flags), frozenset()))
         self.table.attach_recursive(m, dest, mp, moving=False)
 
+    @changes_mounts
     def bind(self, source: str, target: str, *, recursive: bool = False,
              safe: bool = False) -> None:
         """``do_loopback()`` (§2.4): EINVAL for an unbindable source, ENOTDIR on a type clash."""
@@ -101,6 +106,7 @@ class ModelHost(Resolver, FileOps, TreeOps, HoldOps):
             copy = self.table.clone(old, dentry, 0)
         self.table.attach_recursive(copy, dest, mp, moving=False)
 
+    @changes_mounts
     def move(self, source: str, target: str, *, safe: bool = False) -> None:
         """``do_move_mount()`` (§2.6), checks in the kernel's order."""
         old, dentry = self.resolve(source, safe=safe)
@@ -122,6 +128,7 @@ class ModelHost(Resolver, FileOps, TreeOps, HoldOps):
             p = p.parent
         self.table.attach_recursive(old, dest, mp, moving=True)
 
+    @changes_mounts
     def make(self, target: str, propagation: Propagation | str, *, recursive: bool = False,
              safe: bool = False) -> None:
         """``do_change_type()`` (§2.2): the path must be the root of a mount (SC46)."""
@@ -137,6 +144,7 @@ class ModelHost(Resolver, FileOps, TreeOps, HoldOps):
         for p in mounts:
             self.table.change_propagation(p, ptype)
 
+    @changes_mounts
     def umount(self, target: str, *, detach: bool = False, safe: bool = False) -> None:
         """``do_umount()`` (§2.7): unless ``detach`` (``MNT_DETACH`` takes the tree out at
         once, busy or not), EBUSY when ``propagate_mount_busy(mnt, 2)`` says so: a submount, or
@@ -149,6 +157,7 @@ class ModelHost(Resolver, FileOps, TreeOps, HoldOps):
             raise err(errno.EBUSY, target)
         self.table.umount_tree(m, propagate=True)
 
+    @changes_mounts
     def remount_bind(self, target: str, flags: frozenset[str], *, safe: bool = False) -> None:
         m = self._mount_root(target, safe)
         m.flags = _with_atime(frozenset(flags), m.flags)

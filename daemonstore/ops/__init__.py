@@ -1,5 +1,5 @@
 """The plan vocabulary (plan layer, tier 2): one :class:`Op` hierarchy for every step a
-component plans and a dry run prints (style.md habit 1: the plan as data, then apply).
+component plans and a dry run prints (docs/architecture.md §3: the plan as data, then apply).
 
 Modules:
 
@@ -9,6 +9,8 @@ Modules:
   parser and :func:`run_scenario`;
 * :mod:`~daemonstore.ops.files`: directories and their contents (MakeDir, EnsureDir, Chmod,
   Chown, RemoveDir, RenewDir, RemoveTree) and the one safe tree walker, :func:`walk_tree`;
+* :mod:`~daemonstore.ops.guard`: the root-owned guard that keeps a mount point in a
+  user-writable directory from being removed by that user (GuardMountPoint);
 * :mod:`~daemonstore.ops.mounts`: mounts and namespaces beyond the language (SafeBind,
   BindDir, RemountBind, ForceUmount, and the jail's Unshare, EnterNamespaceFile, PinTree,
   AttachTree).
@@ -34,6 +36,7 @@ from daemonstore.ops.files import (
     expect_dir,
     walk_tree,
 )
+from daemonstore.ops.guard import GuardMountPoint
 from daemonstore.ops.mounts import (
     AttachTree,
     BindDir,
@@ -76,6 +79,7 @@ __all__ = [
     "EnsureDir",
     "EnterNamespaceFile",
     "ForceUmount",
+    "GuardMountPoint",
     "Hold",
     "MakeDir",
     "MakeTarget",

@@ -1,6 +1,6 @@
 """The Op base of every plan step (plan layer, pure: an op only calls the Host it is given).
 
-Components build their plans as lists of ops and carry them out afterwards (style.md habit 1:
+Components build their plans as lists of ops and carry them out afterwards (docs/architecture.md §3:
 the plan as data, then apply). An op knows how to ``apply`` itself to a Host and how to render
 itself as one line (``to_line``) for dry runs and error messages.
 """

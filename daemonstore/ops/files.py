@@ -19,8 +19,8 @@ op                   does                                                line
 **Safe.** Every op here resolves its path with ``safe=True`` (MakeDir, Chmod and Chown take a
 ``safe`` field that defaults to it): no symlink may appear in any component, the last one
 included (``RESOLVE_NO_SYMLINKS``, ``ELOOP`` otherwise; host.py), the way libbrillo's ``SafeFD``
-walks every component with ``O_NOFOLLOW`` (chromeos-facts.md §2, "Protection against symlink
-and TOCTOU attacks"). So ``chmod``/``chown`` of a symlink is ``ELOOP`` rather than Linux's
+walks every component with ``O_NOFOLLOW`` (docs/chromeos.md §2.5, protection against symlink
+and TOCTOU attacks). So ``chmod``/``chown`` of a symlink is ``ELOOP`` rather than Linux's
 ``EOPNOTSUPP`` (no lchmod) or a silent lchown, and a symlink planted at
 ``/run/daemon-store/<d>`` can never redirect a chmod or chown (the original enumerates with
 ``stat()`` and would follow one). The ``Dir*`` ops and EnsureDir also ``lstat`` the path first,
@@ -33,13 +33,13 @@ so a file or fifo planted where a directory should be is refused (``ENOTDIR``: S
 from __future__ import annotations
 
 import errno
-import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple, Protocol
 
-from daemonstore.host import Host, Stat
+from daemonstore.host import Host
 from daemonstore.ops.base import Op, quote
+from daemonstore.ops.guard import remove_guard
+from daemonstore.ops.tree import RemoveTree, TreeItem, TreeReader, expect_dir, walk_tree
+from daemonstore.records import fast_init
 
 __all__ = [
     "Chmod",
@@ -59,18 +59,7 @@ __all__ = [
 ]
 
 
-def expect_dir(host: Host, path: str) -> Stat:
-    """Raise unless ``path`` is a real directory: ``ELOOP`` for a symlink (in any component, since
-    ``safe``), ``ENOTDIR`` for a file, fifo or anything else (SafeFD's ``kWrongType``). Returns
-    its ``lstat``."""
-    st = host.lstat(path, safe=True)
-    if st.is_symlink:
-        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
-    if not st.is_dir:
-        raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
-    return st
-
-
+@fast_init  # startup builds one per store (records.py)
 @dataclass(frozen=True)
 class MakeDir(Op):
     """``mkdir -m MODE P``: create one directory (parents must exist), mode exact (no umask).
@@ -105,7 +94,7 @@ class EnsureDir(Op):
     """``install -d -m MODE -o UID -g GID P`` decided when applied: for a directory inside a
     vault the plan cannot look into (a loop vault's ext4 image is not mounted at plan time).
     Missing: mkdir, chown, chmod (chmod last: chown drops setgid, and mkdirat honours only
-    01777, chromeos-facts.md §2 SafeCreateDirAndSetOwnershipAndPermissions). Present: owner and
+    01777, docs/chromeos.md §2.5 SafeCreateDirAndSetOwnershipAndPermissions). Present: owner and
     mode repaired where they differ. A symlink is ``ELOOP``, anything else not a directory
     ``ENOTDIR`` (SafeFD's kSymlinkDetected / kWrongType), so sign-in rolls back."""
 
@@ -151,7 +140,7 @@ class Chmod(Op):
 @dataclass(frozen=True)
 class DirChmod(Chmod):
     """``chmod MODE P`` of a directory (type-checked first). Always issued after a mkdir,
-    because ``mkdirat`` honours only the 01777 bits and drops setgid (chromeos-facts.md §2,
+    because ``mkdirat`` honours only the 01777 bits and drops setgid (docs/chromeos.md §2.5,
     ``SafeCreateDirAndSetOwnershipAndPermissions``; §7 item 6)."""
 
     def apply(self, host: Host) -> None:
@@ -159,6 +148,7 @@ class DirChmod(Chmod):
         super().apply(host)
 
 
+@fast_init  # startup builds one per store (records.py)
 @dataclass(frozen=True)
 class Chown(Op):
     """``chown UID:GID P`` (numeric ids; ``-1`` leaves that id unchanged, as fchownat(2))."""
@@ -189,12 +179,20 @@ class DirChown(Chown):
 
 @dataclass(frozen=True)
 class RemoveDir(Op):
-    """``rmdir P``: removes only an empty directory, so it can never lose data."""
+    """``rmdir P``: removes only an empty directory, so it can never lose data. A mount-point
+    guard (ops/guard.py) that is the directory's only entry does not count as content: it is
+    removed first (sign-out, rollback and repair undo the guard sign-in put there)."""
 
     path: str
 
     def apply(self, host: Host) -> None:
-        host.rmdir(self.path, safe=True)
+        try:
+            host.rmdir(self.path, safe=True)
+        except OSError as exc:
+            # only ENOTEMPTY: EBUSY (a mount point here) is never looked into
+            if exc.errno != errno.ENOTEMPTY or not remove_guard(host, self.path):
+                raise
+            host.rmdir(self.path, safe=True)
 
     def to_line(self) -> str:
         return f"rmdir {quote(self.path)}"
@@ -207,7 +205,13 @@ class RenewDir(Op):
     namespace (the kernel's ``__detach_mounts()``, lazily): a copy of a bind that no umount
     propagates to (a private namespace made while it was mounted) goes with it, and the path
     is still there, empty, as before. ``rmdir`` removes only an empty directory (``ENOTEMPTY``:
-    nothing changed), so it can never lose data."""
+    nothing changed), so it can never lose data.
+
+    A plain rmdir, unlike :class:`RemoveDir`: it never takes a mount-point guard away
+    (ops/guard.py). Guards go only into mount points in chronos-owned ``/home/chronos``; what
+    is renewed is a store target in root-owned ``/run/daemon-store{,-cache}/<d>``, which only
+    root can remove, so it never gets one, and any entry found in it is content (kept and
+    reported by the caller), never ours to delete."""
 
     path: str
     mode: int
@@ -224,103 +228,3 @@ class RenewDir(Op):
 
     def to_line(self) -> str:
         return f"rmdir {quote(self.path)} && mkdir -m {self.mode:04o} {quote(self.path)}"
-
-
-# ---- the tree walker ---------------------------------------------------------------------------
-
-
-class TreeReader(Protocol):
-    """What :func:`walk_tree` reads: a subset of :class:`~daemonstore.host.Host`."""
-
-    def lstat(self, path: str, *, safe: bool = False) -> Stat: ...
-
-    def listdir(self, path: str, *, safe: bool = False) -> list[str]: ...
-
-
-class TreeItem(NamedTuple):
-    """One item of :func:`walk_tree`. ``kind`` is ``entry`` (not a directory), ``dir`` (after
-    its contents), ``mount`` (on another mount: not entered), ``vanished`` (gone since it was
-    listed) or ``error`` (lstat or listdir failed otherwise); the last two carry the ``error``
-    and no ``stat``."""
-
-    path: str
-    kind: Literal["entry", "dir", "mount", "vanished", "error"]
-    stat: Stat | None
-    error: OSError | None = None
-
-
-def _failed(path: str, exc: OSError) -> TreeItem:
-    return TreeItem(path, "vanished" if exc.errno == errno.ENOENT else "error", None, exc)
-
-
-def walk_tree(fs: TreeReader, top: str, mnt_id: int) -> Iterator[TreeItem]:
-    """Post-order walk below ``top`` (not ``top`` itself) for deleting a tree that someone else
-    controls: iterative (no recursion limit for a deep tree), ``safe`` everywhere (a symlink is
-    an entry, never followed), and never entering another mount than ``mnt_id``. Listing
-    ``top`` raises; every later failure is an item, so one entry's error does not stop the
-    walk. A directory that could not be listed (gone, or replaced by a symlink or a file since
-    its lstat) is not yielded as ``dir``: it was not emptied."""
-    stack: list[tuple[str, Stat | None]] = [(top, None)]
-    while stack:
-        path, done = stack.pop()
-        if done is not None:
-            yield TreeItem(path, "dir", done)
-            continue
-        try:
-            names = fs.listdir(path, safe=True)
-        except OSError as exc:
-            if path == top:
-                raise
-            stack.pop()  # its ("dir", stat) entry: it was not emptied
-            yield _failed(path, exc)
-            continue
-        for name in reversed(names):
-            child = f"{path.rstrip('/')}/{name}"
-            try:
-                st = fs.lstat(child, safe=True)
-            except OSError as exc:
-                yield _failed(child, exc)
-                continue
-            if st.mnt_id != mnt_id:
-                yield TreeItem(child, "mount", st)
-            elif st.is_dir:
-                stack.append((child, st))
-                stack.append((child, None))
-            else:
-                yield TreeItem(child, "entry", st)
-
-
-@dataclass(frozen=True)
-class RemoveTree(Op):
-    """``rm -r --one-file-system P`` (``keep_top``: only what is inside P): for data that must
-    not outlive a guest session (chromeos-facts.md §2 "Guest leftovers",
-    CleanUpGuestDaemonDirectories). The tree is attacker-controlled, so it is walked with
-    :func:`walk_tree`: nothing is followed (a symlink is removed, never its target) and no
-    mount is crossed: P itself being a mount point, or a mount met below it, is ``EBUSY`` -- a
-    mount there means someone's live data, which is unmounted first, not deleted through. The
-    first failure stops the removal and is raised."""
-
-    path: str
-    keep_top: bool = False
-
-    def apply(self, host: Host) -> None:
-        top = expect_dir(host, self.path).mnt_id
-        parent = os.path.dirname(self.path.rstrip("/")) or "/"
-        if host.lstat(parent, safe=True).mnt_id != top:
-            raise OSError(errno.EBUSY, os.strerror(errno.EBUSY), self.path)
-        for item in walk_tree(host, self.path, top):
-            if item.error is not None:
-                raise item.error
-            if item.kind == "mount":
-                raise OSError(errno.EBUSY, os.strerror(errno.EBUSY), item.path)
-            if item.kind == "dir":
-                host.rmdir(item.path, safe=True)
-            else:
-                host.unlink(item.path, safe=True)
-        if not self.keep_top:
-            host.rmdir(self.path, safe=True)
-
-    def to_line(self) -> str:
-        if self.keep_top:
-            return f"find {quote(self.path)} -xdev -mindepth 1 -delete  # leftovers; the dir stays"
-        return f"rm -r --one-file-system {quote(self.path)}"

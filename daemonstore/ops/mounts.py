@@ -18,7 +18,7 @@ op                           does                                               
 **Safe** ops resolve every path with ``safe=True``: no symlink in any component (``ELOOP``;
 host.py), and on the kernel the mount then acts on the fd that resolution returned, so a symlink
 planted in a user-controlled path (a vault, ``/run/daemon-store/<d>``) can never redirect a
-mount (chromeos-facts.md §2, libbrillo's ``SafeFD``); RemountBind's ``safe`` field defaults to
+mount (docs/chromeos.md §2.5, libbrillo's ``SafeFD``); RemountBind's ``safe`` field defaults to
 it. The jail's ops follow symlinks as minijail does: their paths come from the daemon's own
 command line.
 
@@ -37,6 +37,7 @@ from daemonstore.host import Host, Propagation, Stat
 from daemonstore.ops.base import Op, quote
 from daemonstore.ops.files import expect_dir
 from daemonstore.ops.scenario import Bind, Make, NewNamespace, Umount
+from daemonstore.records import fast_init
 
 __all__ = [
     "AttachTree",
@@ -52,6 +53,7 @@ __all__ = [
 ]
 
 
+@fast_init  # startup builds one per store (records.py)
 @dataclass(frozen=True)
 class SafeBind(Bind):
     """``mount --bind S D`` resolved without following symlinks in either path."""
@@ -62,6 +64,7 @@ class SafeBind(Bind):
         host.bind(self.source, self.target, recursive=self.recursive, safe=self.safe)
 
 
+@fast_init  # startup builds one per store (records.py)
 @dataclass(frozen=True)
 class SafeMake(Make):
     """``mount --make-shared P`` (etc.) resolved without following symlinks."""
@@ -109,7 +112,7 @@ class BindDir(SafeBind):
 class RemountBind(Op):
     """``mount -o remount,bind,FLAGS D``: ``Platform::Bind``'s second mount(2) call, which sets
     nosuid, nodev, noexec (and nosymfollow for cryptohome's binds) on the new mount, because
-    flags given with a plain ``MS_BIND`` are ignored (chromeos-facts.md §2, "Mount flags"); the
+    flags given with a plain ``MS_BIND`` are ignored (docs/chromeos.md §2.4); the
     jail makes the same call for a ``-k``/``-b`` bind's flags, as minijail does for ``-b``
     read-only."""
 
@@ -126,7 +129,7 @@ class RemountBind(Op):
 
 @dataclass(frozen=True)
 class ForceUmount(Umount):
-    """``Mounter::ForceUmount`` (chromeos-facts.md §2, "Unmount at sign-out"): a plain umount, and
+    """``Mounter::ForceUmount`` (docs/chromeos.md §2.7): a plain umount, and
     on ``EBUSY`` a lazy ``MNT_DETACH`` as the fallback. The mount then leaves the namespace at
     once; the kernel frees it when its last user goes. Before the detach the mount's
     filesystem is flushed (``syncfs``), as the original syncs: whatever the holders write

@@ -1,7 +1,7 @@
 """The scenario language, the contract (plan layer): its ten ops, the table-driven parser and
 the runner (pure parsing; the runner only calls the Host it is given).
 
-Grammar (design.md, "The scenario language", contract)::
+Grammar (docs/architecture.md §4, contract)::
 
     mkdir P...                                  like mkdir -p, mode 0755, in the current namespace
     mount -t tmpfs NAME P                       a new tmpfs instance; NAME is its mountinfo source
@@ -58,7 +58,7 @@ __all__ = [
 ]
 
 #: ``ns NAME --propagation X`` values; "unchanged" (the default) leaves the copied tree as it is
-#: (propagation-rules.md §2.8: unshare(1)'s alternatives, minus its rprivate default).
+#: (docs/propagation.md §2.8: unshare(1)'s alternatives, minus its rprivate default).
 NS_PROPAGATIONS = (*(p.value for p in Propagation if p is not Propagation.UNBINDABLE), "unchanged")
 
 _NS_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
@@ -161,8 +161,11 @@ class Make(Op):
     recursive: bool = False
 
     def __post_init__(self) -> None:
-        # accept the kernel word as a plain string too; store the enum (style.md §4)
-        object.__setattr__(self, "propagation", Propagation(self.propagation))
+        # accept the kernel word as a plain string too; store the enum (docs/architecture.md
+        # §11). A member is kept as it is: Propagation(member) costs as much as the rest of the
+        # constructor
+        if type(self.propagation) is not Propagation:
+            object.__setattr__(self, "propagation", Propagation(self.propagation))
 
     def apply(self, host: Host) -> None:
         host.make(self.target, self.propagation, recursive=self.recursive)
@@ -412,10 +415,10 @@ def parse(text: str) -> list[Op]:
 
 def run_scenario(host: Host, ops_or_text: str | Sequence[Op]) -> dict[str, Any]:
     """Run ops on ``host``; every failing op is recorded as ``[line, "ERRNO"]`` and the run goes
-    on (design.md: "An operation that fails is recorded ... and the run goes on").
+    on (docs/architecture.md §4: "An operation that fails is recorded ... and the run goes on").
 
     Only ``OSError`` is an operation result. Anything else (``NotImplementedError`` from the
-    model, a bug) propagates: style.md §6 "don't paper over".
+    model, a bug) propagates: docs/architecture.md §2, the model never guesses.
     """
     ops = parse(ops_or_text) if isinstance(ops_or_text, str) else list(ops_or_text)
     errors: list[list[Any]] = []
@@ -432,7 +435,7 @@ def run_scenario(host: Host, ops_or_text: str | Sequence[Op]) -> dict[str, Any]:
 
 
 def canonical_result(result: dict[str, Any]) -> dict[str, object]:
-    """The id-free form two results are compared in (design.md; owned by mountinfo.py)."""
+    """The id-free form two results are compared in (docs/propagation.md §5; mountinfo.py)."""
     from daemonstore.mountinfo import canonical
 
     return canonical(result["namespaces"], result["errors"])

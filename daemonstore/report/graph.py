@@ -1,12 +1,12 @@
 """The propagation picture: peer groups and masters across mount namespaces, as terminal text or
 Graphviz DOT (pure: input is ``{namespace label: mountinfo text}``, output is a string).
 
-Vocabulary is the kernel's (style.md §4): a *peer group* is the set of mounts showing the same
-``shared:N`` (they propagate mount events to each other), a mount showing ``master:N`` is a
+Vocabulary is the kernel's (docs/architecture.md §11): a *peer group* is the set of mounts showing
+the same ``shared:N`` (they propagate mount events to each other), a mount showing ``master:N`` is a
 *slave* of group N (it receives from N, never sends back; sharedsubtree.rst §2), a mount showing
 both is a shared+slave: a peer of its own group *and* a slave of N, so its group hangs below N in
-the tree. Group ids are global to the kernel (one id space across namespaces), so one read of
-every namespace's mountinfo gives the whole picture. Ids are relabelled ``G1``, ``G2``... in order
+the tree. Group ids are global to the kernel (one id space across namespaces), so one read of every
+namespace's mountinfo gives the whole picture. Ids are relabelled ``G1``, ``G2``... in order
 of first appearance (as mountinfo.canonical does), so the picture does not depend on raw ids.
 
 By default only *visible* mounts are drawn: the top of the stack a path lookup reaches (e.g. a

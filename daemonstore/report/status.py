@@ -12,13 +12,13 @@ read from the root namespace, and answers:
 * for every other namespace that can reach a store's path: is the mount there a *peer* of the
   root namespace's store group or a *slave* of it (directly or through a chain of
   shared+slave groups: propagation reaches it, sign-ins appear), or not (private, or a slave of
-  some unrelated group: it never sees a sign-in; chromeos-facts.md §5 "Known issues");
+  some unrelated group: it never sees a sign-in; docs/chromeos.md §5.3);
 * problems: a store that is not shared (or not mounted although its template exists), a
   namespace holding a store copy that receives nothing, and a per-user directory under
   ``/run/daemon-store/<d>/`` with nothing mounted on it that holds files -- the
-  writes-before-mount trap of chromeos-facts.md §4 "Doc guidance" and §7 item 1: a daemon wrote
-  into the tmpfs. An *empty* one is no problem: sign-out leaves the empty targets, as ChromeOS
-  does (session/sign_out.py).
+  writes-before-mount trap of docs/chromeos.md §4.4 and §7 item 1: a daemon wrote into the
+  tmpfs. An *empty* one is no problem: sign-out leaves the empty targets, as ChromeOS does
+  (session/sign_out.py).
 
 Only *reachable* mounts count (the top of the stack a path lookup meets, ``MountView.stack``): a
 jailed daemon still holds hidden copies of every store under its new ``/run``, and those say
@@ -273,7 +273,7 @@ def analyze(namespaces: Mapping[str, str], facts: Facts, root: str = ROOT) -> St
             if not receives:
                 problems.append(f"namespace {ns}: its {row.path} is {relation}: it never sees a "
                                 "sign-in (jail it with -v -Kslave and MS_BIND|MS_REC, "
-                                "chromeos-facts.md §5)")
+                                "docs/chromeos.md §5)")
     held = {user: list(holders) for user, holders in facts.held.items()
             if user not in facts.users}
     for user, holders in held.items():

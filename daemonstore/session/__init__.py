@@ -27,7 +27,7 @@ Public API (cryptohome_sim and ``daemonstore.world`` call it; keep the names)::
 N (0-based index into ``plan.steps``; a value past the end injects nothing), so tests and
 cryptohome_sim's control interface can fail sign-in at every step and watch the rollback.
 
-The rules, where they differ from the original (chromeos-facts.md §2, §7):
+The rules, where they differ from the original (docs/chromeos.md §2, §7):
 
 * a store that is not mounted (template installed without a reboot) is skipped with a warning
   instead of failing the whole sign-in (§7 item 12);
@@ -36,7 +36,7 @@ The rules, where they differ from the original (chromeos-facts.md §2, §7):
   sign-in, naming the path, at plan time or, if planted meanwhile, at the step that meets it
   (ELOOP / ENOTDIR), followed by the rollback;
 * a failure part-way unmounts what this sign-in mounted (LIFO) and removes the directories it
-  created outside ``/home/.shadow`` (the original leaves the latter, §2 "InternalMount..." 7);
+  created outside ``/home/.shadow`` (the original leaves the latter, §2.3 step 5);
 * sign-out removes the empty per-user targets (§7 item 1) and the mount points that outlive a
   user in the original, so a daemon namespace made mid-session keeps no copy of the vault.
 

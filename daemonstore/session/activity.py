@@ -1,7 +1,7 @@
 """Per-user last-activity records: the "least recently used" order of the low-disk cleanup.
 
 cryptohome cleans the caches of unmounted homes oldest first, by last activity
-(chromeos-facts.md §6, ``FreeDiskSpaceInternal`` step 2). Its timestamp store is not described in
+(docs/chromeos.md §6.3, ``FreeDiskSpaceInternal`` step 2). Its timestamp store is not described in
 the facts, so this project defines its own: ``/home/.shadow/<H>/last_activity``, one line with
 the time in nanoseconds since the epoch (decimal ASCII). Persistent, next to the vault, root-only
 like the rest of ``/home/.shadow/<H>``.

@@ -1,6 +1,6 @@
 """Who keeps a user's mounts busy at sign-out (plan layer, reads the Host): what ChromeOS's
-``ui-post-stop`` looks for with ``process_killer --mount_holders`` (chromeos-facts.md §2,
-"Unmount at sign-out") before cryptohome unmounts.
+``ui-post-stop`` looks for with ``process_killer --mount_holders`` (docs/chromeos.md §2.7)
+before cryptohome unmounts.
 
 A *pin* is a reference on a mount: a file held open, a cwd, a root (:class:`~daemonstore.host.
 OpenFile`; the model's holds, the kernel's ``/proc/*/fd``, ``cwd`` and ``root`` in every

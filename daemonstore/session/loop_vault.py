@@ -4,7 +4,7 @@ loop device (``--vault loop``), standing in for cryptohome's dm-crypt / ext4-on-
 The image ``/home/.shadow/<H>/vault.img`` (64 MiB, sparse) lives inside the sandbox and is made on
 first use; at sign-in it is attached to a loop device and mounted on ``/home/.shadow/<H>/mount``
 with cryptohome's flags (``MountAndPush``: nosuid, nodev, noexec, nosymfollow; ``discard`` as
-PerformEphemeralMount mounts its ext4 loop; chromeos-facts.md §2); sign-out unmounts it and
+PerformEphemeralMount mounts its ext4 loop; docs/chromeos.md §2.6); sign-out unmounts it and
 clears the device. The mechanism (loop ioctls, mkfs, the uevent wait) is
 :mod:`daemonstore.kernel.loop`, imported only where a loop vault is asked for.
 
@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 IMAGE_SIZE = 64 << 20
-#: MountAndPush's flags (kDefaultMountFlags | MS_NOSYMFOLLOW, chromeos-facts.md §2)
+#: MountAndPush's flags (kDefaultMountFlags | MS_NOSYMFOLLOW, docs/chromeos.md §2.4)
 MOUNT_FLAGS = frozenset({"nosuid", "nodev", "noexec", "nosymfollow"})
 #: PerformEphemeralMount mounts its ext4 loop with ``discard``: freed blocks punch holes in the
 #: sparse image again

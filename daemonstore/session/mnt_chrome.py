@@ -2,7 +2,7 @@
 layer: the plan is a pure record, ``apply`` only calls the Host given).
 
 It is made as ``brillo::MountNamespace::Create`` makes it for session_manager
-(chromeos-facts.md §2, "Entering the mnt_chrome namespace"): ``unshare(CLONE_NEWNS)`` with *no*
+(docs/chromeos.md §2.6): ``unshare(CLONE_NEWNS)`` with *no*
 propagation change, the child's ``/proc/<pid>/ns/mnt`` bound onto ``/run/namespaces/mnt_chrome``,
 the bind remounted nosuid,nodev,noexec. With the propagation unchanged, its copies of the shared
 stores ``/run/daemon-store{,-cache}/<d>`` are peers of the root namespace's, so a bind made under

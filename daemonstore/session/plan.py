@@ -1,21 +1,21 @@
 """The sign-in planner (plan layer, pure: reads the Host, changes nothing): :func:`plan_sign_in`
 builds a :class:`~daemonstore.session.apply.SignInPlan` with :class:`SignInPlanner`, in
-``Mounter::PerformMount``'s order (chromeos-facts.md §2) for user hash H:
+``Mounter::PerformMount``'s order (docs/chromeos.md §2.2) for user hash H:
 
 1. the home mount points ``/home/user/H``, ``/home/chronos/u-H``, ``/home/root/H`` and, for the
    user who gets it, ``/home/chronos/user`` (``EnsureUserMountPoints``);
 2. the vault: ``/home/.shadow/H/vault`` (our stand-in for eCryptfs/dm-crypt) bound onto
    ``/home/.shadow/H/mount``, then ``root`` 01770 root:400, ``root/.cache`` 0770 root:400 and
-   ``user`` 0750 1000:1001 inside it (``CreateVaultDirectoryStructure``, §2 step 3);
+   ``user`` 0750 1000:1001 inside it (``CreateVaultDirectoryStructure``, §2.2 step 3);
 3. ``user`` and ``root`` self-bound and made shared, then the home binds, each made slave
-   (``MountHomesAndDaemonStores``, §2 step 5);
+   (``MountHomesAndDaemonStores``, §2.2 step 5);
 4. per store ``<d>`` (a valid, not world-writable template whose ``/run/daemon-store/<d>`` is
    mounted): ``root/<d>`` with the template's owner and mode, the target
    ``/run/daemon-store/<d>/H`` root 0700 (made, or reused from an earlier session with owner
-   and mode re-applied) and the bind; then the same for the cache (§2 step 7).
+   and mode re-applied) and the bind; then the same for the cache (§2.2 step 7).
 
 Every bind is ``Platform::Bind``: ``MS_BIND``, a remount adding :data:`BIND_FLAGS`, then the
-propagation change (§2, "Mount flags used for every bind"). The vault is user-controlled: it is
+propagation change (§2.4). The vault is user-controlled: it is
 inspected with ``lstat`` through its backing directory, and anything but a real directory where
 one must be refuses the sign-in before anything is mounted. A loop vault's contents cannot be
 seen at plan time, so its directories become ``EnsureDir`` steps that decide when applied.
@@ -34,6 +34,7 @@ from daemonstore.ops import (
     DirChmod,
     DirChown,
     EnsureDir,
+    GuardMountPoint,
     MakeDir,
     MakeTarget,
     Op,
@@ -48,31 +49,31 @@ __all__ = ["BIND_FLAGS", "ROOT_ID", "TARGET_MODE", "VAULTS", "VAULT_DIRS", "Refu
            "SignInPlanner", "file_type_name", "plan_sign_in", "read_templates", "sign_in"]
 
 #: per-mount flags of every cryptohome bind: kDefaultMountFlags plus nosymfollow
-#: (chromeos-facts.md §2, "Mount flags used for every bind")
+#: (docs/chromeos.md §2.4)
 BIND_FLAGS = frozenset({"nosuid", "nodev", "noexec", "nosymfollow"})
 
 ROOT_ID = 0
 CHRONOS_UID = 1000
 CHRONOS_GID = 1000
 CHRONOS_ACCESS_GID = 1001
-DAEMON_STORE_GID = 400  # the daemon-store group that owns the vault's root/ (§2 step 3)
+DAEMON_STORE_GID = 400  # the daemon-store group that owns the vault's root/ (§2.2 step 3)
 
 #: (path, mode, uid, gid) of the parents of the home mount points, created when missing:
-#: modes as cryptohome's tmpfiles.d sets them (§1 "The parent directories"), /home/chronos
-#: belongs to chronos (§2 step 1, EnsurePathComponent)
+#: modes as cryptohome's tmpfiles.d sets them (§1.2), /home/chronos
+#: belongs to chronos (§2.2 step 1, EnsurePathComponent)
 HOME_PARENTS = (
     ("/home", 0o755, ROOT_ID, ROOT_ID),
     ("/home/user", 0o755, ROOT_ID, ROOT_ID),
     ("/home/root", 0o1751, ROOT_ID, ROOT_ID),
     ("/home/chronos", 0o755, CHRONOS_UID, CHRONOS_GID),
 )
-#: (name, mode, uid, gid) of the vault directories (CreateVaultDirectoryStructure, §2 step 3)
+#: (name, mode, uid, gid) of the vault directories (CreateVaultDirectoryStructure, §2.2 step 3)
 VAULT_DIRS = (
     ("root", 0o1770, ROOT_ID, DAEMON_STORE_GID),
     (f"root/{paths.CACHE_DIR}", 0o770, ROOT_ID, DAEMON_STORE_GID),
     ("user", 0o750, CHRONOS_UID, CHRONOS_ACCESS_GID),
 )
-#: mode of a new per-user target /run/daemon-store[-cache]/<d>/<H> (plain CreateDirectory, §2)
+#: mode of a new per-user target /run/daemon-store[-cache]/<d>/<H> (CreateDirectory, §2.3 step 5)
 TARGET_MODE = 0o700
 SHADOW_MODE = 0o700
 VAULT_MODE = 0o755
@@ -206,7 +207,7 @@ class SignInPlanner:
     def ensure_dir(self, path: str, mode: int, uid: int, gid: int, *, target: bool = False,
                    repair: bool = True) -> None:
         """Steps that make ``path`` a directory: mkdir + chown + chmod when missing (chmod
-        always: mkdirat drops setgid, §2 SafeCreateDirAndSetOwnershipAndPermissions), else
+        always: mkdirat drops setgid, §2.5 SafeCreateDirAndSetOwnershipAndPermissions), else
         chown/chmod where owner/mode differ (``repair``). ``target``: removed on rollback.
         Inside a loop vault, whose image is not mounted at plan time so its contents are
         unknown: one EnsureDir that decides when applied."""
@@ -297,9 +298,20 @@ class SignInPlanner:
         for path, mode, uid, gid in homes:
             self.require_unmounted(path)
             self.ensure_dir(path, mode, uid, gid, target=True)
+            self.guard(path)
         if gets_chronos_user:
             self.ensure_dir(paths.HOME_CHRONOS_USER, 0o755, CHRONOS_UID, CHRONOS_GID,
                             target=True, repair=False)
+            self.guard(paths.HOME_CHRONOS_USER)
+
+    def guard(self, path: str) -> None:
+        """A mount point in chronos-owned /home/chronos gets a root-owned guard before its bind,
+        so chronos cannot rmdir it from another namespace and so detach the user's home in
+        every namespace (ops/guard.py; SECURITY.md, "Mount points chronos cannot remove").
+        The other mount points live in root-owned directories (/home/user, /home/root,
+        /home/.shadow/<H>, /run/daemon-store[-cache]/<d>): chronos cannot rmdir them."""
+        if path in self.user_owned:
+            self.steps.append(GuardMountPoint(path))
 
     def plan_vault(self) -> None:
         # /home/.shadow and the user's shadow dir are persistent storage: created for a new
@@ -339,7 +351,7 @@ class SignInPlanner:
             self.warnings.append(
                 f"store {store} is not mounted (template installed without a reboot, or "
                 "startup failed): skipped for this user; the original fails the whole "
-                "sign-in here (chromeos-facts.md §7 item 12)")
+                "sign-in here (docs/chromeos.md §7 item 12)")
             return
         if top.shared is None:
             self.warnings.append(f"store {store} is {top.propagation}, not shared: "
@@ -357,7 +369,7 @@ class SignInPlanner:
 
     def report_writes_before_mount(self, target: str) -> None:
         """A daemon that wrote to ``/run/daemon-store/<d>/<H>`` before the vault was mounted
-        (chromeos-facts.md §7 item 1) left files that the bind is about to hide: say so, and
+        (docs/chromeos.md §7 item 1) left files that the bind is about to hide: say so, and
         never delete them (they stay, reachable again once the user signs out)."""
         try:
             found = self.host.listdir(target, safe=True)

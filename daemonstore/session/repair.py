@@ -23,7 +23,7 @@ What it does, in order (SECURITY.md, "daemonstore repair"):
    gone) or leftover mount points: ``session.sign_out`` for them, which unmounts the leaked
    binds and removes the *empty* home and vault mount points. The store targets
    ``/run/daemon-store{,-cache}/<d>/<H>`` are left as every sign-out leaves them (as ChromeOS
-   does, chromeos-facts.md §7 item 1: they are not a leftover of a crash), with whatever a
+   does, docs/chromeos.md §7 item 1: they are not a leftover of a crash), with whatever a
    daemon wrote into them; the user's next sign-in reuses them and reports such files.
 
 Never deleted: anything that is not an empty directory (``rmdir`` only). Never touched: guest

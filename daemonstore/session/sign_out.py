@@ -4,19 +4,21 @@
 Every mount of the user found in mountinfo (vault and below, the home binds,
 ``/home/chronos/user`` when it is this user's, the store binds and anything mounted below them)
 is unmounted in reverse mount order with ``ForceUmount`` (plain umount, lazy detach on EBUSY,
-reported), as ``Mounter::UnmountAll`` pops its stack (chromeos-facts.md §2 "Unmount at
-sign-out"); then the emptied home and vault mount points are removed (a hardening measure,
-below). The user's data stays in the vault.
+reported), as ``Mounter::UnmountAll`` pops its stack (docs/chromeos.md §2.7); then the emptied
+home and vault mount points are removed (a hardening measure, below). The user's data stays in
+the vault.
 
 The per-user store targets ``/run/daemon-store{,-cache}/<d>/<H>`` stay, empty, as on ChromeOS
-(cryptohome never removes them, chromeos-facts.md §7 item 1): a daemon that writes wherever the
-directory exists writes into the tmpfs after sign-out, here as on a device, so its tests catch
-it. A daemon asks whether the path is *mounted* (``store_check``). Each one this sign-out
-unmounted is *renewed* (``RenewDir``: rmdir, mkdir root 0700 again): the rmdir detaches the
-copies of the store bind that no umount reaches (a private namespace a root daemon made
+(cryptohome never removes them, docs/chromeos.md §2.3 step 5, §7 item 1): a daemon that writes
+wherever the directory exists writes into the tmpfs after sign-out, here as on a device, so its
+tests catch it. A daemon asks whether the path is *mounted* (``store_check``). Each one this
+sign-out unmounted is *renewed* (``RenewDir``: rmdir, mkdir root 0700 again): the rmdir detaches
+the copies of the store bind that no umount reaches (a private namespace a root daemon made
 mid-session), in every namespace, as for the vault's mount point below; one that holds files
 (written while the user was not signed in) is reported and kept. ``remove_store_targets=True``
-removes them instead (our tidy option; the next sign-in makes them again).
+removes them instead (our tidy option; the next sign-in makes them again). The targets live in
+root-owned ``/run``, so they carry no mount-point guard (ops/guard.py: only mount points in
+chronos-owned ``/home/chronos`` do); the renewal is a plain rmdir.
 
 A busy store (a daemon holding a file in it): every reference that pins the user's mounts is
 reported first (session/holders.py); with ``kill_holders`` the holders are made to let go before
@@ -107,29 +109,34 @@ def _handle_holders(host: Host, plan: SignOutPlan, result: SignOutResult) -> Non
                                    + ", ".join(result.ended))
 
 
-def _remove(host: Host, op: Op, result: SignOutResult, *, record: bool = True) -> bool:
-    """Apply a removal; False (with a warning unless it was gone already) when it failed."""
+def _remove(host: Host, op: Op, result: SignOutResult) -> None:
     try:
         op.apply(host)
     except OSError as exc:
-        if exc.errno == errno.ENOTEMPTY:
-            result.warnings.append(f"left {op_path(op)} in place: it holds files written "
-                                   "while the user was not signed in (writes before "
-                                   "mount); never deleted")
-        elif exc.errno != errno.ENOENT:
-            result.warnings.append(f"left {op_path(op)} in place: "
-                                   f"{exc.strerror or errname(exc.errno)}")
-        return exc.errno == errno.ENOENT
-    if record:
-        result.removed_dirs.append(op_path(op))
-    return True
+        _left(op_path(op), exc, result)
+        return
+    result.removed_dirs.append(op_path(op))
+
+
+def _left(path: str, exc: OSError, result: SignOutResult) -> None:
+    """Report a directory a removal left in place (nothing to say if it was gone already)."""
+    if exc.errno == errno.ENOTEMPTY:
+        result.warnings.append(f"left {path} in place: it holds files written while the user "
+                               "was not signed in (writes before mount); never deleted")
+    elif exc.errno != errno.ENOENT:
+        result.warnings.append(f"left {path} in place: {exc.strerror or errname(exc.errno)}")
 
 
 def _renew(host: Host, op: RenewDir, result: SignOutResult) -> None:
     """The target stays (module docstring): rmdir it (ENOTEMPTY: kept, reported), make it
-    again."""
-    if not _remove(host, RemoveDir(op.path), result, record=False):
-        return
+    again. A plain rmdir, not RemoveDir's: a target in root-owned /run carries no mount-point
+    guard (ops/guard.py), so an entry in it is content, never taken away."""
+    try:
+        op.remove(host)
+    except OSError as exc:
+        _left(op.path, exc, result)
+        if exc.errno != errno.ENOENT:
+            return
     try:
         op.make(host)
     except OSError as exc:
@@ -196,7 +203,7 @@ def plan_sign_out(host: Host, user_hash: str, *, kill_holders: bool = False,
     # private, /home/chronos/user a slave); rmdir detaches every mount on a dentry in every
     # namespace (__detach_mounts(), lazily), so the user's files are reachable nowhere once
     # they are signed out. The original leaves them and has ui-post-stop kill such daemons
-    # (process_killer --mount_holders, chromeos-facts.md §2). Sign-in makes both again.
+    # (process_killer --mount_holders, docs/chromeos.md §2.7). Sign-in makes both again.
     # A sign-in cut short may have made them without mounting: not mounted, they go as well.
     owned, mounted = {e.mount_point for e in mine}, {e.mount_point for e in entries}
     steps += [RemoveDir(p) for p in (paths.vault_mount(user_hash), paths.HOME_CHRONOS_USER)

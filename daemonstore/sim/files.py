@@ -1,6 +1,6 @@
 """What the ``daemonstore sim`` commands do, minus argv (sim layer): load a scenario file, run it
 on a backend (the pure model, or the kernel in a sandbox), compare backends, render a result as a
-readable table (no exit codes here; the cli owns those, style.md §6).
+readable table (no exit codes here; the cli owns those, docs/architecture.md §9).
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ Runner = Callable[[Sequence[Op]], dict[str, Any]]
 _TOP = ("/A", "/B", "/C", "/D")
 _SUB = ("x", "y")
 #: level 1, level 2 and a few level-3 directories: deep enough for "mountpoint visible to the
-#: receiver" (propagation-rules.md, note 13) and for moves into one's own subtree (ELOOP)
+#: receiver" (docs/propagation.md §6 item 13) and for moves into one's own subtree (ELOOP)
 POOL: tuple[str, ...] = (_TOP + tuple(f"{t}/{s}" for t in _TOP for s in _SUB)
                          + ("/A/x/z", "/B/y/z", "/C/x/z"))
 MAX_EXTRA_NAMESPACES = 3

@@ -1,12 +1,15 @@
-"""Pytest fixtures for D-Bus tests: a private bus and a running cryptohome_sim on it (testing
-layer; the bus-driven counterpart of ``World.login``, which calls ``session.sign_in`` directly).
+"""The D-Bus fixtures (testing layer): a private bus and a running cryptohome_sim on it, the
+bus-driven counterpart of ``World.login`` (which calls ``session.sign_in`` directly).
 
-Fixtures (import them into a conftest):
+The plugin (:mod:`daemonstore.testing`) registers every fixture below: a suite needs no conftest
+line. Importing this module loads neither D-Bus nor cryptohome_sim; they load when a fixture
+runs. Without ``dbus-daemon`` the fixtures skip with the reason (fail when ``CI`` is set).
 
 ``private_bus``
-    a private ``dbus-daemon`` (:class:`cryptohome_sim.bus.PrivateBus`: ``address``, ``pid``);
-    ``DBUS_SYSTEM_BUS_ADDRESS`` points at it for the test and ``DBUS_SESSION_BUS_ADDRESS`` is
-    removed, so nothing can reach the machine's own buses. Stopped (only that pid) afterwards.
+    a private ``dbus-daemon`` (:class:`cryptohome_sim.bus.PrivateBus`: ``address``, ``pid``)
+    with the shipped policies; ``DBUS_SYSTEM_BUS_ADDRESS`` points at it for the test and
+    ``DBUS_SESSION_BUS_ADDRESS`` is removed, so nothing can reach the machine's own buses.
+    Stopped (only that pid) afterwards.
 ``cryptohome_service`` (async)
     cryptohome + session manager serving a fresh ModelHost on that bus, in the test's own
     asyncio loop (deterministic: nothing runs between two awaits of the test).
@@ -16,19 +19,36 @@ Fixtures (import them into a conftest):
     in-process ``World.logout(user)`` keeps one for tests).
 ``cryptohome_client`` (async)
     a second, independent connection (a :class:`daemonstore.dbus.client.Client`).
-``bus_world`` (async)
-    a :class:`daemonstore.world.World` on the host that ``cryptohome_service`` serves, with
-    ``world.bus`` a connected Client: install daemons and open daemon views with the World,
-    sign in with ``await world.bus.login("alice")`` (over the bus, ``started`` emitted), check
-    with ``view.sees_store("alice")``. One thread, one loop: the World and the service never
-    touch the Host at the same time.
+``bus_world`` (async tests)
+    a :class:`daemonstore.world.World` on the host cryptohome-sim serves, with ``world.bus`` a
+    connected Client and ``world.cryptohome`` the :class:`RunningCryptohome`; the
+    ``daemonstore`` mark's daemons installed. Sign in with ``await world.bus.login("alice")``
+    (over the bus, ``started`` emitted), check with ``view.sees_store("alice")``. One thread,
+    one loop: the World and the service never touch the Host at the same time.
+    On the kernel (``@pytest.mark.daemonstore(backend="kernel")``, or
+    ``@pytest.mark.parametrize("bus_world", ["model", "kernel"], indirect=True)``) the plugin
+    runs the whole ``async def`` test in ``run_in_sandbox``'s child, in that child's own event
+    loop, with a private ``dbus-daemon`` and cryptohome-sim serving the sandbox's KernelHost
+    started there (:func:`kernel_bus_main`); the other bus fixtures cannot be combined with it
+    (they would serve a second, model host).
 ``cryptohome_thread``
     the same service in a background thread with its own loop, for synchronous tests (click's
     CliRunner runs ``asyncio.run`` itself). Reach the host through :meth:`ThreadedCryptohome.call`
-    so it is only ever touched from the service's loop.
+    so it is only ever touched from the Host's lane (daemonstore.hostlane), as the service does.
 
-Tests using them should carry ``@pytest.mark.dbus`` and ``@pytest.mark.asyncio`` (the async
-ones); see tests/dbus/conftest.py for the skip-or-fail rule when dbus-daemon is missing.
+A bus test::
+
+    @pytest.mark.asyncio
+    @pytest.mark.daemonstore(daemons=[("mydaemon", 20100, 20100, 0o700)])
+    async def test_store_follows_the_session(bus_world):
+        view = bus_world.daemon("mydaemon")
+        result = await bus_world.bus.login("alice@example.com")
+        assert view.sees_store(result.user_hash)
+        await bus_world.bus.logout()
+        assert not view.sees_store(result.user_hash)
+
+``@pytest.mark.asyncio`` is pytest-asyncio's (strict mode); a kernel ``bus_world`` test runs
+without it too, since the plugin runs it.
 """
 
 from __future__ import annotations
@@ -41,27 +61,36 @@ import subprocess
 import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 import pytest_asyncio
 
-from cryptohome_sim.bus import PrivateBus, current_user, start_private_bus
-from cryptohome_sim.core import Cryptohome
-from cryptohome_sim.service import Service
-from daemonstore.command import ENV_BUS_ADDRESS
-from daemonstore.dbus.client import Client, LoginResult, LogoutResult
-from daemonstore.host import Host
-from daemonstore.model import ModelHost
+from daemonstore.hostlane import lane_for
+from daemonstore.testing.settings import SETTINGS, WorldSettings, skip_or_fail, world_settings
 from daemonstore.world import World
+
+# The plugin imports this module to register the fixtures, for every test of every project
+# that installs daemonstore: D-Bus, cryptohome_sim and the model load only when a bus fixture
+# runs (the imports inside the functions below).
+if TYPE_CHECKING:
+    from cryptohome_sim.bus import PrivateBus
+    from cryptohome_sim.core import Cryptohome
+    from cryptohome_sim.service import Service
+    from daemonstore.dbus.client import Client, LoginResult, LogoutResult
+    from daemonstore.host import Host
 
 T = TypeVar("T")
 #: the line ``cryptohome-sim`` prints once both names are owned
 READY_PREFIX = "cryptohome-sim: serving "
+#: the name the world fixtures and the mark use (testing.settings)
+BUS_WORLD = "bus_world"
 
 
 def privileged_user() -> str:
     """Who the private bus's policy treats as root: root, or the user running the tests."""
+    from cryptohome_sim.bus import current_user
+
     return "root" if os.geteuid() == 0 else current_user()
 
 
@@ -71,10 +100,27 @@ def privileged_user() -> str:
 CHRONOS_STAND_IN = "daemon"
 
 
+def require_dbus_daemon() -> None:
+    """Skip (fail under ``CI``) when ``dbus-daemon`` is not installed."""
+    from cryptohome_sim.bus import find_dbus_daemon
+
+    if find_dbus_daemon() is None:
+        skip_or_fail("D-Bus", "dbus-daemon is not installed (Debian package 'dbus')")
+
+
+def start_bus() -> PrivateBus:
+    """A private ``dbus-daemon`` with the shipped policies (root and the chronos stand-in)."""
+    from cryptohome_sim.bus import start_private_bus
+
+    return start_private_bus(privileged_user=privileged_user(), chronos=CHRONOS_STAND_IN)
+
+
 @pytest.fixture
 def private_bus(monkeypatch: pytest.MonkeyPatch) -> Iterator[PrivateBus]:
-    with start_private_bus(privileged_user=privileged_user(),
-                           chronos=CHRONOS_STAND_IN) as bus:
+    from daemonstore.command import ENV_BUS_ADDRESS
+
+    require_dbus_daemon()
+    with start_bus() as bus:
         monkeypatch.setenv(ENV_BUS_ADDRESS, bus.address)
         monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS", raising=False)
         yield bus
@@ -90,6 +136,16 @@ class RunningCryptohome:
         self._clients: list[Client] = []
         self._own: Client | None = None
 
+    @classmethod
+    async def start(cls, bus: PrivateBus, host: Host, *,
+                    random_bytes: Callable[[int], bytes] = os.urandom) -> RunningCryptohome:
+        """cryptohome + session manager serving ``host`` on ``bus``, in the running loop."""
+        from cryptohome_sim.core import Cryptohome
+        from cryptohome_sim.service import Service
+
+        core = Cryptohome(host, random_bytes=random_bytes)
+        return cls(bus, core, await Service.start(core, bus.address))
+
     @property
     def address(self) -> str:
         return self.bus.address
@@ -100,6 +156,8 @@ class RunningCryptohome:
 
     async def client(self) -> Client:
         """A new connection to the bus, closed at teardown."""
+        from daemonstore.dbus.client import Client
+
         client = await Client.connect(self.address)
         self._clients.append(client)
         return client
@@ -127,8 +185,9 @@ class RunningCryptohome:
 
 @pytest_asyncio.fixture
 async def cryptohome_service(private_bus: PrivateBus) -> AsyncIterator[RunningCryptohome]:
-    core = Cryptohome(ModelHost())
-    running = RunningCryptohome(private_bus, core, await Service.start(core, private_bus.address))
+    from daemonstore.model import ModelHost
+
+    running = await RunningCryptohome.start(private_bus, ModelHost())
     try:
         yield running
     finally:
@@ -140,11 +199,67 @@ async def cryptohome_client(cryptohome_service: RunningCryptohome) -> Client:
     return await cryptohome_service.client()
 
 
-@pytest_asyncio.fixture
-async def bus_world(cryptohome_service: RunningCryptohome) -> World:
-    world = World(cryptohome_service.host, random_bytes=random.Random(0).randbytes)
-    world.bus = await cryptohome_service.client()
+async def attach(world: World, running: RunningCryptohome) -> World:
+    """``world.bus`` a connected client of ``running``, ``world.cryptohome`` the service."""
+    world.bus = await running.client()
+    world.cryptohome = running
     return world
+
+
+@pytest_asyncio.fixture
+async def daemonstore_model_bus_world(
+        request: pytest.FixtureRequest,
+        cryptohome_service: RunningCryptohome) -> World:
+    """``bus_world`` on the model (what ``bus_world`` returns unless the kernel is asked)."""
+    settings: WorldSettings = request.node.stash[SETTINGS]
+    world = World(cryptohome_service.host, random_bytes=random.Random(settings.seed).randbytes)
+    for spec in settings.daemons:
+        world.install_daemon(*spec)
+    return await attach(world, cryptohome_service)
+
+
+@pytest.fixture
+def bus_world(request: pytest.FixtureRequest) -> World:
+    """A World whose sign-ins go over D-Bus (module docstring); on the kernel a handle, and the
+    plugin runs the ``async def`` test in the sandbox child with the real world."""
+    settings = world_settings(request.node, getattr(request, "param", None))
+    request.node.stash[SETTINGS] = settings
+    if settings.backend == "kernel":
+        from daemonstore.kernel.sandbox import kernel_unavailable_reason
+        from daemonstore.testing.sandboxed import KernelBusWorld
+
+        reason = kernel_unavailable_reason()
+        if reason is not None:
+            skip_or_fail("kernel", f"kernel bus_world: {reason}")
+        require_dbus_daemon()
+        return KernelBusWorld(settings.daemons)
+    return request.getfixturevalue("daemonstore_model_bus_world")
+
+
+def kernel_bus_main(settings: WorldSettings, handle: Any, fn: Callable[..., Any],
+                    kwargs: dict[str, Any], name: str) -> Callable[[Host], None]:
+    """The body of the sandbox child for a kernel ``bus_world``: a private dbus-daemon,
+    cryptohome-sim serving the sandbox's KernelHost, the World attached, and the ``async def``
+    test run in the child's own event loop; everything stopped after it."""
+    from daemonstore.command import ENV_BUS_ADDRESS
+    from daemonstore.testing.sandboxed import build_world
+
+    async def serve(host: Host) -> None:
+        with start_bus() as bus:
+            os.environ[ENV_BUS_ADDRESS] = bus.address  # the child's own environment
+            os.environ.pop("DBUS_SESSION_BUS_ADDRESS", None)
+            seeded = random.Random(settings.seed).randbytes
+            running = await RunningCryptohome.start(bus, host, random_bytes=seeded)
+            try:
+                world = await attach(build_world(host, settings, handle), running)
+                await fn(**{**kwargs, name: world})
+            finally:
+                await running.close()
+
+    def main(host: Host) -> None:
+        asyncio.run(serve(host))
+
+    return main
 
 
 class ThreadedCryptohome:
@@ -164,23 +279,17 @@ class ThreadedCryptohome:
 
     def start(self) -> None:
         self._thread.start()
+        from cryptohome_sim.service import Service
+
         self._service = self._submit(Service.start(self.core, self.bus.address))
 
     def _submit(self, coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     def call(self, fn: Callable[[], T], timeout: float = 10.0) -> T:
-        """Run ``fn()`` on the service's loop (the only thread that may touch the Host)."""
-        done: concurrent.futures.Future[T] = concurrent.futures.Future()
-
-        def run() -> None:
-            try:
-                done.set_result(fn())
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                done.set_exception(exc)
-
-        self._loop.call_soon_threadsafe(run)
-        return done.result(timeout)
+        """Run ``fn()`` in the Host's lane (daemonstore.hostlane: the only thread that
+        touches the Host), after whatever the service queued there before."""
+        return lane_for(self.core.host).call(fn, timeout=timeout)
 
     def stop(self) -> None:
         if self._service is not None:
@@ -192,6 +301,9 @@ class ThreadedCryptohome:
 
 @pytest.fixture
 def cryptohome_thread(private_bus: PrivateBus) -> Iterator[ThreadedCryptohome]:
+    from cryptohome_sim.core import Cryptohome
+    from daemonstore.model import ModelHost
+
     threaded = ThreadedCryptohome(private_bus, Cryptohome(ModelHost()))
     threaded.start()
     try:

@@ -65,7 +65,8 @@ def test_empty_legacy_salt_is_replaced() -> None:
 
 
 def test_fallback_salt_is_read_when_legacy_missing() -> None:
-    """SystemSaltLoader order: /home/.shadow/salt, then /var/lib/system_salt (facts §3)."""
+    """SystemSaltLoader order: /home/.shadow/salt, then /var/lib/system_salt (docs/chromeos.md
+    §3)."""
     host = _host_with_salt(b"system", paths.SALT_FALLBACK)
     assert load_or_create_salt(host) == b"system"
     assert not host.exists(paths.SALT)
@@ -199,7 +200,7 @@ def test_prepare_start_stop_unmount_cycle() -> None:
 
 @pytest.mark.parametrize("tidy", [False, True], ids=["faithful", "remove-store-targets"])
 def test_unmount_leaves_the_empty_store_targets_unless_asked(tidy: bool) -> None:
-    """cryptohome never removes /run/daemon-store/<d>/<h> (chromeos-facts.md §7 item 1); the
+    """cryptohome never removes /run/daemon-store/<d>/<h> (docs/chromeos.md §7 item 1); the
     option (``--remove-store-targets``) does."""
     host = ModelHost()
     core = Cryptohome(host, remove_store_targets=tidy)

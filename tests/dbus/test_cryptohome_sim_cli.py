@@ -259,7 +259,7 @@ def _without_address(host: Any) -> tuple[int, str]:
 
 @pytest.mark.kernel
 def test_root_without_address_uses_the_system_socket_under_it() -> None:
-    """design.md "D-Bus": ``$DBUS_SYSTEM_BUS_ADDRESS``, else ``/run/dbus/system_bus_socket``
+    """docs/architecture.md §7: ``$DBUS_SYSTEM_BUS_ADDRESS``, else ``/run/dbus/system_bus_socket``
     under the root (here a sandbox root with no bus: a clear failure naming the socket)."""
     from daemonstore.kernel.sandbox import run_in_sandbox
 

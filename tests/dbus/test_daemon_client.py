@@ -37,8 +37,8 @@ async def _event(queue: asyncio.Queue[UserEvent]) -> UserEvent:
 async def _client(world: World, svc: RunningCryptohome) -> tuple[DaemonStoreClient, str]:
     world.install_daemon("foo", 20100, 20100, 0o700)
     view = world.daemon("foo")
-    client = DaemonStoreClient("foo", NamespaceView(world.host, view.namespace),
-                               await svc.client())
+    client = DaemonStoreClient("foo", await svc.client(),
+                               host=NamespaceView(world.host, view.namespace))
     return client, view.namespace
 
 

@@ -1,4 +1,4 @@
-"""``daemonstore cleanup --watch`` emits cryptohome's ``LowDiskSpace`` (chromeos-facts.md §6)
+"""``daemonstore cleanup --watch`` emits cryptohome's ``LowDiskSpace`` (docs/chromeos.md §6)
 through cryptohome-sim on a private bus when a pass finds the state normal, aggressive or
 critical, and says once when nobody can emit it. The disk is a model /home tmpfs of 64 MiB."""
 

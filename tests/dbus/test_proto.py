@@ -1,4 +1,4 @@
-"""The committed protobuf subset against ChromeOS's system_api (chromeos-facts.md §10): full
+"""The committed protobuf subset against ChromeOS's system_api (docs/chromeos.md §8.1): full
 message names (packages), field numbers and enum values, read from the generated module's
 descriptors; and the .proto source next to it says the same (runs everywhere, no bus)."""
 
@@ -14,7 +14,7 @@ from daemonstore.dbus.proto import rpc_pb2
 
 PROTO_DIR = Path(uda.__file__).parent
 
-#: message -> {field: number}, from chromeos-facts.md §10
+#: message -> {field: number}, from docs/chromeos.md §8.1
 FIELDS = {
     "GetSanitizedUsernameRequest": {"username": 1},
     "GetSanitizedUsernameReply": {"sanitized_username": 1},

@@ -1,7 +1,7 @@
 """cryptohome_sim over a private bus, spoken to in ChromeOS's wire format.
 
 Requests and replies are pinned as hand-written protobuf bytes (field numbers of system_api's
-UserDataAuth.proto / rpc.proto, chromeos-facts.md §10), so a field-number slip fails here, not
+UserDataAuth.proto / rpc.proto, docs/chromeos.md §8.1), so a field-number slip fails here, not
 in a user's daemon. The flow test drives everything with raw ``(ay)`` calls and no protobuf
 library at all, as a C++ client built from system_api would.
 """
@@ -444,11 +444,16 @@ async def test_malformed_session_arguments_are_invalid_args(
 # ---- a daemon's view, signed in over the bus ---------------------------------------------------
 
 
-async def test_daemon_namespace_sees_the_store_of_a_bus_login(bus_world: World) -> None:
+@pytest.mark.daemonstore(daemons=[("biod", 282, 282, 0o700)])
+@pytest.mark.parametrize("bus_world", ["model", pytest.param("kernel", marks=pytest.mark.kernel)],
+                         indirect=True)
+async def test_daemon_namespace_sees_the_store_of_a_bus_login(
+        bus_world: World, request: pytest.FixtureRequest) -> None:
     """A daemon started at boot (slave namespace) sees alice's store after a bus login,
-    reacting to ``started``, and not after ``stopped`` + ``Unmount``."""
+    reacting to ``started``, and not after ``stopped`` + ``Unmount``. On the kernel the plugin
+    runs this whole test in the sandbox child, with its own dbus-daemon and cryptohome-sim."""
     world = bus_world
-    world.install_daemon("biod", 282, 282, 0o700)
+    assert world.kind == request.node.callspec.params["bus_world"]
     view = world.daemon("biod")
     async with world.bus.session_states() as states:
         result = await world.bus.login("alice")

@@ -24,12 +24,6 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from daemonstore.testing.bus import (  # noqa: F401 - fixtures, used by name
-    cryptohome_client,
-    cryptohome_service,
-    private_bus,
-)
-
 FULL = os.environ.get("DAEMONSTORE_HARDENING_FULL", "") not in ("", "0")
 
 #: host files whose checksum must not change (only read, never written by any test)
@@ -67,6 +61,18 @@ class Figures:
                        + (f" ({self.notes['identity']})" if self.notes.get("identity") else "")
                        + ", escapes "
                        f"{c['identity_escapes']}, leftover mounts {c['identity_left']}")
+        if c["rmdir_tries"]:
+            out.append(f"rmdir: {c['rmdir_tries']} rmdir/rename-over of home mount points as uid "
+                       f"1000 from namespaces made before sign-in, {c['rmdir_refused']} refused "
+                       f"(ENOTEMPTY), homes detached {c['rmdir_detached']}")
+        if c["loop_signins"]:
+            out.append(f"service loop: {c['loop_signins']} sign-ins (one held in the Host lane, "
+                       f"one with hundreds of stores), {c['loop_answered']} cheap calls answered "
+                       "before the sign-in finished")
+        if c["measure_runs"]:
+            out.append(f"cache measuring by fd: {c['measure_runs']} runs (a chain deeper than "
+                       "PATH_MAX measured whole; a directory moved out mid-walk stops it), "
+                       f"escapes {c['measure_escapes']}")
         if c["faults"]:
             out.append(f"faults: {c['faults']} injected ({c['faults_eio']} EIO, "
                        f"{c['faults_kill']} SIGKILL), {c['faults_converged']} converged, "

@@ -427,7 +427,7 @@ def test_templates_and_device_nodes_where_files_are_read(figures: Figures) -> No
 
 
 def _writes_before_mount_body(world: World) -> list[Record]:
-    """crash_reporter's old bug (chromeos-facts.md §7 item 1): a daemon writes to its store path
+    """crash_reporter's old bug (docs/chromeos.md §7 item 1): a daemon writes to its store path
     before the user's vault is there -- into the empty target the last sign-out left, as on a
     device. Reported at sign-in, kept (hidden) while mounted, reported at sign-out, left alone by
     repair (it is no crash leftover) and listed by status; never deleted."""

@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 
 from daemonstore import mountinfo, paths, session
+from daemonstore.ops import RemoveDir
 from daemonstore.session.repair import repair
 from daemonstore.world import World, kernel_world
 from tests.hardening.conftest import FULL, Figures
@@ -106,7 +107,9 @@ def _decoy_body(world: World) -> dict[str, Any]:
                           same=mount_state(host) == before)
         for name in ("decoy", target.rsplit("/", 1)[1]):
             if os.path.isdir(real(world, f"/home/chronos/{name}")):
-                host.rmdir(f"/home/chronos/{name}", safe=True)
+                # the swapped-away mount point keeps the guard sign-in put in it (ops/guard.py)
+                # under its new name: RemoveDir takes a lone guard away, as sign-out does
+                RemoveDir(f"/home/chronos/{name}").apply(host)
     world.login("alice")
     out["after"] = sorted(_alices(host, h))
     world.logout("alice")

@@ -49,7 +49,7 @@ def _fds() -> int:
 def _load_body(world: World, cycles: int) -> dict[str, Any]:
     t0 = time.monotonic()
     for i in range(DAEMON_COUNT):
-        world.install_daemon(f"d{i:02d}", 20000 + i, 20000 + i, 0o700, startup=False)
+        world.install_daemon(f"d{i:02d}", 20200 + i, 20200 + i, 0o700, startup=False)
     world.run_startup()
     views = [world.daemon(f"d{i:02d}") for i in range(NAMESPACES)]
     namespaces = [world.namespace] + [v.namespace for v in views]

@@ -142,8 +142,8 @@ def test_constructor_refuses_bad_roots() -> None:
         return out
 
     assert run_in_sandbox(body) == {
-        # "/" is the real system: allowed outside the initial namespace (design.md "Running on
-        # a real system"); constructing and closing it changes nothing
+        # "/" is the real system: allowed outside the initial namespace (docs/architecture.md
+        # §10); constructing and closing it changes nothing
         "host root": None, "relative": "refused", "shared tmpfs": "refused",
         "not a mount point": "refused",
         "not tmpfs": "refused", "missing": os.strerror(2), "tmpfs mount point": "nested"}

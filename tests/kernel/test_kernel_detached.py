@@ -1,5 +1,5 @@
 """Detached trees (open_tree/move_mount) and pinned namespace files on the kernel, checked against
-the model step by step (propagation-rules.md §2.9; the jail pins bind sources this way)."""
+the model step by step (docs/propagation.md §2.9; the jail pins bind sources this way)."""
 
 from __future__ import annotations
 

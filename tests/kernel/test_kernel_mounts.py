@@ -1,5 +1,5 @@
 """KernelHost mount operations on the real kernel: results in mountinfo and the exact errnos
-(propagation-rules.md §2.2-2.7). Every test body runs in a sandbox child."""
+(docs/propagation.md §2.2-2.7). Every test body runs in a sandbox child."""
 
 from __future__ import annotations
 

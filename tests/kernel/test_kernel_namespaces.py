@@ -1,5 +1,5 @@
 """KernelHost namespaces: unshare/setns bookkeeping, per-namespace views, and propagation across
-namespaces (propagation-rules.md §2.8, mount_namespaces(7))."""
+namespaces (docs/propagation.md §2.8, mount_namespaces(7))."""
 
 from __future__ import annotations
 

@@ -26,9 +26,9 @@ def test_signatures_table() -> None:
                 assert name in syscalls.SYSCALL_NUMBERS[arch]
     unified = {"open_tree": 428, "move_mount": 429, "openat2": 437, "mount_setattr": 442,
                "fchmodat2": 452}
-    # statx (Linux 4.11) predates the unified numbering of new syscalls
-    assert syscalls.SYSCALL_NUMBERS["x86_64"] == {**unified, "statx": 332}
-    assert syscalls.SYSCALL_NUMBERS["aarch64"] == {**unified, "statx": 291}
+    # statx (Linux 4.11) and pivot_root predate the unified numbering of new syscalls
+    assert syscalls.SYSCALL_NUMBERS["x86_64"] == {**unified, "statx": 332, "pivot_root": 155}
+    assert syscalls.SYSCALL_NUMBERS["aarch64"] == {**unified, "statx": 291, "pivot_root": 41}
     assert ctypes.sizeof(syscalls.OpenHow) == 24  # OPEN_HOW_SIZE_VER0
     assert ctypes.sizeof(syscalls.MountAttr) == 32  # MOUNT_ATTR_SIZE_VER0
 

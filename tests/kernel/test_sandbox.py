@@ -122,7 +122,7 @@ def test_child_killed_by_a_signal_is_a_runtime_error(made_dirs: list[str]) -> No
 
 def test_new_mount_api_wrappers() -> None:
     """open_tree(OPEN_TREE_CLONE) + move_mount(F_EMPTY_PATH) is a bind; mount_setattr sets flags
-    and propagation (propagation-rules.md §2.9, §2.2: more than one type is EINVAL)."""
+    and propagation (docs/propagation.md §2.9, §2.2: more than one type is EINVAL)."""
 
     def body(h: KernelHost) -> Any:
         h.mkdir("/A")

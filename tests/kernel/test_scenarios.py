@@ -26,7 +26,7 @@ def _release() -> tuple[int, int]:
 
 
 # The recordings and the model follow 6.17+ (a namespace copy of an unbindable mount is private;
-# propagation-rules.md §2.8), so an older kernel is expected to differ on some scenarios.
+# docs/propagation.md §2.8), so an older kernel is expected to differ on some scenarios.
 recorded_semantics = pytest.mark.skipif(
     _release() < (6, 17), reason=f"recorded on Linux 6.18; this kernel is {platform.release()}")
 

@@ -1,8 +1,10 @@
 """Sign-in / sign-out on the real kernel: the end-to-end story, a store busy at sign-out (the lazy
 detach the model cannot show), a failure at every step, attacks, and model == kernel.
 
-Every body runs in run_in_sandbox's forked child (a private mount namespace on a tmpfs sandbox)
-through ``daemonstore.world.kernel_world``; assertions inside a body re-raise here."""
+Every body runs in run_in_sandbox's forked child (a private mount namespace on a tmpfs sandbox):
+the first tests take the plugin's ``daemonstore_world`` (``pytestmark`` ``kernel`` selects the
+kernel, and the plugin runs the whole test function in the child), the others pass a body to
+``daemonstore.world.kernel_world``; assertions inside a body re-raise here."""
 
 from __future__ import annotations
 
@@ -33,63 +35,55 @@ def all_mountinfo(world: World) -> dict[str, str]:
 # ---- the story ---------------------------------------------------------------------------------
 
 
-def _story(world: World) -> dict[str, Any]:
+@pytest.mark.daemonstore(daemons=DAEMONS)
+def test_daemon_sees_its_store_after_sign_in_and_loses_it_after_sign_out(
+        daemonstore_world: World) -> None:
+    # written like a model test: the plugin runs the whole function in the sandbox child
+    # (pytestmark ``kernel`` selects the kernel world), assertions and all
+    world = daemonstore_world
+    assert world.kind == "kernel"
     view = world.daemon("foo")  # cloned before sign-in, slave propagation
     h = world.login("alice")
     target = paths.user_store("foo", h)
-    out: dict[str, Any] = {"hash": h}
-    out["seen"] = (view.sees_store("alice"), view.sees_store("alice", cache=True))
+    assert (view.sees_store("alice"), view.sees_store("alice", cache=True)) == (True, True)
     st = view.stat("alice")
-    out["attrs"] = (st.uid, st.gid, st.perm)
-    out["options"] = at(world.mountinfo(), target)[0].options
+    assert (st.uid, st.gid, st.perm) == (20100, 20100, 0o700)
+    options = at(world.mountinfo(), target)[0].options
+    assert {"nosuid", "nodev", "noexec", "nosymfollow"} <= set(options)
     view.write("alice", "state.json", b"v1")
-    out["in_vault"] = world.read_vault("alice", "foo", "state.json")
-    out["signout"] = world.logout("alice")
-    out["after"] = (at(view.mountinfo(), target), at(world.mountinfo(), target),
-                    view.sees_store("alice"), view.listdir())
+    assert world.read_vault("alice", "foo", "state.json") == b"v1"
+    signout = world.logout("alice")
+    assert signout.ok and signout.lazily_detached == []
+    assert at(view.mountinfo(), target) == [] and at(world.mountinfo(), target) == []
+    # the empty target stays, as on ChromeOS (docs/chromeos.md §7 item 1)
+    assert not view.sees_store("alice") and view.listdir() == [h]
     world.login("alice")
-    out["again"] = view.read("alice", "state.json")
-    return out
+    assert view.read("alice", "state.json") == b"v1"
 
 
-def test_daemon_sees_its_store_after_sign_in_and_loses_it_after_sign_out() -> None:
-    out = kernel_world(_story, daemons=DAEMONS)
-    assert out["seen"] == (True, True)
-    assert out["attrs"] == (20100, 20100, 0o700)
-    assert {"nosuid", "nodev", "noexec", "nosymfollow"} <= set(out["options"])
-    assert out["in_vault"] == b"v1"
-    assert out["signout"].ok and out["signout"].lazily_detached == []
-    assert out["after"] == ([], [], False, [out["hash"]])  # the empty target stays (§7 item 1)
-    assert out["again"] == b"v1"
-
-
-def _two_users(world: World) -> tuple[list[str], list[str], bool, list[str], list[str]]:
+@pytest.mark.daemonstore(daemons=[FOO])
+def test_two_users_at_once(daemonstore_world: World) -> None:
+    world = daemonstore_world
     view = world.daemon("foo")
     a = world.login("alice")
     b = world.login("bob")
-    both = sorted(view.visible_users()) == sorted([a, b])
-    order = session.mounted_users(world.host)
+    assert sorted(view.visible_users()) == sorted([a, b])
+    assert session.mounted_users(world.host) == [a, b]
     legacy = at(world.mountinfo(), paths.HOME_CHRONOS_USER)[0].root
+    assert legacy == f"{paths.vault(a)}/user"
     world.logout("alice")
-    return order, [a, b], both and legacy == f"{paths.vault(a)}/user", view.visible_users(), [b]
+    assert view.visible_users() == [b]
 
 
-def test_two_users_at_once() -> None:
-    order, hashes, ok, left, want = kernel_world(_two_users, daemons=[FOO])
-    assert order == hashes and ok and left == want
-
-
-def _setgid(world: World) -> list[tuple[int, int, int]]:
+def test_setgid_and_sticky_template_mode_is_reproduced_exactly(daemonstore_world: World) -> None:
+    world = daemonstore_world
     world.install_daemon("fbpreprocessord", 20300, 20301, 0o3770, startup=False)
     world.start_stores("fbpreprocessord")
     view = world.daemon("fbpreprocessord")
     world.login("alice")
-    return [(st.perm, st.uid, st.gid) for st in (view.stat("alice"),
-                                                 view.stat("alice", cache=True))]
-
-
-def test_setgid_and_sticky_template_mode_is_reproduced_exactly() -> None:
-    assert kernel_world(_setgid) == [(0o3770, 20300, 20301)] * 2
+    modes = [(st.perm, st.uid, st.gid) for st in (view.stat("alice"),
+                                                  view.stat("alice", cache=True))]
+    assert modes == [(0o3770, 20300, 20301)] * 2
 
 
 # ---- busy at sign-out ---------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Sign-out leaves the empty per-user targets on the real kernel too (chromeos-facts.md §7 item
+"""Sign-out leaves the empty per-user targets on the real kernel too (docs/chromeos.md §7 item
 1): the stories of tests/unit/test_sign_out_faithful.py, each in run_in_sandbox's child, checked
 with the same assertions -- a naive daemon's write after sign-out lands in /run's tmpfs, a daemon
 using store_check never writes there, the second sign-in reuses the targets."""

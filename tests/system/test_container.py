@@ -1,4 +1,4 @@
-"""The real-root path, end to end, in a container (design.md "Running on a real system").
+"""The real-root path, end to end, in a container (docs/architecture.md §10).
 
 A forked child (``unshare -m --propagation private``: a new mount namespace, ``/`` private
 recursively) runs tests/system/container.sh: a tmpfs becomes ``/`` by pivot_root, with /usr, the

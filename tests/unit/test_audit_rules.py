@@ -58,7 +58,7 @@ def test_forbidden_intersection_says_what_it_does_not_know() -> None:
     (f"-v -Kslave {USER} {TMPFS} {STORE} {CACHE}", []),
     (f"-v -Kprivate {USER} {TMPFS} {STORE} {CACHE}", ["store-propagation-private"]),
     (f"-v -Kunbindable {USER} {TMPFS} {STORE} {CACHE}", ["store-propagation-private"]),
-    # every way of making the namespace without -v leaves it private (chromeos-facts.md §5)
+    # every way of making the namespace without -v leaves it private (docs/chromeos.md §5.1)
     (f"{USER} -P /var/empty {TMPFS} {STORE} {CACHE}", ["store-propagation-private"]),
     (f"{USER} -p {TMPFS} {STORE} {CACHE}", ["store-propagation-private"]),
     (f"{USER} -t {TMPFS} {STORE} {CACHE}", ["store-propagation-private"]),

@@ -1,4 +1,4 @@
-"""The low-disk cleanup's pure part: sizes, thresholds and states (chromeos-facts.md §6), and the
+"""The low-disk cleanup's pure part: sizes, thresholds and states (docs/chromeos.md §6), and the
 order and gates of the plan -- no backend at all."""
 
 from __future__ import annotations

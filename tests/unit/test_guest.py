@@ -129,7 +129,7 @@ def test_guest_store_reaches_daemons_and_the_root_namespace_and_is_gone_after(
     assert result.ok and result.lazily_detached == []
     assert result.unmounted[-1] == paths.ephemeral_mount(h)  # the tmpfs goes last (LIFO)
     assert all(points == [] for points in points_with(world, h).values())
-    # the empty targets stay, as after any sign-out on ChromeOS (chromeos-facts.md §7 item 1)
+    # the empty targets stay, as after any sign-out on ChromeOS (docs/chromeos.md §7 item 1)
     assert not view.sees_store(GUEST) and view.listdir() == [h] and view.listdir(GUEST) == []
     assert guest.mounted_guests(world.host) == []
     assert world.host.namespaces().count("mnt_chrome") == 1  # the namespace stays

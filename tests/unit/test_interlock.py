@@ -1,4 +1,4 @@
-"""The ``--system`` interlock (design.md "Running on a real system"): a command that changes
+"""The ``--system`` interlock (docs/architecture.md §10): a command that changes
 mounts refuses the machine's initial mount namespace unless given ``--system``; anywhere else no
 flag is needed. The namespace probe is injected (``command.in_initial_namespace``) and the
 backend is a model host, so no test here touches any namespace's mounts."""

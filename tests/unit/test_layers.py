@@ -12,7 +12,7 @@ a lazy import is still a dependency.
     tier 3  components     boot, session, jail, daemon, dbus, report, cleanup, sim, hook, install
     tier 2  plans          ops
     tier 1  backends       model (pure), kernel (the only ctypes user)
-    tier 0  vocabulary     errors, mountflags, paths, host, mountinfo, mounttree
+    tier 0  vocabulary     errors, mountflags, paths, host, mountinfo, mounttree, records
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ PACKAGES = ("daemonstore", "startup", "cryptohome_sim")
 
 TIERS: dict[str, int] = {
     **dict.fromkeys(("daemonstore.errors", "daemonstore.mountflags", "daemonstore.paths",
-                     "daemonstore.host", "daemonstore.mountinfo", "daemonstore.mounttree"), 0),
+                     "daemonstore.host", "daemonstore.hostlane", "daemonstore.mountinfo",
+                     "daemonstore.mounttree", "daemonstore.records"), 0),
     **dict.fromkeys(("daemonstore.model", "daemonstore.kernel"), 1),
     "daemonstore.ops": 2,
     **dict.fromkeys(("daemonstore.boot", "daemonstore.session", "daemonstore.jail",

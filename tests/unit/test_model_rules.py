@@ -1,4 +1,4 @@
-"""Table-driven tests of the model: one row per rule of propagation-rules.md, asserting the
+"""Table-driven tests of the model: one row per rule of docs/propagation.md, asserting the
 resulting propagation state read back from the model's own mountinfo."""
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ SETUPS = {
     "unbindable": _unbindable,
 }
 
-# propagation-rules.md §2.2 state table: rows = current state, columns = operation
+# docs/propagation.md §2.2 state table: rows = current state, columns = operation
 STATE_TABLE = {
     ("shared-with-peer", "shared"): "shared",
     ("shared-with-peer", "slave"): "slave",

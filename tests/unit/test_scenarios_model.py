@@ -1,6 +1,6 @@
 """The conformance suite, model half: every shipped scenario on the pure model must equal what
-Linux 6.18 recorded (tests/scenarios/expected), compared canonically (design.md: "Two results
-are equal when their canonical forms are equal"). The live-kernel half is tests/kernel."""
+Linux 6.18 recorded (tests/scenarios/expected), compared canonically (docs/propagation.md §5: two
+results are equal when their canonical forms are equal). The live-kernel half is tests/kernel."""
 
 from __future__ import annotations
 

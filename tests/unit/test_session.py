@@ -1,5 +1,5 @@
 """Sign-in / sign-out on the model: the end-to-end story a daemon lives through, the mounts and
-modes cryptohome makes (chromeos-facts.md §2), several users, sign-out and the pure plans."""
+modes cryptohome makes (docs/chromeos.md §2), several users, sign-out and the pure plans."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def test_daemon_sees_its_store_after_sign_in_and_loses_it_after_sign_out() -> No
     assert at(view.mountinfo(), target) == []
     assert at(world.mountinfo(), target) == []
     assert not view.sees_store("alice")
-    # the empty target stays, as on ChromeOS (chromeos-facts.md §7 item 1): nothing of alice
+    # the empty target stays, as on ChromeOS (docs/chromeos.md §7 item 1): nothing of alice
     assert view.listdir() == [h] and view.listdir("alice") == []
     assert world.read_vault("alice", "foo", "state.json") == b'{"n": 1}'  # data stays
 
@@ -204,7 +204,7 @@ def test_a_store_missing_at_sign_in_is_skipped_with_a_warning() -> None:
 
 def test_setgid_and_sticky_template_mode_is_reproduced_exactly() -> None:
     world = make_world()
-    # fbpreprocessord's template is 3770 on ChromeOS (chromeos-facts.md §1 "Templates")
+    # fbpreprocessord's template is 3770 on ChromeOS (docs/chromeos.md §1.6)
     world.install_daemon("fbpreprocessord", 20300, 20301, 0o3770)
     view = world.daemon("fbpreprocessord")
     h = world.login("alice")
@@ -303,7 +303,7 @@ def test_sign_out_takes_along_what_was_mounted_below_the_users_mounts() -> None:
 def test_sign_out_of_a_user_not_signed_in_leaves_targets_unless_asked() -> None:
     world = make_world()
     h = world.hash_of("alice")
-    # what the original leaves behind after a sign-out (chromeos-facts.md §7 item 1)
+    # what the original leaves behind after a sign-out (docs/chromeos.md §7 item 1)
     world.host.mkdir(paths.user_store("foo", h), 0o700)
     plan = session.plan_sign_out(world.host, h)
     assert not plan.signed_in and "not signed in" in plan.warnings[0]

@@ -1,5 +1,5 @@
-"""Attacks on sign-in through the user-controlled vault (chromeos-facts.md §2, "Protection against
-symlink and TOCTOU attacks"), and templates that change between logins (§7 items 5 and 6).
+"""Attacks on sign-in through the user-controlled vault (docs/chromeos.md §2.5, protection against
+symlink and TOCTOU attacks), and templates that change between logins (§7 items 5 and 6).
 
 A symlink, file or fifo where a directory should be refuses that user's sign-in with the path
 named: nothing mounted, nothing outside the vault touched, nothing followed, no data lost."""
@@ -213,7 +213,7 @@ def test_template_change_plans_only_what_differs(world: World) -> None:
 
 
 def test_permission_drift_by_the_daemon_is_repaired(world: World) -> None:
-    """chromeos-facts.md §7 item 5: a daemon chmods its own directory; the next sign-in
+    """docs/chromeos.md §7 item 5: a daemon chmods its own directory; the next sign-in
     puts the template's mode back (instead of failing the login, b98321b6f7)."""
     view = world.daemon("foo")
     world.login("alice")

@@ -1,4 +1,4 @@
-"""Sign-out leaves the empty per-user targets, as ChromeOS does (chromeos-facts.md §7 item 1), on
+"""Sign-out leaves the empty per-user targets, as ChromeOS does (docs/chromeos.md §7 item 1), on
 the model: a naive daemon's write after sign-out lands in /run's tmpfs (the bug is real here as
 on a device), a daemon using store_check never writes there, the second sign-in reuses the
 targets. The same stories run on the kernel in tests/kernel/test_sign_out_faithful_kernel.py."""
@@ -8,6 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 from daemonstore import paths, session
+from daemonstore.ops import GuardMountPoint, RenewDir
+from daemonstore.ops.guard import GUARD_NAME, is_guard
 from daemonstore.session.plan import TARGET_MODE
 from daemonstore.world import World
 from tests.sign_out_story import (
@@ -118,3 +120,26 @@ def test_the_plan_says_what_stays() -> None:
     for point in (paths.home_user(h), paths.vault_mount(h), paths.HOME_CHRONOS_USER):
         assert f"rmdir {point}" in faithful and f"rmdir {point}" in tidy
     assert TARGET_MODE == 0o700  # what check_left_empty expects a left target to have
+
+
+def test_renewal_is_a_plain_rmdir_that_never_takes_a_guard_away() -> None:
+    """Guards (ops/guard.py) go only into the home mount points in chronos-owned /home/chronos;
+    a target in root-owned /run never gets one, and its renewal is a plain rmdir: a guard-shaped
+    directory found in a target is content, kept and reported, never removed as RemoveDir
+    removes a lone guard."""
+    world = model_world()
+    h = world.login("alice")
+    world.logout("alice")
+    target = paths.user_store("foo", h)
+    assert world.host.listdir(target) == []  # renewed: no guard, nothing
+    assert not world.host.exists(paths.home_chronos(h))  # the guarded homes went, guard and all
+    GuardMountPoint(target).apply(world.host)  # root (a root daemon) made one there meanwhile
+    assert is_guard(world.host, target)
+    world.login("alice")
+    plan = session.plan_sign_out(world.host, h)
+    assert RenewDir(target, TARGET_MODE) in plan.steps
+    result = plan.apply(world.host)
+    assert world.host.listdir(target) == [GUARD_NAME] and is_guard(world.host, target)
+    assert f"left {target} in place: it holds files written while the user was not signed " \
+           "in (writes before mount); never deleted" in result.warnings
+    assert not world.host.exists(paths.home_chronos(h))

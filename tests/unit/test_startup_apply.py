@@ -329,7 +329,7 @@ def test_json_report_shape() -> None:
 def test_slave_namespace_cloned_after_startup_receives_later_binds(base: str) -> None:
     h = world(demo.Entry("a"))
     assert run(h).complete
-    h.new_namespace("daemon", "slave")  # minijail -v / -Kslave (chromeos-facts.md §5)
+    h.new_namespace("daemon", "slave")  # minijail -v / -Kslave (docs/chromeos.md §5)
     h.use_namespace("init")
     # sign-in, later: the user's directory is bound under the store (cryptohome's side)
     user = f"{base}/a/{HASH}"

@@ -139,3 +139,14 @@ def test_verify_flag_checks_the_result(host: ModelHost) -> None:
     demo.install(host, [demo.Entry("a")], None)
     res = invoke("--verify", "--json")
     assert res.exit_code == 0 and json.loads(res.stdout)["complete"]
+
+
+def test_a_template_owned_by_chronos_exits_1_naming_path_owner_and_rule(host: ModelHost) -> None:
+    demo.install(host, [demo.Entry("ok", uid=20104), demo.Entry("bad", uid=1000)],
+                 [("root", 0), ("shill", 20104), ("chronos", 1000)])
+    res = invoke("--root", "/r")
+    assert res.exit_code == 1
+    (line,) = res.stderr.splitlines()
+    assert "skipped /etc/daemon-store/bad: owned by uid 1000, which is not a system user" in line
+    assert "1-999 or 20100-29999" in line and "chronos (1000)" in line
+    assert "startup: 2 stores, 2 ready" in res.stdout  # the valid template still got its stores

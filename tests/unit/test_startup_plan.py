@@ -20,6 +20,7 @@ from daemonstore.boot.plan import (
     WRONG_ATTRIBUTES,
     MountView,
     check_template,
+    is_system_uid,
     plan_startup,
     read_system_uids,
     show_path,
@@ -113,7 +114,7 @@ def _stat(mode: int, uid: int = 0) -> Stat:
     ("ow", _stat(0o040702), "mode 0702 is world-writable"),
     ("sticky-ww", _stat(0o041777), "mode 1777 is world-writable"),
     # group-writable is accepted, as ChromeOS ships it (pvm 0770, debugd 0660, crash and
-    # fbpreprocessord 3770: chromeos-facts.md §1 "Templates")
+    # fbpreprocessord 3770: docs/chromeos.md §1.6)
     ("pvm", _stat(0o040770, uid=299), None),
     ("debugd", _stat(0o040660, uid=299), None),
     ("crash", _stat(0o043770, uid=299), None),
@@ -438,3 +439,36 @@ def test_dry_run_lines_mention_every_step_and_every_finding() -> None:
     for s in plan.skipped:
         assert f"# skip {s.path}" in text
     assert f"# orphan {S}/orphaned" in text
+
+
+# ---- the template's owner must be a system user (SECURITY.md, "Templates") ----------------
+
+
+@pytest.mark.parametrize("uid, system", [
+    (0, True), (1, True), (282, True), (299, True), (999, True),      # below 1000
+    (20100, True), (20125, True), (29999, True),                    # the daemon range
+    (1000, False), (1001, False), (5000, False), (20099, False),     # chronos, chronos-access,
+    (30000, False), (65534, False), (655360, False),                # login users, nobody, ARC
+])
+def test_is_system_uid(uid: int, system: bool) -> None:
+    assert is_system_uid(uid) is system
+
+
+@pytest.mark.parametrize("uid", [1000, 1001, 5000, 65534])
+def test_a_template_owned_by_a_non_system_user_in_passwd_is_skipped_naming_the_rule(
+        uid: int) -> None:
+    h = world(demo.Entry("shill", uid=20104), demo.Entry("mine", uid=uid),
+              users=(("root", 0), ("shill", 20104), ("someone", uid)))
+    plan = plan_startup(h)
+    assert plan.templates == ("shill",)
+    (skipped,) = plan.skipped
+    line = skipped.line()
+    assert line.startswith("/etc/daemon-store/mine: owned by uid ")
+    assert f"uid {uid}, which is not a system user" in line
+    assert "1-999 or 20100-29999" in line  # the rule, in the problem line
+
+
+def test_crash_as_chromeos_ships_it_is_accepted() -> None:
+    h = world(demo.Entry("crash", mode=0o3770, uid=20125, gid=419),
+              users=(("root", 0), ("crash", 20125)))
+    assert plan_startup(h).templates == ("crash",)

@@ -76,7 +76,7 @@ def test_private_jail_is_a_problem_and_slave_jail_is_not() -> None:
     assert got["slave-jail"][0] is True and got["slave-jail"][2] == (world.hash_of("alice"),)
     assert report.problems == [f"namespace private-jail: its {S}/foo is private: it never sees a "
                                "sign-in (jail it with -v -Kslave and MS_BIND|MS_REC, "
-                               "chromeos-facts.md §5)"]
+                               "docs/chromeos.md §5)"]
 
 
 def test_unmounted_store_and_private_store_are_problems() -> None:
