@@ -66,10 +66,13 @@ def _host(root: str | None, model: bool, system: bool) -> Host:
               help="Who the caller check treats as chronos, i.e. Chrome (a name or uid; "
                    "default: the chronos account, if any). With --spawn-bus, also the "
                    "private bus policy's chronos.")
+@click.option("--remove-store-targets", is_flag=True,
+              help="Unmount also removes the emptied /run/daemon-store{,-cache}/<d>/<hash> "
+                   "(ChromeOS leaves them; so does the default).")
 @click.option("-v", "--verbose", is_flag=True, help="Log every call to stderr.")
 def main(root: str | None, system: bool, model: bool, address: str | None, spawn_bus: bool,
          vault: str, no_stores: bool, root_user: str | None, chronos_user: str | None,
-         verbose: bool) -> None:
+         remove_store_targets: bool, verbose: bool) -> None:
     """Serve org.chromium.UserDataAuth and org.chromium.SessionManager on a D-Bus bus.
 
     Who may call what is checked by the bus policy and again by the service itself, from one
@@ -105,7 +108,8 @@ def main(root: str | None, system: bool, model: bool, address: str | None, spawn
         click.echo(f"{ENV_BUS_ADDRESS}={address}")
         click.echo(f"dbus-daemon pid {spawned.pid}, privileged user {user}")
     try:
-        core = Cryptohome(host, vault=vault, daemon_stores=not no_stores)
+        core = Cryptohome(host, vault=vault, daemon_stores=not no_stores,
+                          remove_store_targets=remove_store_targets)
         code = asyncio.run(_serve(core, address, host.kind, ids))  # type: ignore[arg-type]
     finally:
         # a second signal (Ctrl-C, or `timeout` signalling the whole process group) must not

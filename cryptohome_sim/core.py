@@ -11,7 +11,8 @@ Semantics are ChromeOS's (docs/chromeos.md §4, §8; ``userdataauth.cc``,
 * An account exists once ``CreatePersistentUser`` made it (or the control ``AddUser``);
   ``PreparePersistentVault`` of any other user is ``ACCOUNT_NOT_FOUND``.
 * No credentials are kept: ``AuthenticateAuthFactor`` accepts any factor of an existing user.
-* ``PrepareGuestVault`` is refused while anyone is mounted; ``Unmount`` unmounts everyone.
+* ``PrepareGuestVault`` is refused while anyone is mounted; ``Unmount`` unmounts everyone and,
+  as cryptohome, leaves the empty store targets (``remove_store_targets``: removes them too).
 * ``StopSession`` ends every session (one ``stopping``, one ``stopped``); ChromeOS has no
   per-user sign-out.
 
@@ -169,17 +170,19 @@ class Cryptohome:
     mounted inside ``mnt_chrome`` (daemonstore.session.guest).
 
     ``vault`` is the persistent users' vault backend (``"dir"``, or ``"loop"`` on the kernel).
-    ``daemon_stores=False`` mounts vaults and home binds only (``--no-daemon-stores``): the
-    session hook (``daemonstore hook``) then makes the store binds.
+    ``daemon_stores=False``: vaults and home binds only (``--no-daemon-stores``), the session
+    hook (``daemonstore hook``) makes the store binds; ``remove_store_targets``: module doc.
     """
 
     def __init__(self, host: Host, *, random_bytes: Callable[[int], bytes] = os.urandom,
-                 vault: str = "dir", daemon_stores: bool = True) -> None:
+                 vault: str = "dir", daemon_stores: bool = True,
+                 remove_store_targets: bool = False) -> None:
         if vault not in session.VAULTS:
             raise ValueError(f"vault must be one of {', '.join(session.VAULTS)}, not {vault!r}")
         self.host = host
         self.vault = vault
         self.daemon_stores = daemon_stores
+        self.remove_store_targets = remove_store_targets
         self.namespace = host.current_namespace()
         self._random_bytes = random_bytes
         self._salt: bytes | None = None
@@ -363,16 +366,13 @@ class Cryptohome:
         points removed; ``MOUNT_FATAL`` naming what is left if anything could not go."""
         if self._take_failure("Unmount") is not None:
             raise CryptohomeError(MOUNT_FATAL, "injected failure in Unmount")
-        gone: list[str] = []
-        failed: list[str] = []
-        for user_hash in guest_session.mounted_guests(self.host):
-            result = guest_session.sign_out_guest(self.host, user_hash)
-            gone += [*result.unmounted, *result.lazily_detached]
-            failed += [f"{p}: {'; '.join(result.warnings)}" for p in result.failed]
-        for user_hash in session.mounted_users(self.host):
-            result = session.sign_out(self.host, user_hash)  # best effort, never raises
-            gone += [*result.unmounted, *result.lazily_detached]
-            failed += [f"{p}: {'; '.join(result.warnings)}" for p in result.failed]
+        tidy = self.remove_store_targets
+        results = [guest_session.sign_out_guest(self.host, h, remove_store_targets=tidy)
+                   for h in guest_session.mounted_guests(self.host)]
+        results += [session.sign_out(self.host, h, remove_store_targets=tidy)  # never raises
+                    for h in session.mounted_users(self.host)]
+        gone = [p for r in results for p in (*r.unmounted, *r.lazily_detached)]
+        failed = [f"{p}: {'; '.join(r.warnings)}" for r in results for p in r.failed]
         self._mounted = {h: m for h, m in self._mounted.items() if self._busy_on_host(h)}
         if failed:
             raise CryptohomeError(MOUNT_FATAL, "could not unmount " + ", ".join(failed))

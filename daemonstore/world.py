@@ -221,25 +221,29 @@ class World:
         self.guest = user_hash
         return user_hash
 
-    def logout_guest(self) -> SignOutResult:
-        """Sign the guest out (``guest.sign_out_guest``): the ephemeral vault is gone."""
+    def logout_guest(self, *, remove_store_targets: bool = False) -> SignOutResult:
+        """Sign the guest out (``guest.sign_out_guest``): its vault goes; targets as logout's."""
         user_hash = self.hash_of(paths.GUEST_USER)
         with self.in_namespace(self.namespace):
-            result = guest.sign_out_guest(self.host, user_hash)
+            result = guest.sign_out_guest(self.host, user_hash,
+                                          remove_store_targets=remove_store_targets)
         self.sessions.pop(paths.GUEST_USER, None)
         self.sign_outs.append(result)
         self.guest = None
         return result
 
-    def logout(self, user: str, *, kill_holders: bool = False) -> SignOutResult:
+    def logout(self, user: str, *, kill_holders: bool = False,
+               remove_store_targets: bool = False) -> SignOutResult:
         """Sign one user out (``session.sign_out``), for tests. ChromeOS has no per-user
         sign-out: ``StopSession`` ends every session and ``Unmount{}`` unmounts everyone (what
         the bus worlds and ``daemonstore logout`` do); README "Known deviations".
         ``kill_holders`` ends whatever keeps the user's mounts busy first (``process_killer
-        --mount_holders``; on the model a daemon's holds go)."""
+        --mount_holders``; on the model a daemon's holds go). The empty store targets stay, as
+        on a device (a naive daemon fails here too), unless ``remove_store_targets``."""
         user_hash = self.hash_of(user)
         with self.in_namespace(self.namespace):
-            result = sign_out(self.host, user_hash, kill_holders=kill_holders)
+            result = sign_out(self.host, user_hash, kill_holders=kill_holders,
+                              remove_store_targets=remove_store_targets)
         self.sessions.pop(user, None)
         self.sign_outs.append(result)
         return result

@@ -236,6 +236,8 @@ class Story:
                 st = store_check.store_status(self.world.host, d, self.world.hash_of(user))
             self.say(f"  {view.namespace}: store_check says {self.short(st.path)} "
                      f"{'is mounted' if st.mounted else 'is not mounted: ' + st.reason}")
+        self.say("  (the empty directories stay, as on ChromeOS: existence proves nothing, a "
+                 "daemon asks store_check)")
         kept = {d.name: self.world.read_vault(user, d.name, d.file) == d.data for d in DAEMONS}
         self.say(f"  the vault keeps her files at rest: "
                  f"{', '.join(k for k, ok in kept.items() if ok)}")

@@ -13,8 +13,10 @@ vaults that are mounted (docs/architecture.md §8).
   (cryptohome still signing in, making its own binds) or has stopped (ui-post-stop unmounting
   it, store binds first) must not be raced;
 * the store binds of a user whose vault is no longer mounted are unmounted (reverse mount order,
-  lazy detach on EBUSY, as sign-out's ``ForceUmount``) and their empty targets removed; a
-  guest's (its ephemeral vault lives in mnt_chrome, guest.py owns it) are left alone.
+  lazy detach on EBUSY, as sign-out's ``ForceUmount``); their empty targets stay, as cryptohome
+  leaves them (docs/chromeos.md §7 item 1), renewed as sign-out renews them (rmdir, mkdir:
+  session/sign_out.py); a guest's (its ephemeral vault lives in mnt_chrome, guest.py owns it)
+  are left alone.
 
 Each user is one action: a failure (refused or rolled back) is reported and the others go on.
 """
@@ -27,9 +29,10 @@ from dataclasses import dataclass, field
 from daemonstore import mountinfo, paths
 from daemonstore.errors import DaemonStoreError
 from daemonstore.host import Host
-from daemonstore.ops import ForceUmount, Op, RemoveDir
+from daemonstore.ops import ForceUmount, Op, RenewDir
 from daemonstore.session.apply import SignInPlan
 from daemonstore.session.guest import mounted_guests
+from daemonstore.session.plan import TARGET_MODE
 from daemonstore.session.queries import existing_dir, mounted_users, store_user
 from daemonstore.session.repair import plan_store_binds
 from daemonstore.session.sign_out import SignOutPlan
@@ -43,7 +46,7 @@ UNBIND = "unbind"
 @dataclass(frozen=True)
 class Action:
     """One user's change: ``bind`` (a SignInPlan of store binds) or ``unbind`` (a SignOutPlan
-    of store umounts and rmdirs)."""
+    of store umounts and target renewals)."""
 
     kind: str
     user_hash: str
@@ -85,12 +88,14 @@ def _stale_users(host: Host, entries: list[mountinfo.MountInfoEntry]) -> list[st
 
 def _unbind_plan(host: Host, entries: list[mountinfo.MountInfoEntry],
                  user_hash: str) -> SignOutPlan:
+    """Unmount the user's store binds; the empty targets stay, renewed as sign-out renews them
+    (module docstring)."""
     mine = [e for e in entries if store_user(e.mount_point) == user_hash]
     steps: list[Op] = [ForceUmount(e.mount_point) for e in reversed(mine)]
     targets = {f"{base}/{e.mount_point[len(base) + 1:].split('/')[0]}/{user_hash}"
                for e in mine for base in paths.STORE_BASES
                if e.mount_point.startswith(base + "/")}
-    steps += [RemoveDir(t) for t in sorted(targets) if existing_dir(host, t)]
+    steps += [RenewDir(t, TARGET_MODE) for t in sorted(targets) if existing_dir(host, t)]
     return SignOutPlan(user_hash, tuple(steps), False)
 
 

@@ -8,7 +8,7 @@ Modules:
 * :mod:`~daemonstore.ops.scenario`: the scenario language (the contract): its ten ops, the
   parser and :func:`run_scenario`;
 * :mod:`~daemonstore.ops.files`: directories and their contents (MakeDir, EnsureDir, Chmod,
-  Chown, RemoveDir, RemoveTree) and the one safe tree walker, :func:`walk_tree`;
+  Chown, RemoveDir, RenewDir, RemoveTree) and the one safe tree walker, :func:`walk_tree`;
 * :mod:`~daemonstore.ops.guard`: the root-owned guard that keeps a mount point in a
   user-writable directory from being removed by that user (GuardMountPoint);
 * :mod:`~daemonstore.ops.mounts`: mounts and namespaces beyond the language (SafeBind,
@@ -30,6 +30,7 @@ from daemonstore.ops.files import (
     MakeTarget,
     RemoveDir,
     RemoveTree,
+    RenewDir,
     TreeItem,
     TreeReader,
     expect_dir,
@@ -93,6 +94,7 @@ __all__ = [
     "RemountBind",
     "RemoveDir",
     "RemoveTree",
+    "RenewDir",
     "SafeBind",
     "SafeMake",
     "ScenarioSyntaxError",

@@ -12,6 +12,7 @@ op                   does                                                line
 :class:`Chmod`       ``fchmodat``; :class:`DirChmod` type-checks first   ``chmod 0755 P``
 :class:`Chown`       ``fchownat``; :class:`DirChown` type-checks first   ``chown 0:0 P``
 :class:`RemoveDir`   an empty directory only                             ``rmdir P``
+:class:`RenewDir`    rmdir an empty one, mkdir it again (sign-out)       ``rmdir P && mkdir``
 :class:`RemoveTree`  a tree, never crossing a mount (:func:`walk_tree`)  ``rm -r ...``
 ===================  ==================================================  ===================
 
@@ -50,6 +51,7 @@ __all__ = [
     "MakeTarget",
     "RemoveDir",
     "RemoveTree",
+    "RenewDir",
     "TreeItem",
     "TreeReader",
     "expect_dir",
@@ -194,3 +196,35 @@ class RemoveDir(Op):
 
     def to_line(self) -> str:
         return f"rmdir {quote(self.path)}"
+
+
+@dataclass(frozen=True)
+class RenewDir(Op):
+    """``rmdir P && mkdir -m MODE P``: an empty directory left in place as a fresh one, owned by
+    the caller (root). The rmdir detaches every mount on the old dentry in every mount
+    namespace (the kernel's ``__detach_mounts()``, lazily): a copy of a bind that no umount
+    propagates to (a private namespace made while it was mounted) goes with it, and the path
+    is still there, empty, as before. ``rmdir`` removes only an empty directory (``ENOTEMPTY``:
+    nothing changed), so it can never lose data.
+
+    A plain rmdir, unlike :class:`RemoveDir`: it never takes a mount-point guard away
+    (ops/guard.py). Guards go only into mount points in chronos-owned ``/home/chronos``; what
+    is renewed is a store target in root-owned ``/run/daemon-store{,-cache}/<d>``, which only
+    root can remove, so it never gets one, and any entry found in it is content (kept and
+    reported by the caller), never ours to delete."""
+
+    path: str
+    mode: int
+
+    def apply(self, host: Host) -> None:
+        self.remove(host)
+        self.make(host)
+
+    def remove(self, host: Host) -> None:
+        host.rmdir(self.path, safe=True)
+
+    def make(self, host: Host) -> None:
+        host.mkdir(self.path, self.mode, safe=True)
+
+    def to_line(self) -> str:
+        return f"rmdir {quote(self.path)} && mkdir -m {self.mode:04o} {quote(self.path)}"

@@ -15,9 +15,10 @@ read from the root namespace, and answers:
   some unrelated group: it never sees a sign-in; docs/chromeos.md §5.3);
 * problems: a store that is not shared (or not mounted although its template exists), a
   namespace holding a store copy that receives nothing, and a per-user directory under
-  ``/run/daemon-store/<d>/`` that exists with nothing mounted on it -- the writes-before-mount
-  trap of docs/chromeos.md §4.4 and §7 item 1 (our sign-out removes the empty
-  targets, so one that stays had something written into it, or was made by a daemon).
+  ``/run/daemon-store/<d>/`` with nothing mounted on it that holds files -- the
+  writes-before-mount trap of docs/chromeos.md §4.4 and §7 item 1: a daemon wrote into the
+  tmpfs. An *empty* one is no problem: sign-out leaves the empty targets, as ChromeOS does
+  (session/sign_out.py).
 
 Only *reachable* mounts count (the top of the stack a path lookup meets, ``MountView.stack``): a
 jailed daemon still holds hidden copies of every store under its new ``/run``, and those say
@@ -56,6 +57,8 @@ class Facts:
     #: user hash -> the holders keeping a detached mount of that user alive (a store that a
     #: sign-out had to detach lazily; session.holders.detached_pins)
     held: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: paths of the per-user directories in store_dirs that hold entries
+    written: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -249,10 +252,11 @@ def analyze(namespaces: Mapping[str, str], facts: Facts, root: str = ROOT) -> St
         stores.append(StoreRow(path, daemon, has_template, problem or "shared",
                                label(group) if group is not None else None, users))
         for name in facts.store_dirs.get(path, ()):
-            if name not in users:
-                problems.append(f"{path}/{name} exists but nothing is mounted on it: whatever a "
-                                "daemon writes there lands in /run's tmpfs, seen by no user and "
-                                "lost at reboot (the writes-before-mount trap; check "
+            # empty and unmounted is what every sign-out leaves (as on ChromeOS): no problem
+            if name not in users and f"{path}/{name}" in facts.written:
+                problems.append(f"{path}/{name} holds files but nothing is mounted on it: a "
+                                "daemon wrote into /run's tmpfs, seen by no user and lost at "
+                                "reboot (the writes-before-mount trap; check "
                                 "store_check.store_status, not existence)")
     reach: list[Reach] = []
     for ns, view in views.items():
@@ -300,9 +304,11 @@ def collect_facts(host: Host) -> Facts:
             if _is_dir(host, store):
                 store_dirs[store] = tuple(n for n in _listdir(host, store)
                                           if _is_dir(host, f"{store}/{n}"))
+    written = frozenset(f"{store}/{n}" for store, names in store_dirs.items() for n in names
+                        if _listdir(host, f"{store}/{n}"))
     held = {user: tuple(p.describe() for p in pins)
             for user, pins in detached_pins(host).items()}
-    return Facts(templates, store_dirs, tuple(mounted_users(host)), held)
+    return Facts(templates, store_dirs, tuple(mounted_users(host)), held, written)
 
 
 def _listdir(host: Host, path: str) -> list[str]:

@@ -8,8 +8,10 @@ Public API (cryptohome_sim and ``daemonstore.world`` call it; keep the names)::
     plan_sign_in(host, user_hash, *, first_user=None, vault="dir") -> SignInPlan   pure
     sign_in(host, user_hash, *, first_user=None, fail_at=None, vault="dir") -> SessionResult
         raises SignInError(reason, path, errno) after rolling back
-    plan_sign_out(host, user_hash, *, kill_holders=False) -> SignOutPlan pure, no changes
-    sign_out(host, user_hash, *, kill_holders=False) -> SignOutResult    best effort, no raise
+    plan_sign_out(host, user_hash, *, kill_holders=False, remove_store_targets=False)
+        -> SignOutPlan                                                   pure, no changes
+    sign_out(host, user_hash, *, kill_holders=False, remove_store_targets=False)
+        -> SignOutResult                  best effort, no raise; the empty store targets stay
     mounted_users(host) -> list[str]                                     hashes, from mountinfo
 
     SignInPlan.steps (tuple of Op), .warnings, .stores, .first_user, .to_lines(), .apply(host,

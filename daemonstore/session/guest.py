@@ -7,8 +7,9 @@ Public API::
     plan_sign_in_guest(host, user_hash, *, first_user=None) -> GuestSignInPlan
     sign_in_guest(host, user_hash, *, first_user=None, fail_at=None) -> SessionResult
         raises session.SignInError after rolling back (inside mnt_chrome)
-    plan_sign_out_guest(host, user_hash) -> GuestSignOutPlan
-    sign_out_guest(host, user_hash) -> SignOutResult          best effort, no raise
+    plan_sign_out_guest(host, user_hash, *, remove_store_targets=False) -> GuestSignOutPlan
+    sign_out_guest(host, user_hash, *, remove_store_targets=False) -> SignOutResult
+                                                              best effort, no raise
     mounted_guests(host) -> list[str]                         hashes with an ephemeral vault
 
 The guest's hash is ``paths.sanitize_username(salt, paths.GUEST_USER)`` (``"$guest"``); callers
@@ -31,8 +32,12 @@ never reach the next guest. Removal never follows a symlink and never crosses a 
 
 **Sign-out** (``Mounter::UnmountAll``): inside mnt_chrome every mount of the guest is unmounted
 in reverse mount order (lazy detach on EBUSY); the store umounts propagate to the root namespace
-and the daemons' copies; the tmpfs goes last, and the guest's data with it. Then the mount
-points are removed with whatever was written below them meanwhile.
+and the daemons' copies; the tmpfs goes last, and the guest's data with it. Then the home and
+ephemeral mount points are removed with whatever was written below them meanwhile. The store
+targets ``/run/daemon-store{,-cache}/<d>/<H>`` stay (renewed, as a user's: session/sign_out.py),
+as after any sign-out on ChromeOS; the next guest sign-in empties them first (leftovers, above),
+so nothing a daemon writes there after sign-out reaches the next guest's store.
+``remove_store_targets=True`` removes them at sign-out, with anything written below them.
 
 Where the original differs: when mnt_chrome cannot be created or entered, session_manager carries
 on and the helper mounts in the root namespace; here the guest sign-in fails instead.
@@ -45,7 +50,7 @@ from typing import ClassVar
 
 from daemonstore import mountinfo, paths
 from daemonstore.host import Host, Stat, in_namespace
-from daemonstore.ops import ForceUmount, Op, RemoveTree, quote
+from daemonstore.ops import ForceUmount, Op, RemoveTree, RenewDir, quote
 from daemonstore.session.apply import SignInPlan
 from daemonstore.session.mnt_chrome import (
     CHROME_NS,
@@ -54,10 +59,10 @@ from daemonstore.session.mnt_chrome import (
     plan_chrome_namespace,
     setup_hint,
 )
-from daemonstore.session.plan import ROOT_ID, VAULT_DIRS, Refused, SignInPlanner
+from daemonstore.session.plan import ROOT_ID, TARGET_MODE, VAULT_DIRS, Refused, SignInPlanner
 from daemonstore.session.queries import existing_dir, user_mounts
 from daemonstore.session.results import SessionResult, SignInError, SignOutResult
-from daemonstore.session.sign_out import SignOutPlan
+from daemonstore.session.sign_out import SignOutPlan, store_targets
 
 __all__ = [
     "GuestSignInPlan",
@@ -254,10 +259,12 @@ class GuestSignOutPlan(SignOutPlan):
             return super().apply(host)
 
 
-def plan_sign_out_guest(host: Host, user_hash: str) -> GuestSignOutPlan:
+def plan_sign_out_guest(host: Host, user_hash: str, *,
+                        remove_store_targets: bool = False) -> GuestSignOutPlan:
     """Plan the guest's sign-out (pure but for opening a pinned mnt_chrome): inside mnt_chrome,
     unmount every mount of the guest in reverse mount order (the tmpfs last), then remove the
-    mount points and anything below them."""
+    home and ephemeral mount points and anything below them; the store targets too only with
+    ``remove_store_targets`` (module docstring)."""
     paths.check_hash(user_hash)
     ns = chrome_namespace(host)
     if ns is None:
@@ -270,13 +277,10 @@ def plan_sign_out_guest(host: Host, user_hash: str) -> GuestSignOutPlan:
         mine = user_mounts(entries, user_hash, ephemeral)
         signed_in = any(e.mount_point == ephemeral for e in entries)
         steps: list[Op] = [ForceUmount(e.mount_point) for e in reversed(mine)]
-        for base in reversed(paths.STORE_BASES):
-            try:
-                daemons = host.listdir(base, safe=True)
-            except OSError:
-                continue
-            steps += [RemoveTree(t) for d in daemons
-                      if existing_dir(host, t := f"{base}/{d}/{user_hash}")]
+        if remove_store_targets:
+            steps += [RemoveTree(t) for t in store_targets(host, user_hash)]
+        elif mine:  # renewed, as a user's (session/sign_out.py)
+            steps += [RenewDir(t, TARGET_MODE) for t in store_targets(host, user_hash)]
         steps += [RemoveTree(p) for p in (paths.home_root(user_hash),
                                            paths.home_user(user_hash),
                                            paths.home_chronos(user_hash), ephemeral)
@@ -286,9 +290,11 @@ def plan_sign_out_guest(host: Host, user_hash: str) -> GuestSignOutPlan:
     return GuestSignOutPlan(user_hash, tuple(steps), signed_in, warnings, namespace=ns)
 
 
-def sign_out_guest(host: Host, user_hash: str) -> SignOutResult:
+def sign_out_guest(host: Host, user_hash: str, *,
+                   remove_store_targets: bool = False) -> SignOutResult:
     """Plan and apply the guest's sign-out; never raises for a mount problem."""
-    return plan_sign_out_guest(host, user_hash).apply(host)
+    return plan_sign_out_guest(host, user_hash,
+                               remove_store_targets=remove_store_targets).apply(host)
 
 
 def mounted_guests(host: Host) -> list[str]:

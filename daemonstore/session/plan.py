@@ -11,7 +11,8 @@ builds a :class:`~daemonstore.session.apply.SignInPlan` with :class:`SignInPlann
    (``MountHomesAndDaemonStores``, §2.2 step 5);
 4. per store ``<d>`` (a valid, not world-writable template whose ``/run/daemon-store/<d>`` is
    mounted): ``root/<d>`` with the template's owner and mode, the target
-   ``/run/daemon-store/<d>/H`` 0700 and the bind; then the same for the cache (§2.2 step 7).
+   ``/run/daemon-store/<d>/H`` root 0700 (made, or reused from an earlier session with owner
+   and mode re-applied) and the bind; then the same for the cache (§2.2 step 7).
 
 Every bind is ``Platform::Bind``: ``MS_BIND``, a remount adding :data:`BIND_FLAGS`, then the
 propagation change (§2.4). The vault is user-controlled: it is
@@ -359,7 +360,9 @@ class SignInPlanner:
         target = paths.user_store(name, self.user_hash, cache)
         self.require_unmounted(target)
         self.ensure_dir(source, template.perm, template.uid, template.gid)
-        self.ensure_dir(target, TARGET_MODE, ROOT_ID, ROOT_ID, target=True, repair=False)
+        # the target outlives a sign-out (as on ChromeOS, session/sign_out.py): reused, with
+        # its owner and mode re-applied when they drifted (ChromeOS re-applies neither)
+        self.ensure_dir(target, TARGET_MODE, ROOT_ID, ROOT_ID, target=True)
         self.report_writes_before_mount(target)
         self.bind(source, target)
         self.stores.append(store)

@@ -21,8 +21,10 @@ What it does, in order (SECURITY.md, "daemonstore repair"):
 3. **users who are not signed in** but have mounts left (store binds under
    ``/run/daemon-store[-cache]/<d>/<H>``, home binds, a ``/home/chronos/user`` whose vault is
    gone) or leftover mount points: ``session.sign_out`` for them, which unmounts the leaked
-   binds and removes the *empty* mount points. A target that holds files (a daemon wrote before
-   the vault was mounted, docs/chromeos.md §7 item 1) is reported and kept.
+   binds and removes the *empty* home and vault mount points. The store targets
+   ``/run/daemon-store{,-cache}/<d>/<H>`` are left as every sign-out leaves them (as ChromeOS
+   does, docs/chromeos.md §7 item 1: they are not a leftover of a crash), with whatever a
+   daemon wrote into them; the user's next sign-in reuses them and reports such files.
 
 Never deleted: anything that is not an empty directory (``rmdir`` only). Never touched: guest
 sessions (an ephemeral vault in ``mnt_chrome``: :mod:`daemonstore.session.guest` owns them),
@@ -54,7 +56,7 @@ from daemonstore.ops import (
 )
 from daemonstore.session.apply import SignInPlan
 from daemonstore.session.guest import mounted_guests
-from daemonstore.session.plan import BIND_FLAGS, TARGET_MODE, read_templates
+from daemonstore.session.plan import BIND_FLAGS, ROOT_ID, TARGET_MODE, read_templates
 from daemonstore.session.queries import (
     existing_dir,
     mounted_users,
@@ -294,8 +296,9 @@ def _finish_plan(host: Host, mounts: MountView,
             reasons.append(f"{target} is not mounted")
             source = paths.vault_store(user_hash, name, cache)
             steps.append(EnsureDir(source, template.perm, template.uid, template.gid))
-            if not existing_dir(host, target):
-                steps.append(MakeTarget(target, TARGET_MODE))
+            # a target left by an earlier sign-out is reused, its owner and mode re-applied
+            steps.append(EnsureDir(target, TARGET_MODE, ROOT_ID, ROOT_ID)
+                         if existing_dir(host, target) else MakeTarget(target, TARGET_MODE))
             steps += [BindDir(source, target), RemountBind(target, BIND_FLAGS)]
             stores.append(store)
     return SignInPlan(user_hash, False, tuple(steps), tuple(stores)), reasons

@@ -4,9 +4,21 @@
 Every mount of the user found in mountinfo (vault and below, the home binds,
 ``/home/chronos/user`` when it is this user's, the store binds and anything mounted below them)
 is unmounted in reverse mount order with ``ForceUmount`` (plain umount, lazy detach on EBUSY,
-reported), as ``Mounter::UnmountAll`` pops its stack (docs/chromeos.md
-§2.7); then the empty mount points are removed (the original leaves the per-user targets,
-§7 item 1). The user's data stays in the vault.
+reported), as ``Mounter::UnmountAll`` pops its stack (docs/chromeos.md §2.7); then the emptied
+home and vault mount points are removed (a hardening measure, below). The user's data stays in
+the vault.
+
+The per-user store targets ``/run/daemon-store{,-cache}/<d>/<H>`` stay, empty, as on ChromeOS
+(cryptohome never removes them, docs/chromeos.md §2.3 step 5, §7 item 1): a daemon that writes
+wherever the directory exists writes into the tmpfs after sign-out, here as on a device, so its
+tests catch it. A daemon asks whether the path is *mounted* (``store_check``). Each one this
+sign-out unmounted is *renewed* (``RenewDir``: rmdir, mkdir root 0700 again): the rmdir detaches
+the copies of the store bind that no umount reaches (a private namespace a root daemon made
+mid-session), in every namespace, as for the vault's mount point below; one that holds files
+(written while the user was not signed in) is reported and kept. ``remove_store_targets=True``
+removes them instead (our tidy option; the next sign-in makes them again). The targets live in
+root-owned ``/run``, so they carry no mount-point guard (ops/guard.py: only mount points in
+chronos-owned ``/home/chronos`` do); the renewal is a plain rmdir.
 
 A busy store (a daemon holding a file in it): every reference that pins the user's mounts is
 reported first (session/holders.py); with ``kill_holders`` the holders are made to let go before
@@ -24,20 +36,22 @@ from typing import ClassVar
 from daemonstore import mountinfo, paths
 from daemonstore.errors import errname
 from daemonstore.host import Host
-from daemonstore.ops import ForceUmount, Op, RemoveDir, op_path
+from daemonstore.ops import ForceUmount, Op, RemoveDir, RenewDir, op_path
 from daemonstore.session.activity import record_activity
 from daemonstore.session.apply import plan_lines
 from daemonstore.session.detach import detach_found, left_note
 from daemonstore.session.holders import end_pins, user_pins
+from daemonstore.session.plan import TARGET_MODE
 from daemonstore.session.queries import existing_dir, stray_mounts, user_mounts
 from daemonstore.session.results import SignOutResult
 
-__all__ = ["SignOutPlan", "plan_sign_out", "sign_out"]
+__all__ = ["SignOutPlan", "plan_sign_out", "sign_out", "store_targets"]
 
 
 @dataclass(frozen=True)
 class SignOutPlan:
-    """What a sign-out will do: ``ForceUmount`` steps (LIFO), then ``RemoveDir`` steps."""
+    """What a sign-out will do: ``ForceUmount`` steps (LIFO), then ``RemoveDir`` steps (and a
+    ``RenewDir`` for each store target that stays)."""
 
     user_hash: str
     steps: tuple[Op, ...]
@@ -63,6 +77,8 @@ class SignOutPlan:
         for op in self.steps:
             if isinstance(op, ForceUmount):
                 _unmount(host, op, result, lambda h: _handle_holders(h, self, result))
+            elif isinstance(op, RenewDir):
+                _renew(host, op, result)
             else:
                 _remove(host, op, result)
         note = (record_activity(host, self.user_hash)  # activity.py
@@ -97,15 +113,36 @@ def _remove(host: Host, op: Op, result: SignOutResult) -> None:
     try:
         op.apply(host)
     except OSError as exc:
-        if exc.errno == errno.ENOTEMPTY:
-            result.warnings.append(f"left {op_path(op)} in place: it holds files written "
-                                   "while the user was not signed in (writes before "
-                                   "mount); never deleted")
-        elif exc.errno != errno.ENOENT:
-            result.warnings.append(f"left {op_path(op)} in place: "
-                                   f"{exc.strerror or errname(exc.errno)}")
+        _left(op_path(op), exc, result)
         return
     result.removed_dirs.append(op_path(op))
+
+
+def _left(path: str, exc: OSError, result: SignOutResult) -> None:
+    """Report a directory a removal left in place (nothing to say if it was gone already)."""
+    if exc.errno == errno.ENOTEMPTY:
+        result.warnings.append(f"left {path} in place: it holds files written while the user "
+                               "was not signed in (writes before mount); never deleted")
+    elif exc.errno != errno.ENOENT:
+        result.warnings.append(f"left {path} in place: {exc.strerror or errname(exc.errno)}")
+
+
+def _renew(host: Host, op: RenewDir, result: SignOutResult) -> None:
+    """The target stays (module docstring): rmdir it (ENOTEMPTY: kept, reported), make it
+    again. A plain rmdir, not RemoveDir's: a target in root-owned /run carries no mount-point
+    guard (ops/guard.py), so an entry in it is content, never taken away."""
+    try:
+        op.remove(host)
+    except OSError as exc:
+        _left(op.path, exc, result)
+        if exc.errno != errno.ENOENT:
+            return
+    try:
+        op.make(host)
+    except OSError as exc:
+        if exc.errno != errno.EEXIST:  # a root daemon made it meanwhile: it is there
+            result.warnings.append(f"could not make {op.path} again after removing it: "
+                                   f"{exc.strerror or errname(exc.errno)}")
 
 
 def _unmount(host: Host, op: ForceUmount, result: SignOutResult,
@@ -132,9 +169,11 @@ def _unmount(host: Host, op: ForceUmount, result: SignOutResult,
         result.unmounted.append(op.target)
 
 
-def plan_sign_out(host: Host, user_hash: str, *, kill_holders: bool = False) -> SignOutPlan:
+def plan_sign_out(host: Host, user_hash: str, *, kill_holders: bool = False,
+                  remove_store_targets: bool = False) -> SignOutPlan:
     """Plan user ``user_hash``'s sign-out (pure): unmount every mount of the user in reverse
-    mount order, then remove the empty mount points (store targets, home mount points)."""
+    mount order, then remove the empty home and vault mount points; the empty store targets
+    too only with ``remove_store_targets`` (ChromeOS leaves them: module docstring)."""
     paths.check_hash(user_hash)
     entries = mountinfo.parse(host.mountinfo())
     mine = user_mounts(entries, user_hash)
@@ -150,15 +189,10 @@ def plan_sign_out(host: Host, user_hash: str, *, kill_holders: bool = False) -> 
         warnings.append("mounts of the user found away from where sign-in puts them (a "
                         "mount point swapped or renamed): " + ", ".join(strays))
     steps += [RemoveDir(p) for p in dict.fromkeys(reversed(strays))]
-    for base in reversed(paths.STORE_BASES):
-        try:
-            daemons = host.listdir(base, safe=True)
-        except OSError:
-            continue
-        for name in daemons:
-            target = f"{base}/{name}/{user_hash}"
-            if existing_dir(host, target):
-                steps.append(RemoveDir(target))
+    if remove_store_targets:
+        steps += [RemoveDir(t) for t in store_targets(host, user_hash)]
+    elif mine:  # something is unmounted: renew the targets (module docstring); else nothing
+        steps += [RenewDir(t, TARGET_MODE) for t in store_targets(host, user_hash)]
     for home in (paths.home_root(user_hash), paths.home_user(user_hash),
                  paths.home_chronos(user_hash)):
         if existing_dir(host, home):
@@ -178,6 +212,19 @@ def plan_sign_out(host: Host, user_hash: str, *, kill_holders: bool = False) -> 
                        kill_holders=kill_holders)
 
 
+def store_targets(host: Host, user_hash: str) -> list[str]:
+    """The user's per-user store targets that exist as directories, ``-cache`` first (the
+    order a sign-out removes them in)."""
+    found = []
+    for base in reversed(paths.STORE_BASES):
+        try:
+            daemons = host.listdir(base, safe=True)
+        except OSError:
+            continue
+        found += [t for name in daemons if existing_dir(host, t := f"{base}/{name}/{user_hash}")]
+    return found
+
+
 def _umount_step(entry: mountinfo.MountInfoEntry, user_hash: str) -> ForceUmount:
     """ForceUmount, or for a loop vault (ext4 from /dev/loopN on the vault mount point) the
     umount followed by LOOP_CLR_FD of its device."""
@@ -189,15 +236,18 @@ def _umount_step(entry: mountinfo.MountInfoEntry, user_hash: str) -> ForceUmount
     return ForceUmount(entry.mount_point)
 
 
-def sign_out(host: Host, user_hash: str, *, kill_holders: bool = False) -> SignOutResult:
+def sign_out(host: Host, user_hash: str, *, kill_holders: bool = False,
+             remove_store_targets: bool = False) -> SignOutResult:
     """Plan and apply a sign-out. Never raises for a mount problem (see ``failed`` and
-    ``warnings``); ``BadName`` for a malformed hash. The user's data stays in the vault.
+    ``warnings``); ``BadName`` for a malformed hash. The user's data stays in the vault; the
+    empty store targets stay unless ``remove_store_targets`` (module docstring).
 
     Then whatever of the user is still mounted in this namespace, found by identity, is
     detached (session.detach): a mount point renamed from another namespace between the plan
     and its umount is found again at its new place. ``kill_holders``: end whatever keeps the
     user's mounts busy first (holders.py)."""
-    result = plan_sign_out(host, user_hash, kill_holders=kill_holders).apply(host)
+    result = plan_sign_out(host, user_hash, kill_holders=kill_holders,
+                           remove_store_targets=remove_store_targets).apply(host)
     try:
         done, left = detach_found(host, lambda entries: user_mounts(entries, user_hash))
     except OSError as exc:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from click.testing import CliRunner
 
+from cryptohome_sim import cli
 from cryptohome_sim.core import (
     AUTH_SESSION_LIMIT,
     CALL_LOG_LIMIT,
@@ -194,6 +196,41 @@ def test_prepare_start_stop_unmount_cycle() -> None:
     unmounted = core.unmount()
     assert paths.vault_mount(user_hash) in unmounted
     assert core.mounted_hashes() == [] and core.is_mounted("") == (False, False)
+
+
+@pytest.mark.parametrize("tidy", [False, True], ids=["faithful", "remove-store-targets"])
+def test_unmount_leaves_the_empty_store_targets_unless_asked(tidy: bool) -> None:
+    """cryptohome never removes /run/daemon-store/<d>/<h> (docs/chromeos.md §7 item 1); the
+    option (``--remove-store-targets``) does."""
+    host = ModelHost()
+    core = Cryptohome(host, remove_store_targets=tidy)
+    core.install_daemon("foo", 20100, 20100, 0o700)
+    for user in ("alice", "$guest"):
+        user_hash = (_prepare(core, user) if user == "alice" else core.prepare_guest_vault())
+        core.unmount()
+        targets = [paths.user_store("foo", user_hash, cache) for cache in (False, True)]
+        assert [host.exists(t) for t in targets] == [not tidy] * 2, user
+        assert [e for e in mountinfo.parse(host.mountinfo()) if e.mount_point in targets] == []
+        if not tidy:
+            assert [(host.stat(t).perm, host.listdir(t)) for t in targets] == [(0o700, [])] * 2
+
+
+@pytest.mark.parametrize("flag", [False, True])
+def test_the_cli_flag_reaches_the_core(flag: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``cryptohome-sim --remove-store-targets`` makes the core that serves (no bus needed:
+    the service is replaced; the CLI's signal handlers are kept off the pytest process)."""
+    made: list[Cryptohome] = []
+
+    async def serve(core: Cryptohome, address: str, kind: str) -> int:
+        made.append(core)
+        return 0
+
+    monkeypatch.setattr(cli, "_serve", serve)
+    monkeypatch.setattr(cli.signal, "signal", lambda *args: None)
+    args = ["--model", "--address", "unix:path=/nonexistent"]
+    res = CliRunner().invoke(cli.main, args + ["--remove-store-targets"] * flag)
+    assert res.exit_code == 0, res.output
+    assert [core.remove_store_targets for core in made] == [flag]
 
 
 def test_stop_session_ends_every_session_and_unmount_every_user() -> None:

@@ -38,6 +38,7 @@ from daemonstore.testing.faults import FaultHost
 from daemonstore.world import World, kernel_world
 from tests.hardening.conftest import Figures
 from tests.hardening.util import files_state, guarded, mount_state
+from tests.sign_out_story import one_target_missing
 
 pytestmark = pytest.mark.kernel
 
@@ -159,6 +160,14 @@ def _run_killed(op: Callable[[Host, World], None], world: World, at: int) -> int
     return os.waitpid(pid, 0)[1]
 
 
+def _renewal_cut_short(phase: str, state: dict[str, Any], clean: dict[str, Any],
+                       world: World) -> bool:
+    """Signed out but for one store target: the sign-out was cut short between the rmdir and
+    the mkdir of its renewal (session/sign_out.py); the next sign-in makes it again."""
+    return (phase == "sign-out" and state["mounts"] == clean["mounts"]
+            and one_target_missing(state["files"], clean["files"], world.hash_of("alice")))
+
+
 def _faults_body(outer: World, phase: str) -> dict[str, Any]:
     cases = Cases(outer)
     boot = phase == "startup"
@@ -207,7 +216,8 @@ def _faults_body(outer: World, phase: str) -> dict[str, Any]:
             again = plan_repair(host)
             # a sign-in that reported the injected EIO: its rollback alone restored the state
             # before (the last call is the best-effort activity record: no failure there)
-            ok = (state == clean[0] if refused else state in clean) and again.empty
+            ok = (state == clean[0] if refused else state in clean
+                  or _renewal_cut_short(phase, state, clean[1], world)) and again.empty
             if not ok:
                 out["leaks"] += 1
                 mounts = [state["mounts"] == c["mounts"] for c in clean]
@@ -231,7 +241,8 @@ def test_failure_and_sigkill_at_every_call_converge(phase: str, figures: Figures
                 faults_kill=out["kill"], faults_converged=out["converged"],
                 fault_leaks=out["leaks"], fault_data_lost=out["lost"])
     assert out["problems"] == []
-    assert out["calls"] > (50 if phase.startswith("sign-in") else 20)  # 3 daemons, 6 stores
+    # 3 daemons, 6 stores (a returning user's targets exist already: sign-out leaves them)
+    assert out["calls"] > {"sign-in": 40, "sign-in-new": 50}.get(phase, 20)
     assert out["converged"] == out["eio"] + out["kill"] == 2 * out["calls"]
 
 

@@ -92,7 +92,8 @@ def _status_with_processes(host: KernelHost) -> dict[str, Any]:
         pids.append(_jailed_child(host, ["-v", "-Kprivate", "-k", "tmpfs,/run,tmpfs",
                                          "-k", store], "bad"))
         bob = world.login("bob")  # after the jails: only propagation can bring bob in
-        host.mkdir(f"{S}/bar/{'e' * 40}", 0o700)  # the writes-before-mount trap
+        host.mkdir(f"{S}/bar/{'e' * 40}", 0o700)  # the writes-before-mount trap (empty: no
+        host.write_file(f"{S}/bar/{'e' * 40}/state", b"lost")  # problem; with a file: one)
         report = status.status_of(host, scan_processes=True)
         res = CliRunner().invoke(main, ["status", "--root", host.root, "--json"])
         text = CliRunner().invoke(main, ["status", "--root", host.root])
@@ -120,7 +121,8 @@ def test_status_finds_real_namespaces_through_proc() -> None:
     assert theirs["receives"] is False and theirs["relation"] == "private"
     assert theirs["users"] == [out["alice"]]  # copied by MS_REC at jail time, bob never came
     problems = report["problems"]
-    assert any(p.startswith(f"{S}/bar/{'e' * 40} exists but nothing is mounted") for p in problems)
+    trap = f"{S}/bar/{'e' * 40} holds files but nothing is mounted"
+    assert any(p.startswith(trap) for p in problems)
     assert any(p.startswith(f"namespace {bad_label}: its {S}/bar is private") for p in problems)
     code, cli_out = out["cli"]
     assert code == 1

@@ -55,7 +55,8 @@ def test_daemon_sees_its_store_after_sign_in_and_loses_it_after_sign_out(
     signout = world.logout("alice")
     assert signout.ok and signout.lazily_detached == []
     assert at(view.mountinfo(), target) == [] and at(world.mountinfo(), target) == []
-    assert not view.sees_store("alice") and view.listdir() == []
+    # the empty target stays, as on ChromeOS (docs/chromeos.md §7 item 1)
+    assert not view.sees_store("alice") and view.listdir() == [h]
     world.login("alice")
     assert view.read("alice", "state.json") == b"v1"
 
@@ -104,7 +105,7 @@ def _busy(world: World, in_daemon_namespace: bool) -> dict[str, Any]:
     finally:
         os.close(fd)
     return {"result": result, "gone": gone, "data": data, "target": target,
-            "mounted": session.mounted_users(world.host), "exists": world.host.exists(target)}
+            "mounted": session.mounted_users(world.host), "left": world.host.listdir(target)}
 
 
 @pytest.mark.parametrize("where", ["root-namespace", "daemon-namespace"])
@@ -116,7 +117,7 @@ def test_busy_store_at_sign_out_is_lazily_detached(where: str) -> None:
     assert any("lazily detached" in w and out["target"] in w for w in result.warnings)
     assert out["gone"] == ([], [])  # gone from mountinfo in both namespaces
     assert out["data"] == b"still readable"  # the holder keeps its file
-    assert out["mounted"] == [] and not out["exists"]
+    assert out["mounted"] == [] and out["left"] == []  # the target stays, empty
 
 
 def _late(world: World) -> dict[str, Any]:
@@ -194,7 +195,8 @@ def _every_step(world: World) -> tuple[int, int, list[str]]:
 
 def test_failure_before_every_step_rolls_back_on_the_kernel() -> None:
     n_new, n_old, problems = kernel_world(_every_step, daemons=DAEMONS)
-    assert n_new > 90 and n_old > 40 and problems == []
+    # the returning user's targets exist already (sign-out leaves them): fewer steps
+    assert n_new > 90 and n_old > 30 and problems == []
 
 
 def _attacks(world: World) -> list[tuple[str, str, int | None, bool]]:

@@ -129,13 +129,16 @@ def test_guest_store_reaches_daemons_and_the_root_namespace_and_is_gone_after(
     assert result.ok and result.lazily_detached == []
     assert result.unmounted[-1] == paths.ephemeral_mount(h)  # the tmpfs goes last (LIFO)
     assert all(points == [] for points in points_with(world, h).values())
-    assert not view.sees_store(GUEST) and view.listdir() == []
+    # the empty targets stay, as after any sign-out on ChromeOS (docs/chromeos.md §7 item 1)
+    assert not view.sees_store(GUEST) and view.listdir() == [h] and view.listdir(GUEST) == []
     assert guest.mounted_guests(world.host) == []
     assert world.host.namespaces().count("mnt_chrome") == 1  # the namespace stays
+    view.write(GUEST, "late", b"written after sign-out")  # a naive daemon: into /run's tmpfs
 
-    assert world.login_guest() == h  # a new guest session starts empty
+    assert world.login_guest() == h  # a new guest session starts empty: the leftover purged
     assert view.listdir(GUEST) == []
     world.logout_guest()
+    assert view.listdir(GUEST) == []  # gone for good, not just hidden under the mount
 
 
 def test_regular_users_and_the_guest_side_by_side() -> None:
@@ -194,8 +197,10 @@ def test_leftovers_of_an_earlier_guest_are_removed_first() -> None:
     world.login_guest()
     assert view.listdir(GUEST) == []
     world.logout_guest()
-    assert not host.exists(target) and not host.exists(paths.home_root(h))
+    assert host.listdir(target) == [] and not host.exists(paths.home_root(h))
     assert host.read_file("/etc/passwd") == passwd
+    world.logout_guest(remove_store_targets=True)  # not signed in: the tidy option still
+    assert not host.exists(target)  # removes what is left
 
 
 def test_dry_run_is_pure_and_shows_setup_then_numbered_steps() -> None:
@@ -240,11 +245,12 @@ def _fresh() -> World:
 
 
 def _returning() -> World:
-    """A guest signed in and out before (mount points gone, leftovers planted)."""
+    """A guest signed in and out before (home mount points gone, the empty store targets left
+    as on ChromeOS, a leftover written into one after sign-out)."""
     world = _fresh()
     h = world.login_guest()
     world.logout_guest()
-    world.host.mkdir(paths.user_store("bar", h), 0o700)
+    assert world.host.listdir(paths.user_store("bar", h)) == []
     world.host.write_file(paths.user_store("bar", h) + "/junk", b"x")
     return world
 

@@ -117,7 +117,9 @@ def test_binds_of_users_no_longer_mounted_are_removed(world: World) -> None:
     assert lines == [f"unbound 4 stores of {ha} (vault no longer mounted)"]
     assert not any(m.endswith(ha) for m in store_mounts(world))
     assert not daemon.sees_store("alice@example.com")
-    assert not world.host.exists(paths.user_store("crash", ha))  # the empty target removed
+    # the empty targets stay, as cryptohome leaves them (docs/chromeos.md §7 item 1)
+    assert world.host.listdir(paths.user_store("crash", ha)) == []
+    assert daemon.listdir("alice@example.com") == []
     assert len([m for m in store_mounts(world) if m.endswith(hb)]) == 4
     assert plan_converge(world.host) == []
 

@@ -21,10 +21,12 @@ from daemonstore.boot import run_startup
 from daemonstore.cli import main
 from daemonstore.host import Host
 from daemonstore.kernel import SandboxRefused
+from daemonstore.report import status
 from daemonstore.session.activity import activity_path
 from daemonstore.session.repair import CLEAN_UP, FINISH, TEAR_DOWN, plan_repair, repair
 from daemonstore.testing.faults import FaultHost
 from daemonstore.world import World
+from tests.sign_out_story import one_target_missing
 
 DAEMONS = (("foo", 20100, 20100, 0o700), ("bar", 20101, 20102, 0o2750))
 
@@ -95,6 +97,22 @@ CASES = [(phase, at) for phase in PHASES for at in range(_calls(phase)[0] + 1)]
 CLEAN = {phase: _calls(phase)[1] for phase in PHASES}
 
 
+def converged(phase: str, got: tuple[Any, ...]) -> bool:
+    """The state is one of the clean ones -- or, for a crash between the rmdir and the mkdir of
+    a sign-out's target renewal (session/sign_out.py), the signed-out one but for that one
+    target, which sign-in makes again: nothing else differs and nothing of the user is left."""
+    if got in CLEAN[phase]:
+        return True
+    *mounts, files = got
+    *clean_mounts, clean_files = CLEAN[phase][-1]
+    return (phase == "sign-out" and mounts == clean_mounts
+            and one_target_missing(files, clean_files, _hash_of_alice()))
+
+
+def _hash_of_alice() -> str:
+    return World.model().hash_of("alice")  # the same seed as build()'s
+
+
 @pytest.mark.parametrize(("phase", "at"), CASES, ids=[f"{p}-{a}" for p, a in CASES])
 def test_a_crash_at_every_call_converges(phase: str, at: int) -> None:
     world = _fresh(phase)
@@ -104,7 +122,7 @@ def test_a_crash_at_every_call_converges(phase: str, at: int) -> None:
         pass  # its rollback could not run: the host "crashed"
     _plan, report = repair(world.host)
     assert report.ok, report.lines()
-    assert state(world) in CLEAN[phase]
+    assert converged(phase, state(world))
     assert plan_repair(world.host).empty  # a second run has nothing to do
     if phase != "startup":
         assert world.read_vault("alice", "foo", "state") == b"precious"
@@ -168,28 +186,34 @@ def test_a_store_installed_after_sign_in_is_finished() -> None:
 def test_leaked_binds_of_a_user_who_is_not_signed_in_go_and_data_stays() -> None:
     world = build()
     h = world.hash_of("alice")
-    target = paths.user_store("foo", h)
-    world.host.mkdir(target, 0o700)
+    target = paths.user_store("foo", h)  # left by the sign-out, as ChromeOS leaves it
     world.host.bind(f"{paths.vault(h)}/root/foo", target)  # as a crashed sign-out leaves it
     world.host.mkdir(paths.home_user(h), 0o750)  # an empty leftover mount point
     plan, report = repair(world.host)
     assert [(u.kind, u.user_hash) for u in plan.users] == [(CLEAN_UP, h)]
-    assert report.ok and not world.host.exists(target)
-    assert not world.host.exists(paths.home_user(h))
+    assert report.ok and not world.host.exists(paths.home_user(h))
+    # the bind went; the empty target stays, as every sign-out leaves it
+    assert world.host.listdir(target) == []
+    assert [e for e in mountinfo.parse(world.mountinfo()) if e.mount_point == target] == []
     assert world.read_vault("alice", "foo", "state") == b"precious"
     assert plan_repair(world.host).empty
 
 
-def test_writes_before_mount_are_kept_and_reported() -> None:
+def test_writes_before_mount_are_kept_and_left_to_sign_in_and_status() -> None:
+    """A file in a target left by sign-out is no crash leftover: repair leaves it alone;
+    ``status`` lists it as a problem and the next sign-in reports it (never deleted)."""
     world = build()
     h = world.hash_of("alice")
     target = paths.user_store("foo", h)
-    world.host.mkdir(target, 0o755)
     world.host.write_file(f"{target}/early", b"before mount")
-    _plan, report = repair(world.host)
+    plan, _report = repair(world.host)
+    assert plan.empty and world.host.read_file(f"{target}/early") == b"before mount"
+    assert [p for p in status.status_of(world.host).problems if p.startswith(target)]
+    world.login("alice")
+    assert any(target in w and "never deleted" in w for w in world.sessions["alice"].warnings)
+    out = world.logout("alice")
+    assert any(target in w and "never deleted" in w for w in out.warnings)
     assert world.host.read_file(f"{target}/early") == b"before mount"
-    notes = [n for _u, ns, _ok in report.users for n in ns]
-    assert any(target in n and "never deleted" in n for n in notes), notes
 
 
 def test_names_that_are_not_hashes_are_left_alone() -> None:
@@ -199,7 +223,8 @@ def test_names_that_are_not_hashes_are_left_alone() -> None:
     plan = plan_repair(world.host)
     assert plan.empty and len(plan.kept) == 3
     repair(world.host)
-    assert sorted(world.host.listdir(paths.store("foo"))) == ["...", "0" * 39, "ZZZ"]
+    assert sorted(world.host.listdir(paths.store("foo"))) == sorted(
+        ["...", "0" * 39, "ZZZ", world.hash_of("alice")])  # alice's: left by her sign-out
 
 
 # ---- the CLI ------------------------------------------------------------------------------------

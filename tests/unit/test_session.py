@@ -65,7 +65,8 @@ def test_daemon_sees_its_store_after_sign_in_and_loses_it_after_sign_out() -> No
     assert at(view.mountinfo(), target) == []
     assert at(world.mountinfo(), target) == []
     assert not view.sees_store("alice")
-    assert view.listdir() == []  # the empty target is gone too (the original leaves it)
+    # the empty target stays, as on ChromeOS (docs/chromeos.md §7 item 1): nothing of alice
+    assert view.listdir() == [h] and view.listdir("alice") == []
     assert world.read_vault("alice", "foo", "state.json") == b'{"n": 1}'  # data stays
 
     world.login("alice")
@@ -128,7 +129,11 @@ def test_vault_and_home_directories_have_chromeos_modes_and_owners() -> None:
     assert f"mkdir -m 0750 {paths.home_user(h)}" in lines
     assert f"chown 1000:1001 {paths.home_chronos(h)}" in lines
     assert f"mkdir -m 0700 {paths.home_root(h)}" in lines
-    assert f"mkdir -m 0700 {paths.user_store('foo', h)}" in lines
+    # the store target outlived the sign-out (as on ChromeOS), root 0700: reused as it is
+    st = host.lstat(paths.user_store("foo", h))
+    assert (st.perm, st.uid, st.gid) == (0o700, 0, 0)
+    target = paths.user_store("foo", h)
+    assert [ln.split()[0] for ln in lines if ln.endswith(target)] == ["mount", "mount"]
 
 
 def test_two_users_at_once_and_chronos_user_only_for_the_first() -> None:
@@ -232,7 +237,7 @@ def test_an_unshared_store_still_mounts_but_warns() -> None:
 # ---- sign-out ------------------------------------------------------------------------------
 
 
-def test_sign_out_is_lifo_and_removes_the_empty_targets() -> None:
+def test_sign_out_is_lifo_and_leaves_the_empty_targets() -> None:
     world = make_world(FOO, BAR)
     h = world.login("alice")
     mounted = world.sessions["alice"].mounted
@@ -243,8 +248,8 @@ def test_sign_out_is_lifo_and_removes_the_empty_targets() -> None:
     assert out.failed == [] and out.warnings == []
     for cache in (False, True):
         for d in ("foo", "bar"):
-            assert paths.user_store(d, h, cache) in out.removed_dirs
-            assert not world.host.exists(paths.user_store(d, h, cache))
+            target = paths.user_store(d, h, cache)  # as cryptohome leaves it (§7 item 1)
+            assert target not in out.removed_dirs and world.host.listdir(target) == []
     for home in (paths.home_root(h), paths.home_user(h), paths.home_chronos(h)):
         assert home in out.removed_dirs
     # the mount points that outlive the user's own go too (copies elsewhere are detached);
@@ -295,26 +300,27 @@ def test_sign_out_takes_along_what_was_mounted_below_the_users_mounts() -> None:
     assert [e for e in parse(world.mountinfo()) if h in e.mount_point] == []
 
 
-def test_sign_out_of_a_user_not_signed_in_cleans_leftover_targets() -> None:
+def test_sign_out_of_a_user_not_signed_in_leaves_targets_unless_asked() -> None:
     world = make_world()
     h = world.hash_of("alice")
     # what the original leaves behind after a sign-out (docs/chromeos.md §7 item 1)
     world.host.mkdir(paths.user_store("foo", h), 0o700)
     plan = session.plan_sign_out(world.host, h)
     assert not plan.signed_in and "not signed in" in plan.warnings[0]
-    out = plan.apply(world.host)
+    assert plan.steps == ()
+    out = session.plan_sign_out(world.host, h, remove_store_targets=True).apply(world.host)
     assert out.removed_dirs == [paths.user_store("foo", h)] and out.ok
 
 
-def test_sign_out_leaves_a_non_empty_target_in_place() -> None:
+def test_the_tidy_sign_out_leaves_a_non_empty_target_in_place() -> None:
     world = make_world()
     h = world.login("alice")
     world.logout("alice")
-    world.host.mkdir(paths.user_store("foo", h), 0o700)
     world.host.write_file(paths.user_store("foo", h) + "/written-before-sign-in", b"x")
-    out = world.logout("alice")
+    out = world.logout("alice", remove_store_targets=True)
     assert any("left /run/daemon-store/foo/" in w for w in out.warnings)
     assert world.host.exists(paths.user_store("foo", h) + "/written-before-sign-in")
+    assert paths.user_store("foo", h, True) in out.removed_dirs  # the empty one went
 
 
 def test_force_umount_falls_back_to_a_lazy_detach_on_ebusy() -> None:

@@ -11,6 +11,7 @@ import errno
 import pytest
 
 from daemonstore import paths, session
+from daemonstore.ops import op_path
 from daemonstore.world import World
 
 FOO = ("foo", 20100, 20100, 0o700)
@@ -156,7 +157,8 @@ def test_file_planted_between_plan_and_apply_is_not_mounted(world: World, kind: 
 
 def test_symlinked_target_in_the_store_is_refused(world: World) -> None:
     h = world.hash_of("alice")
-    world.host.symlink("/etc", paths.user_store("foo", h))
+    world.host.rmdir(paths.user_store("foo", h))  # the empty target the sign-out left...
+    world.host.symlink("/etc", paths.user_store("foo", h))  # ...swapped for a symlink
     with pytest.raises(session.SignInError) as info:
         world.login("alice")
     assert info.value.path == paths.user_store("foo", h)
@@ -164,20 +166,25 @@ def test_symlinked_target_in_the_store_is_refused(world: World) -> None:
 
 def test_stale_mount_on_a_target_is_refused(world: World) -> None:
     h = world.hash_of("alice")
-    world.host.mkdir(paths.user_store("foo", h), 0o700)
-    world.host.mount_tmpfs("stale", paths.user_store("foo", h))
+    world.host.mount_tmpfs("stale", paths.user_store("foo", h))  # on the target left behind
     with pytest.raises(session.SignInError) as info:
         world.login("alice")
     assert info.value.errno == errno.EBUSY and "already a mount point" in str(info.value)
 
 
-def test_leftover_empty_target_is_reused_and_then_removed(world: World) -> None:
+def test_leftover_empty_target_is_reused_and_left_again(world: World) -> None:
     h = world.hash_of("alice")
-    world.host.mkdir(paths.user_store("foo", h), 0o700)  # what the original leaves behind
+    target = paths.user_store("foo", h)
+    assert world.host.listdir(target) == []  # what sign-out leaves, as the original
+    first = [op.to_line() for op in session.plan_sign_in(world.host, h).steps
+             if op_path(op) == target][0]
+    assert first == f"mount --bind {paths.vault_mount(h)}/root/foo {target}"  # no mkdir
     world.login("alice")
     assert world.daemon("foo").sees_store("alice")
     out = world.logout("alice")
-    assert paths.user_store("foo", h) in out.removed_dirs
+    assert target not in out.removed_dirs and world.host.listdir(target) == []
+    out = world.logout("alice", remove_store_targets=True)  # the tidy option
+    assert target in out.removed_dirs and not world.host.exists(target)
 
 
 # ---- templates changing between logins ---------------------------------------------------
