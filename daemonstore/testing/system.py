@@ -95,10 +95,11 @@ class SystemWorld:
     kind = "system"
 
     def __init__(self, daemons: Sequence[tuple[Any, ...]] = (), *, boot: bool = True,
-                 hook: bool = True, timeout: float = 60) -> None:
+                 hook: bool = True, timeout: float = 60, binds: Sequence[str] = ()) -> None:
         """Start the container; install ``daemons`` (``(name, uid, gid[, mode])`` each) and,
         with ``boot``, boot the device. ``hook=False``: cryptohome-sim binds the stores itself
-        (as ChromeOS's cryptohome), no ``daemonstore hook``."""
+        (as ChromeOS's cryptohome), no ``daemonstore hook``. ``binds``: host paths bound
+        read-only at their own paths (the daemon under test, when it lives outside /usr)."""
         self.timeout = timeout
         self.hook = hook
         self.daemons: dict[str, tuple[int, int, int]] = {}
@@ -109,7 +110,8 @@ class SystemWorld:
         here, there = socket.socketpair()
         try:
             origins = [importlib.util.find_spec(p).origin for p in PACKAGES]  # type: ignore
-            spec = ContainerSpec(ro_binds=interpreter_binds(*[o for o in origins if o]))
+            spec = ContainerSpec(ro_binds=interpreter_binds(*[o for o in origins if o])
+                                 + tuple(os.path.realpath(b) for b in binds))
             env = {"PATH": f"{os.path.dirname(sys.executable)}:/usr/sbin:/usr/bin:/sbin:/bin",
                    "HOME": "/root", "LANG": "C.UTF-8"}
             self.container: Container = start_container(
@@ -451,11 +453,12 @@ _REPORTER = "daemonstore-system-world-report"
 @pytest.fixture
 def daemonstore_system_world(request: pytest.FixtureRequest) -> Iterator[SystemWorld]:
     """A booted :class:`SystemWorld` for one test, with the daemons of
-    ``@pytest.mark.daemonstore(daemons=[(name, uid, gid, mode), ...])``. Skipped with the
-    reason without root or dbus-daemon -- a failure when ``$CI`` is set."""
+    ``@pytest.mark.daemonstore(daemons=[(name, uid, gid, mode), ...])``; the test's directory
+    is bound read-only at its own path, so a daemon kept next to the test can be spawned.
+    Skipped with the reason without root or dbus-daemon -- a failure when ``$CI`` is set."""
     require_system_world()
     marker = request.node.get_closest_marker("daemonstore")
     daemons = list(marker.kwargs.get("daemons", ())) if marker is not None else []
-    with system_world(request.config, daemons) as world:
+    with system_world(request.config, daemons, binds=[str(request.path.parent)]) as world:
         yield world
 

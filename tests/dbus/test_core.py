@@ -221,8 +221,8 @@ def test_the_cli_flag_reaches_the_core(flag: bool, monkeypatch: pytest.MonkeyPat
     the service is replaced; the CLI's signal handlers are kept off the pytest process)."""
     made: list[Cryptohome] = []
 
-    async def serve(core: Cryptohome, address: str, kind: str) -> int:
-        made.append(core)
+    async def serve(core: Cryptohome, address: str, kind: str, *_ids: object) -> int:
+        made.append(core)  # *_ids: the caller ids cryptohome-sim's check gets (callers)
         return 0
 
     monkeypatch.setattr(cli, "_serve", serve)
