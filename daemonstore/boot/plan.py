@@ -59,7 +59,7 @@ from daemonstore import paths
 from daemonstore.errors import errname
 from daemonstore.host import Host, Propagation, Stat
 from daemonstore.mounttree import MountView, describe_mount, show_path
-from daemonstore.ops import Chmod, Chown, MakeDir, Op, SafeBind, SafeMake
+from daemonstore.ops import Chmod, Chown, MakeDir, MakeStore, Op, SafeBind, SafeMake, flatten
 from daemonstore.records import fast_init
 
 __all__ = [
@@ -152,7 +152,8 @@ class StartupPlan:
 
     @property
     def steps(self) -> list[Op]:
-        return [op for t in self.targets for op in t.steps]
+        """Every step, in order, a composite as its parts (ops/base.py ``flatten``)."""
+        return flatten(op for t in self.targets for op in t.steps)
 
     @property
     def stores(self) -> list[Target]:
@@ -173,7 +174,7 @@ class StartupPlan:
                 lines.append(f"# ready {show_path(t.path)}")
             else:
                 lines.append(f"# {t.state} {show_path(t.path)}")
-                lines.extend(op.to_line() for op in t.steps)
+                lines.extend(op.to_line() for op in flatten(t.steps))
         lines.extend(f"# orphan {o.line()}" for o in self.orphans)
         return lines
 
@@ -311,10 +312,10 @@ def _mount_steps(path: str) -> list[Op]:
 
 
 def _missing_steps(path: str) -> tuple[Op, ...]:
-    """``_create_steps`` then ``_mount_steps``, as one tuple (no lists to join: the planner
-    makes it for every store at boot)."""
-    return (MakeDir(path, STORE_MODE), Chown(path, ROOT_UID, ROOT_GID), SafeBind(path, path),
-            SafeMake(path, Propagation.SHARED))
+    """``_create_steps`` then ``_mount_steps``, as one composite op (the planner makes it for
+    every store at boot: one object instead of four, applied by one Host.make_store call;
+    printed and reported as the four steps)."""
+    return (MakeStore(path, STORE_MODE, ROOT_UID, ROOT_GID),)
 
 
 @dataclass
