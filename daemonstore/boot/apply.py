@@ -204,14 +204,17 @@ def _run_target(host: Host, target: Target, log: Log | None) -> TargetResult:
             op.apply(host)
             done += 1
     except OSError as exc:
-        # a composite reports the part that failed and the parts done before it (steps_done,
-        # Host.make_store)
-        parts = steps[done].parts()
-        within = getattr(exc, "steps_done", 0) if len(parts) > 1 else 0
-        return TargetResult(target, FAILED, (*flatten(steps[:done]), *parts[:within]),
-                            StepFailure.from_oserror(parts[within].to_line(), exc,
-                                                     target.path))
+        return _failed(target, steps, done, exc)
     return TargetResult(target, READY, steps)
+
+
+def _failed(target: Target, steps: tuple[Op, ...], done: int, exc: OSError) -> TargetResult:
+    """The result of a target whose step ``done`` raised ``exc``: a composite reports the part
+    that failed and the parts done before it (``steps_done``, Host.make_store)."""
+    parts = steps[done].parts()
+    within = getattr(exc, "steps_done", 0) if len(parts) > 1 else 0
+    return TargetResult(target, FAILED, (*flatten(steps[:done]), *parts[:within]),
+                        StepFailure.from_oserror(parts[within].to_line(), exc, target.path))
 
 
 def _verify(host: Host, results: list[TargetResult]) -> list[TargetResult]:
@@ -246,7 +249,22 @@ def apply_plan(host: Host, plan: StartupPlan, *, log: Log | None = None,
                                         reason=f"not attempted: {show_path(target.needs)} "
                                                "is not usable"))
             continue
-        result = _run_target(host, target, log)
+        if log is None:
+            # _run_target's quiet path written out (one call less per store at boot,
+            # bench/boot.py); a failure goes to _run_target's own report of it
+            steps = target.steps
+            done = 0
+            try:
+                for op in steps:
+                    op.apply(host)
+                    done += 1
+            except OSError as exc:
+                result = _failed(target, steps, done, exc)
+            else:
+                results.append(TargetResult(target, READY, steps))
+                continue
+        else:
+            result = _run_target(host, target, log)
         if result.outcome == FAILED:
             failed.add(target.path)
         results.append(result)
