@@ -118,10 +118,12 @@ def table(fig: dict[str, dict[str, Any]]) -> str:
             ]
     if st:
         target = st.get("target_ratio_floor", 1.3)
-        rows.append((f"startup ({st['stores']} stores) / syscall floor (in CPU time)",
-                     f"{_x(st['ratio_floor'])} ({_ms(st['ours_ms'])} vs {_ms(st['floor_ms'])}; "
-                     f"{_x(st.get('ratio_floor_cpu'))})", f"<= {target}x",
-                     _ok(st["ratio_floor"] <= target)))
+        # one measure for the headline and the check: CPU time (bench/boot.py, within_target);
+        # the wall-clock ratio, which other processes' load inflates, follows in parentheses
+        rows.append((f"startup ({st['stores']} stores) / syscall floor, in CPU time (wall clock)",
+                     f"{_x(st['ratio_floor_cpu'])} ({_ms(st['ours_cpu_ms'])} vs "
+                     f"{_ms(st['floor_cpu_ms'])}; wall clock {_x(st['ratio_floor'])})",
+                     f"<= {target}x", _ok(st["ratio_floor_cpu"] <= target)))
     hk = fig.get("hook", {})
     if hk:
         rows.append((f"session hook: `StartSession` to {hk['binds']} store binds in every one "
