@@ -48,7 +48,8 @@ The last line of output is ONE JSON object with these keys:
 on a busy machine, as it leaves out the time other processes take), ``ratio_path_floor``
 (ours/path floor), ``ratio_shell`` (ours/shell), ``target_ratio_floor`` (1.3), ``within_target``
 (ratio_floor_cpu <= target: the target is judged in CPU time, the measure that does not count
-other processes' time; the wall ratio is reported beside it), ``kernel`` (uname -r).
+other processes' time; the wall ratio is reported beside it), ``kernel`` (uname -r),
+``load_before`` (the load average when the run started).
 """
 
 from __future__ import annotations
@@ -257,8 +258,10 @@ def figures(n: int, repeat: int, med: dict[str, float]) -> dict[str, Any]:
 def measure(args: argparse.Namespace) -> int:
     repeat = args.repeat or (3 if args.quick else 15)
     n = args.templates
+    load = os.getloadavg()[0]
     med = {k: round(statistics.median(v), 3) for k, v in trials(n, repeat).items()}
     fig = figures(n, repeat, med)
+    fig["load_before"] = round(load, 2)
     print(f"startup, {n} templates = {2 * n} stores, median of {repeat} "
           "(fresh sandbox each, same run):")
     print(f"  ours        {med['ours']:9.2f} ms  (planning {med['plan']:.2f} ms; "

@@ -149,10 +149,15 @@ def table(fig: dict[str, dict[str, Any]]) -> str:
     kernel = si.get("kernel") or st.get("kernel") or os.uname().release
     lines.append("")
     load = fig.get("machine", {}).get("load_before", os.getloadavg()[0])
+    # bench.boot can be run on its own and its figures put in (README's startup row): then its
+    # own load is said
+    startup_load = (f" (load average {st['load_before']:.1f} before its run)"
+                    if "load_before" in st and abs(st["load_before"] - load) >= 0.1 else "")
     lines.append(f"Linux {kernel}, {os.cpu_count()} CPUs, load average "
                  f"{load:.1f} before the run; sign-in: best of 9 rounds per variant "
                  "in 3 passes (fresh sandboxes), "
-                 "startup: median of 15; all baselines measured in the same run. Wall-clock "
+                 f"startup: median of 15{startup_load}; all baselines measured in the same "
+                 "run. Wall-clock "
                  "figures suffer when other processes take the CPUs; the CPU-time figures "
                  "(`time.thread_time`, kernel work for our syscalls included) do not, but the "
                  "kernel's own time for the same syscalls still swings between rounds, hence "
