@@ -43,6 +43,7 @@ from daemonstore.dbus import names
 from daemonstore.dbus.proto import UserDataAuth_pb2 as uda
 from daemonstore.errors import DaemonStoreError
 from daemonstore.host import Host, in_namespace
+from daemonstore.ops import flatten
 from daemonstore.ops.files import RemoveTree
 from daemonstore.session import guest as guest_session
 
@@ -497,4 +498,5 @@ class Cryptohome:
         problems += [s.line() for s in report.skipped if s.path == template]
         if problems or not mine:
             raise BadRequest("; ".join(problems) or f"startup planned no store for {name}")
-        return [_step_line(step) for r in mine for step in r.applied]
+        # a store made in one go (MakeStore) is listed as its four steps (ops.flatten)
+        return [_step_line(step) for r in mine for step in flatten(r.applied)]
