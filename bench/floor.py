@@ -62,6 +62,8 @@ SEQUENCES = {
     "chmod": "openat2(O_PATH) fstat fchmodat2(fd, AT_EMPTY_PATH) close",
     "bind": "openat2 openat2 mount(/proc/self/fd/S, /proc/self/fd/T, MS_BIND) close close",
     "make/remount_bind": "openat2 mount(NULL, /proc/self/fd/T, flags) close",
+    "make_store": "mkdir's, chown's, bind's (path onto itself), then make's (MS_SHARED) "
+                  "sequence, back to back (kernel/store.py)",
     "umount": "openat2 readlink(/proc/self/fd/N) close openat2(parent) "
               "umount2(/proc/self/fd/P/name) close",
     "rmdir": "openat2(parent) unlinkat(AT_REMOVEDIR) close",
@@ -280,6 +282,62 @@ def _mount_replays(open2: Open2) -> dict[str, Callable[..., int]]:
     return {"bind": bind, "remount": remount, "umount": umount}
 
 
+# make_store: startup's mkdir, chown, bind and make of one store, as KernelHost's fused call
+# issues them (kernel/store.py), in one closure as it is one Host call
+def _store_replays(open2: Open2) -> dict[str, Callable[..., int]]:
+    chmod2, nr_chmod2 = FUNCTIONS["fchmodat2"], SYSCALL_NUMBERS[platform.machine()]["fchmodat2"]
+    chownat, mount, get_errno, close = (FUNCTIONS["fchownat"], FUNCTIONS["mount"],
+                                        ctypes.get_errno, os.close)
+    ms_bind, ms_shared = MS["MS_BIND"], MS["MS_SHARED"]
+
+    def make_store(head: bytes, name: bytes, rel: bytes, mode: int, uid: int, gid: int,
+                   fstat: bool, hd: OpenHow, h: OpenHow) -> int:
+        dfd = open2(head, hd)
+        if dfd < 0:
+            return get_errno()
+        try:
+            os.mkdir(name, mode, dir_fd=dfd)
+            fd = os.open(name, _MKDIR_REOPEN, dir_fd=dfd)
+        except OSError as exc:
+            close(dfd)
+            return exc.errno or 0
+        err = get_errno() if chmod2(nr_chmod2, fd, b"", mode, AT_EMPTY_PATH) else 0
+        close(fd)
+        close(dfd)
+        if err:
+            return err
+        fd = open2(rel, h)
+        if fd < 0:
+            return get_errno()
+        if fstat:
+            os.fstat(fd)
+        err = get_errno() if chownat(fd, b"", uid, gid, AT_EMPTY_PATH) else 0
+        close(fd)
+        if err:
+            return err
+        sfd = open2(rel, h)
+        if sfd < 0:
+            return get_errno()
+        fd = open2(rel, h)
+        if fd < 0:
+            err = get_errno()
+        else:
+            err = get_errno() if mount(b"/proc/self/fd/%d" % sfd, b"/proc/self/fd/%d" % fd,
+                                       None, ms_bind, None) else 0
+            close(fd)
+        close(sfd)
+        if err:
+            return err
+        fd = open2(rel, h)
+        if fd < 0:
+            return get_errno()
+        err = get_errno() if mount(None, b"/proc/self/fd/%d" % fd, None, ms_shared, None) else 0
+        close(fd)
+        return err
+
+    return {"make_store": make_store}
+
+
 # read_file, write_file: plain reads and writes of what openat2 found
 def _io_replays(open2: Open2) -> dict[str, Callable[..., int]]:
     get_errno, close = ctypes.get_errno, os.close
@@ -340,7 +398,7 @@ class Floor:
 
         self._fns: dict[str, Callable[..., int]] = {
             **_inode_replays(open2), **_dir_replays(open2), **_mount_replays(open2),
-            **_io_replays(open2), "mountinfo": mountinfo}
+            **_io_replays(open2), **_store_replays(open2), "mountinfo": mountinfo}
         self._hows: dict[tuple[int, int, int], OpenHow] = {}
 
     def _how(self, flags: int, safe: bool, mode: int = 0) -> OpenHow:
@@ -392,6 +450,10 @@ class Floor:
         if name in ("chown", "chmod") and kw.get("follow_symlinks", True):
             owner = (args[1], args[2], safe) if name == "chown" else (args[1],)
             return f[name], (_rel(args[0]), *owner, how(os.O_PATH, safe))
+        if name == "make_store" and _split(args[0])[1] not in (b".", b".."):
+            mode, uid, gid = args[1:4]
+            return f["make_store"], (*_split(args[0]), _rel(args[0]), mode, uid, gid, safe,
+                                     how(os.O_PATH | os.O_DIRECTORY, safe), how(os.O_PATH, safe))
         if name == "bind":
             flags = MS["MS_BIND"] | rec
             return f["bind"], (_rel(args[0]), _rel(args[1]), flags, how(os.O_PATH, safe))
@@ -436,6 +498,10 @@ def shell_commands(calls: list[Call], root: str) -> list[tuple[list[str], bytes 
         p = root + args[0] if args and isinstance(args[0], str) else ""
         if name == "mkdir":
             out.append((["mkdir", "-m", f"{args[1] if len(args) > 1 else 0o755:o}", p], None))
+        elif name == "make_store":
+            out += [(["mkdir", "-m", f"{args[1]:o}", p], None),
+                    (["chown", f"{args[2]}:{args[3]}", p], None),
+                    (["mount", "--bind", p, p], None), (["mount", "--make-shared", p], None)]
         elif name == "chown":
             out.append((["chown", f"{args[1]}:{args[2]}", p], None))
         elif name == "chmod":

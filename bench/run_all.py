@@ -118,10 +118,12 @@ def table(fig: dict[str, dict[str, Any]]) -> str:
             ]
     if st:
         target = st.get("target_ratio_floor", 1.3)
-        rows.append((f"startup ({st['stores']} stores) / syscall floor (in CPU time)",
-                     f"{_x(st['ratio_floor'])} ({_ms(st['ours_ms'])} vs {_ms(st['floor_ms'])}; "
-                     f"{_x(st.get('ratio_floor_cpu'))})", f"<= {target}x",
-                     _ok(st["ratio_floor"] <= target)))
+        # one measure for the headline and the check: CPU time (bench/boot.py, within_target);
+        # the wall-clock ratio, which other processes' load inflates, follows in parentheses
+        rows.append((f"startup ({st['stores']} stores) / syscall floor, in CPU time (wall clock)",
+                     f"{_x(st['ratio_floor_cpu'])} ({_ms(st['ours_cpu_ms'])} vs "
+                     f"{_ms(st['floor_cpu_ms'])}; wall clock {_x(st['ratio_floor'])})",
+                     f"<= {target}x", _ok(st["ratio_floor_cpu"] <= target)))
     hk = fig.get("hook", {})
     if hk:
         rows.append((f"session hook: `StartSession` to {hk['binds']} store binds in every one "
@@ -155,10 +157,15 @@ def table(fig: dict[str, dict[str, Any]]) -> str:
     kernel = si.get("kernel") or st.get("kernel") or os.uname().release
     lines.append("")
     load = fig.get("machine", {}).get("load_before", os.getloadavg()[0])
+    # bench.boot can be run on its own and its figures put in (README's startup row): then its
+    # own load is said
+    startup_load = (f" (load average {st['load_before']:.1f} before its run)"
+                    if "load_before" in st and abs(st["load_before"] - load) >= 0.1 else "")
     lines.append(f"Linux {kernel}, {os.cpu_count()} CPUs, load average "
                  f"{load:.1f} before the run; sign-in: best of 9 rounds per variant "
                  "in 3 passes (fresh sandboxes), "
-                 "startup: median of 15; all baselines measured in the same run. Wall-clock "
+                 f"startup: median of 15{startup_load}; all baselines measured in the same "
+                 "run. Wall-clock "
                  "figures suffer when other processes take the CPUs; the CPU-time figures "
                  "(`time.thread_time`, kernel work for our syscalls included) do not, but the "
                  "kernel's own time for the same syscalls still swings between rounds, hence "

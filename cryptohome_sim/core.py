@@ -44,7 +44,7 @@ from daemonstore.dbus import names
 from daemonstore.dbus.proto import UserDataAuth_pb2 as uda
 from daemonstore.errors import DaemonStoreError
 from daemonstore.host import Host, in_namespace
-from daemonstore.ops.files import RemoveTree
+from daemonstore.ops import RemoveTree, flatten
 from daemonstore.session import guest as guest_session
 
 T = TypeVar("T")
@@ -497,4 +497,4 @@ class Cryptohome:
         problems += [s.line() for s in report.skipped if s.path == template]
         if problems or not mine:
             raise BadRequest("; ".join(problems) or f"startup planned no store for {name}")
-        return [_step_line(step) for r in mine for step in r.applied]
+        return [_step_line(step) for r in mine for step in flatten(r.applied)]  # MakeStore: 4 lines

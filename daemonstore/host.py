@@ -160,6 +160,18 @@ class Host(Protocol):
         """``umount`` / ``umount -l`` (``MNT_DETACH``)."""
         ...
 
+    def make_store(self, path: str, mode: int, uid: int, gid: int, *,
+                   safe: bool = False) -> None:
+        """Startup's four steps for a store that is missing, in one call: exactly
+        ``mkdir(path, mode)``, ``chown(path, uid, gid)``, ``bind(path, path)``,
+        ``make(path, SHARED)``, in that order, each with ``safe``, stopping at the first failure
+        (:func:`make_store_by_steps` is the definition; KernelHost fuses it into one call that
+        issues the same system calls). The ``OSError`` of a failed step is raised as that step
+        raised it, with ``steps_done`` (0-3) set to how many steps completed before it (as
+        ``BlockingIOError.characters_written`` reports partial progress), so the caller can
+        report the step and what was done."""
+        ...
+
     def remount_bind(self, target: str, flags: frozenset[str], *, safe: bool = False) -> None:
         """``MS_REMOUNT|MS_BIND|flags``: set the per-mount flags of the top mount at TARGET.
 
@@ -290,6 +302,29 @@ class Host(Protocol):
         (``AmountOfFreeDiskSpace``). A tmpfs without a size limit (``size=0``) reports
         ``(0, 0)``, as the kernel does."""
         ...
+
+#: the steps of :meth:`Host.make_store`, in order (what ``steps_done`` counts)
+MAKE_STORE_STEPS = ("mkdir", "chown", "bind", "make")
+
+
+def make_store_by_steps(host: Host, path: str, mode: int, uid: int, gid: int, *,
+                        safe: bool = False) -> None:
+    """:meth:`Host.make_store` as four separate Host calls: the definition the fused kernel call
+    must match (tests/kernel/test_make_store.py), and the implementation of every Host that
+    has no fused one (the model, and wrappers such as FaultHost that count each step)."""
+    done = 0
+    try:
+        host.mkdir(path, mode, safe=safe)
+        done = 1
+        host.chown(path, uid, gid, safe=safe)
+        done = 2
+        host.bind(path, path, safe=safe)
+        done = 3
+        host.make(path, Propagation.SHARED, safe=safe)
+    except OSError as exc:
+        exc.steps_done = done  # type: ignore[attr-defined]
+        raise
+
 
 @contextmanager
 def in_namespace(host: Host, name: str) -> Iterator[None]:

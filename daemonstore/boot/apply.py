@@ -42,7 +42,7 @@ from daemonstore.boot.plan import (
 )
 from daemonstore.errors import errname
 from daemonstore.host import Host
-from daemonstore.ops import Op
+from daemonstore.ops import Op, flatten
 from daemonstore.records import fast_init
 
 __all__ = ["FAILED", "PLANNED", "StartupReport", "StepFailure", "TargetResult", "apply_plan",
@@ -94,7 +94,8 @@ class StepFailure:
 @dataclass(frozen=True)
 class TargetResult:
     """What happened to one target: ``outcome`` is ready, failed, blocked or planned;
-    ``applied`` are the steps that succeeded (in order)."""
+    ``applied`` are the steps that succeeded (in order; a composite op that succeeded stands
+    for all its parts, ops/base.py ``flatten``)."""
 
     target: Target
     outcome: str
@@ -115,7 +116,8 @@ class TargetResult:
         if self.reason:
             return head + f"{self.outcome}: {self.reason}"
         if self.outcome == PLANNED:
-            return head + f"{self.target.state}, {len(self.target.steps)} step(s) planned"
+            return head + (f"{self.target.state}, {len(flatten(self.target.steps))} step(s) "
+                           "planned")
         return head + (f"{self.outcome} ({self.target.state} before)"
                        if self.applied else self.outcome)
 
@@ -126,8 +128,10 @@ class TargetResult:
             failure = {"step": f.step, "path": f.path, "errno": f.errname, "message": f.text()}
         return {
             "path": self.path, "daemon": self.target.daemon, "state": self.target.state,
-            "outcome": self.outcome, "steps": [op.to_line() for op in self.target.steps],
-            "applied": [op.to_line() for op in self.applied], "problem": self.target.problem,
+            "outcome": self.outcome,
+            "steps": [op.to_line() for op in flatten(self.target.steps)],
+            "applied": [op.to_line() for op in flatten(self.applied)],
+            "problem": self.target.problem,
             "reason": self.reason, "failure": failure,
         }
 
@@ -188,17 +192,29 @@ class StartupReport:
 
 def _run_target(host: Host, target: Target, log: Log | None) -> TargetResult:
     steps = target.steps
+    if log is not None:
+        # each step is logged before it runs (systemd mount_verbose), so a composite runs as
+        # its parts, one Host call each: Host.make_store is defined as exactly those calls
+        steps = tuple(flatten(steps))
     done = 0
     try:
         for op in steps:
             if log is not None:
-                log(op.to_line())  # the intended step before it runs (systemd mount_verbose)
+                log(op.to_line())
             op.apply(host)
             done += 1
     except OSError as exc:
-        return TargetResult(target, FAILED, steps[:done],
-                            StepFailure.from_oserror(steps[done].to_line(), exc, target.path))
+        return _failed(target, steps, done, exc)
     return TargetResult(target, READY, steps)
+
+
+def _failed(target: Target, steps: tuple[Op, ...], done: int, exc: OSError) -> TargetResult:
+    """The result of a target whose step ``done`` raised ``exc``: a composite reports the part
+    that failed and the parts done before it (``steps_done``, Host.make_store)."""
+    parts = steps[done].parts()
+    within = getattr(exc, "steps_done", 0) if len(parts) > 1 else 0
+    return TargetResult(target, FAILED, (*flatten(steps[:done]), *parts[:within]),
+                        StepFailure.from_oserror(parts[within].to_line(), exc, target.path))
 
 
 def _verify(host: Host, results: list[TargetResult]) -> list[TargetResult]:
@@ -233,7 +249,22 @@ def apply_plan(host: Host, plan: StartupPlan, *, log: Log | None = None,
                                         reason=f"not attempted: {show_path(target.needs)} "
                                                "is not usable"))
             continue
-        result = _run_target(host, target, log)
+        if log is None:
+            # _run_target's quiet path written out (one call less per store at boot,
+            # bench/boot.py); a failure goes to _run_target's own report of it
+            steps = target.steps
+            done = 0
+            try:
+                for op in steps:
+                    op.apply(host)
+                    done += 1
+            except OSError as exc:
+                result = _failed(target, steps, done, exc)
+            else:
+                results.append(TargetResult(target, READY, steps))
+                continue
+        else:
+            result = _run_target(host, target, log)
         if result.outcome == FAILED:
             failed.add(target.path)
         results.append(result)

@@ -54,12 +54,13 @@ import errno
 import posixpath
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from stat import S_IMODE, S_ISDIR, S_ISLNK, S_ISREG
 
 from daemonstore import paths
 from daemonstore.errors import errname
 from daemonstore.host import Host, Propagation, Stat
 from daemonstore.mounttree import MountView, describe_mount, show_path
-from daemonstore.ops import Chmod, Chown, MakeDir, Op, SafeBind, SafeMake
+from daemonstore.ops import Chmod, Chown, MakeDir, MakeStore, Op, SafeBind, SafeMake, flatten
 from daemonstore.records import fast_init
 
 __all__ = [
@@ -152,7 +153,8 @@ class StartupPlan:
 
     @property
     def steps(self) -> list[Op]:
-        return [op for t in self.targets for op in t.steps]
+        """Every step, in order, a composite as its parts (ops/base.py ``flatten``)."""
+        return flatten(op for t in self.targets for op in t.steps)
 
     @property
     def stores(self) -> list[Target]:
@@ -173,7 +175,7 @@ class StartupPlan:
                 lines.append(f"# ready {show_path(t.path)}")
             else:
                 lines.append(f"# {t.state} {show_path(t.path)}")
-                lines.extend(op.to_line() for op in t.steps)
+                lines.extend(op.to_line() for op in flatten(t.steps))
         lines.extend(f"# orphan {o.line()}" for o in self.orphans)
         return lines
 
@@ -221,25 +223,24 @@ def check_template(name: str, st: Stat | OSError, system_uids: Iterable[int]) ->
         return str(exc)
     if isinstance(st, OSError):
         return f"cannot inspect: {_oserror_text(st)}"
-    if st.is_symlink:
+    # mode and uid read once, not through Stat's properties: this runs for every template at
+    # boot (bench/boot.py, issue 14 item 6)
+    mode, uid = st.mode, st.uid
+    if S_ISLNK(mode):
         return "is a symlink; templates must be real directories"
-    if not st.is_dir:
+    if not S_ISDIR(mode):
         return "is not a directory"
-    if st.uid != ROOT_UID and st.uid not in system_uids:
-        return f"owned by uid {st.uid}, which is neither root nor a user in {PASSWD}"
-    if not is_system_uid(st.uid):
-        return (f"owned by uid {st.uid}, which is not a system user: a template's owner must "
-                f"be root or a {PASSWD} user with a uid in {SYSTEM_UIDS_TEXT} (ChromeOS's "
-                "system and daemon ranges); chronos (1000), chronos-access (1001), nobody "
-                "(65534) and login users are not")
-    if st.perm & 0o002:
-        return f"mode {st.perm:04o} is world-writable"
+    if uid != ROOT_UID:  # root is always a system user
+        if uid not in system_uids:
+            return f"owned by uid {uid}, which is neither root nor a user in {PASSWD}"
+        if not is_system_uid(uid):
+            return (f"owned by uid {uid}, which is not a system user: a template's owner must "
+                    f"be root or a {PASSWD} user with a uid in {SYSTEM_UIDS_TEXT} (ChromeOS's "
+                    "system and daemon ranges); chronos (1000), chronos-access (1001), nobody "
+                    "(65534) and login users are not")
+    if mode & 0o002:
+        return f"mode {S_IMODE(mode):04o} is world-writable"
     return None
-
-
-def ignored_template(st: Stat | OSError) -> bool:
-    """A regular file in ``/etc/daemon-store`` is no template and no problem: ignored."""
-    return not isinstance(st, OSError) and st.is_file
 
 
 def _lstat(host: Host, path: str) -> Stat | OSError:
@@ -274,11 +275,17 @@ def _templates(host: Host) -> tuple[list[str], list[Skipped]]:
         return [], [Skipped(base, f"cannot list: {_oserror_text(exc)}")]
     uids = read_system_uids(host)
     valid, skipped = [], []
+    lstat = host.lstat
     for name in names:
         path = f"{base}/{name}"
-        st = _lstat(host, path)
-        if ignored_template(st):
-            continue
+        # _lstat written out (run per template at boot)
+        try:
+            st: Stat | OSError = lstat(path, safe=True)
+        except OSError as exc:
+            st = exc
+        else:
+            if S_ISREG(st.mode):  # a regular file is no template and no problem: ignored
+                continue
         reason = check_template(name, st, uids)
         if reason:
             skipped.append(Skipped(path, reason))
@@ -311,10 +318,10 @@ def _mount_steps(path: str) -> list[Op]:
 
 
 def _missing_steps(path: str) -> tuple[Op, ...]:
-    """``_create_steps`` then ``_mount_steps``, as one tuple (no lists to join: the planner
-    makes it for every store at boot)."""
-    return (MakeDir(path, STORE_MODE), Chown(path, ROOT_UID, ROOT_GID), SafeBind(path, path),
-            SafeMake(path, Propagation.SHARED))
+    """``_create_steps`` then ``_mount_steps``, as one composite op (the planner makes it for
+    every store at boot: one object instead of four, applied by one Host.make_store call;
+    printed and reported as the four steps)."""
+    return (MakeStore(path, STORE_MODE, ROOT_UID, ROOT_GID),)
 
 
 @dataclass
@@ -374,18 +381,29 @@ def _plan_base(host: Host, base: str, wanted: bool, created: set[str]) -> _Base:
                  names=names)
 
 
-def _plan_store(host: Host, base: _Base, daemon: str, mounts: MountView) -> Target:
+def _plan_stores(host: Host, base: _Base, daemons: list[str], mounts: MountView) -> list[Target]:
+    """The store of each daemon in ``base``: blocked with its base; inspected if its name is in
+    the base (or the base could not be listed); else missing."""
     needs = base.target.path
-    path = f"{needs}/{daemon}"
-    if base.exists and not (base.listed and daemon not in base.names):
-        return _plan_present(host, path, daemon, needs, mounts)
     if base.target.state == BLOCKED:
-        return Target(path, daemon, BLOCKED, (),
-                      f"its parent cannot be used: {base.target.problem}", needs)
-    # the base was listed once: a name missing there needs no lstat of its own (a directory
-    # appearing meanwhile makes MakeDir fail with EEXIST, reported, never followed). The usual
-    # case at boot, for every store (bench/boot.py): the steps are built in one go
-    return Target(path, daemon, MISSING, _missing_steps(path), None, needs)
+        problem = f"its parent cannot be used: {base.target.problem}"
+        return [Target(f"{needs}/{d}", d, BLOCKED, (), problem, needs) for d in daemons]
+    # None: the base exists but could not be listed, so every name is inspected by lstat
+    present = base.names if base.listed or not base.exists else None
+    targets = []
+    for daemon in daemons:
+        path = f"{needs}/{daemon}"
+        if base.exists and (present is None or daemon in present):
+            targets.append(_plan_present(host, path, daemon, needs, mounts))
+        else:
+            # the base was listed once (or is still to be made): a name missing there needs no
+            # lstat of its own (a directory appearing meanwhile makes the mkdir fail with
+            # EEXIST, reported, never followed). The usual case at boot, for every store
+            # (bench/boot.py): _missing_steps written out
+            targets.append(Target(path, daemon, MISSING,
+                                  (MakeStore(path, STORE_MODE, ROOT_UID, ROOT_GID),), None,
+                                  needs))
+    return targets
 
 
 def _plan_present(host: Host, path: str, daemon: str, needs: str, mounts: MountView) -> Target:
@@ -442,6 +460,6 @@ def plan_startup(host: Host) -> StartupPlan:
         base = _plan_base(host, base_path, bool(valid), created)
         if valid:
             targets.append(base.target)
-            targets.extend(_plan_store(host, base, d, mounts) for d in valid)
+            targets += _plan_stores(host, base, valid, mounts)
         orphans += _orphans(base, set(valid), skipped_names, mounts)
     return StartupPlan(tuple(targets), tuple(skipped), tuple(orphans), tuple(valid))

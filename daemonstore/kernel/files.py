@@ -124,11 +124,18 @@ class FileMethods(Resolver):
                     raise
 
     def _mkdir_one(self, path: str, mode: int, safe: bool) -> None:
-        # the hot path of startup (bench/boot.py): try/finally rather than ClosingFd, and
-        # _set_mode_exact written out, with the name encoded once for both calls
         dirfd, name = self._parent_of(path, safe)
         try:
-            bname = name.encode(_FS_ENCODING, _FS_ERRORS)
+            self._mkdir_in(dirfd, name.encode(_FS_ENCODING, _FS_ERRORS), mode, path)
+        finally:
+            os.close(dirfd)
+
+    def _mkdir_in(self, dirfd: int, bname: bytes, mode: int, path: str) -> None:
+        """mkdirat(dirfd, bname), then the exact mode on what it made (mkdir applies the umask):
+        reopened O_PATH|O_NOFOLLOW|O_DIRECTORY, fchmodat2 on that fd. Errors name ``path``.
+        The hot path of startup (bench/boot.py), shared with make_store (kernel/store.py):
+        _set_mode_exact written out, the name encoded once for both calls."""
+        try:
             os.mkdir(bname, mode, dir_fd=dirfd)
             fd = os.open(bname, _REOPEN_DIR, dir_fd=dirfd)
             try:
@@ -137,8 +144,6 @@ class FileMethods(Resolver):
                 os.close(fd)
         except OSError as exc:
             raise relabel(exc, path) from None
-        finally:
-            os.close(dirfd)
 
     def stat(self, path: str, *, safe: bool = False) -> Stat:
         fd = self._open(path, O_PATH, safe=safe)
@@ -161,14 +166,7 @@ class FileMethods(Resolver):
         if follow_symlinks:
             fd = self._open(path, O_PATH, safe=safe)
             try:
-                if safe:
-                    _refuse_aliases(os.fstat(fd), path)  # checked on the fd we act on
-                # fchownat(fd, "", AT_EMPTY_PATH): the inode the O_PATH fd refers to, as chown
-                # of its /proc/self/fd magic link would, without the walk through /proc
-                if self._calls.fchownat(fd, b"", uid, gid, AT_EMPTY_PATH):
-                    raise last_error(path)
-            except OSError as exc:
-                raise relabel(exc, path) from None
+                self._chown_fd(fd, uid, gid, safe, path)
             finally:
                 os.close(fd)
             return
@@ -178,6 +176,20 @@ class FileMethods(Resolver):
                 # the name in the pinned parent (callers use this only on root-owned /etc)
                 _refuse_aliases(os.stat(name, dir_fd=dirfd, follow_symlinks=False), path)
             os.chown(name, uid, gid, dir_fd=dirfd, follow_symlinks=False)
+
+    def _chown_fd(self, fd: int, uid: int, gid: int, safe: bool, path: str) -> None:
+        """chown exactly what the O_PATH ``fd`` refers to; with ``safe`` a hard link, device
+        node, fifo or socket is refused first, checked on that very fd (host.py). Errors name
+        ``path``. Shared by chown and make_store (kernel/store.py)."""
+        try:
+            if safe:
+                _refuse_aliases(os.fstat(fd), path)  # checked on the fd we act on
+            # fchownat(fd, "", AT_EMPTY_PATH): the inode the O_PATH fd refers to, as chown
+            # of its /proc/self/fd magic link would, without the walk through /proc
+            if self._calls.fchownat(fd, b"", uid, gid, AT_EMPTY_PATH):
+                raise last_error(path)
+        except OSError as exc:
+            raise relabel(exc, path) from None
 
     def chmod(self, path: str, mode: int, *, follow_symlinks: bool = True,
               safe: bool = False) -> None:

@@ -2,7 +2,8 @@
 confined to a tmpfs sandbox root.
 
 Its methods come by concern from :mod:`~daemonstore.kernel.files`,
-:mod:`~daemonstore.kernel.mounts` and :mod:`~daemonstore.kernel.namespaces`, over the confined
+:mod:`~daemonstore.kernel.mounts`, :mod:`~daemonstore.kernel.namespaces` and
+:mod:`~daemonstore.kernel.store` (startup's fused ``make_store``), over the confined
 path resolution of :mod:`~daemonstore.kernel.resolve`; this module holds the constructor (the
 safety guards run first) and the lifetime of the fds it holds.
 """
@@ -25,13 +26,14 @@ from daemonstore.kernel.local import watch_mount_table
 from daemonstore.kernel.mounts import MountMethods
 from daemonstore.kernel.namespaces import NamespaceMethods
 from daemonstore.kernel.resolve import Namespace, fd_path
+from daemonstore.kernel.store import StoreMethods
 from daemonstore.kernel.syscalls import BoundCalls
 from daemonstore.kernel.uapi import O_CLOEXEC, O_DIRECTORY, O_PATH, STATX_SIZE
 
 __all__ = ["KernelHost"]
 
 
-class KernelHost(FileMethods, MountMethods, NamespaceMethods, HoldMethods):
+class KernelHost(StoreMethods, FileMethods, MountMethods, NamespaceMethods, HoldMethods):
     """The real kernel behind the Host interface, on ``/`` or confined to a tmpfs sandbox root.
 
     ``root`` is the HOST path of the root; interface paths are root-absolute (``/`` is

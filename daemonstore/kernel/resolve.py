@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from daemonstore.kernel.syscalls import BoundCalls, last_error, os_error
+from daemonstore.kernel.syscalls import BoundCalls, OpenHow, last_error, os_error
 from daemonstore.kernel.uapi import O_DIRECTORY, O_PATH, OPEN_HOW_SIZE_VER0
 
 _FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
@@ -104,10 +104,18 @@ class Resolver:
         how = None if mode else (calls.hows_safe if safe else calls.hows_in_root).get(flags)
         if how is None:
             how = calls.how(flags, mode, safe)
-        root_fd = self._current_ns.root_fd
-        fd = calls.openat2(calls.nr_openat2, root_fd, rel, how, OPEN_HOW_SIZE_VER0)
+        fd = calls.openat2(calls.nr_openat2, self._current_ns.root_fd, rel, how,
+                           OPEN_HOW_SIZE_VER0)
         if fd >= 0:
             return fd
+        return self._open_again(rel, how, path)
+
+    def _open_again(self, rel: bytes, how: OpenHow, path: str) -> int:
+        """After a failed openat2 of ``rel`` (errno still set): retry while it is EAGAIN, else
+        raise the error naming ``path``. Callers that inline the first openat2 (make_store,
+        kernel/store.py) end here too, so both fail alike."""
+        calls = self._calls
+        root_fd = self._current_ns.root_fd
         for _ in range(self._EAGAIN_RETRIES - 1):
             if ctypes.get_errno() != errno.EAGAIN:
                 break

@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 from dataclasses import replace
 
-from daemonstore.host import Propagation, Stat
+from daemonstore.host import Propagation, Stat, make_store_by_steps
 from daemonstore.model.busy import Hold, HoldOps, propagate_mount_busy
 from daemonstore.model.files import FileOps
 from daemonstore.model.fs import Dentry, err
@@ -136,6 +136,12 @@ class ModelHost(Resolver, FileOps, TreeOps, HoldOps, MountWatchers):
         assert ptype is not None
         m = self._mount_root(target, safe)
         self._change_type(m, ptype, recursive)
+
+    def make_store(self, path: str, mode: int, uid: int, gid: int, *,
+                   safe: bool = False) -> None:
+        """Host.make_store: its four calls, one by one (the model has no layers to fuse; a
+        subclass that overrides one of them is honoured)."""
+        make_store_by_steps(self, path, mode, uid, gid, safe=safe)
 
     def _change_type(self, m: Mount, ptype: str, recursive: bool) -> None:
         mounts = list(preorder(m)) if recursive else [m]

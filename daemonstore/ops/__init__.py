@@ -3,8 +3,9 @@ component plans and a dry run prints (docs/architecture.md §3: the plan as data
 
 Modules:
 
-* :mod:`~daemonstore.ops.base`: the :class:`Op` base, :func:`to_text`, :func:`quote`, and
-  :func:`undo_of` / :func:`op_path` for appliers that roll back and report;
+* :mod:`~daemonstore.ops.base`: the :class:`Op` base, :func:`to_text`, :func:`flatten` (a
+  composite op's parts), :func:`quote`, and :func:`undo_of` / :func:`op_path` for appliers
+  that roll back and report;
 * :mod:`~daemonstore.ops.scenario`: the scenario language (the contract): its ten ops, the
   parser and :func:`run_scenario`;
 * :mod:`~daemonstore.ops.files`: directories and their contents (MakeDir, EnsureDir, Chmod,
@@ -12,14 +13,14 @@ Modules:
 * :mod:`~daemonstore.ops.guard`: the root-owned guard that keeps a mount point in a
   user-writable directory from being removed by that user (GuardMountPoint);
 * :mod:`~daemonstore.ops.mounts`: mounts and namespaces beyond the language (SafeBind,
-  BindDir, RemountBind, ForceUmount, and the jail's Unshare, EnterNamespaceFile, PinTree,
-  AttachTree).
+  MakeStore -- startup's four steps for a store as one op --, BindDir, RemountBind,
+  ForceUmount, and the jail's Unshare, EnterNamespaceFile, PinTree, AttachTree).
 
 Whether an op resolves its paths without following symlinks (``safe``) is a property of each
 op, stated in the table of its module.
 """
 
-from daemonstore.ops.base import Op, op_path, quote, to_text, undo_of
+from daemonstore.ops.base import Op, flatten, op_path, quote, to_text, undo_of
 from daemonstore.ops.files import (
     Chmod,
     Chown,
@@ -43,6 +44,7 @@ from daemonstore.ops.mounts import (
     DetachedTrees,
     EnterNamespaceFile,
     ForceUmount,
+    MakeStore,
     PinTree,
     RemountBind,
     SafeBind,
@@ -82,6 +84,7 @@ __all__ = [
     "GuardMountPoint",
     "Hold",
     "MakeDir",
+    "MakeStore",
     "MakeTarget",
     "Make",
     "Mkdir",
@@ -105,6 +108,7 @@ __all__ = [
     "UseNamespace",
     "canonical_result",
     "expect_dir",
+    "flatten",
     "op_path",
     "parse",
     "parse_line",

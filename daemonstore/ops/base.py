@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from daemonstore.host import Host
 
-__all__ = ["Op", "op_path", "quote", "to_text", "undo_of"]
+__all__ = ["Op", "flatten", "op_path", "quote", "to_text", "undo_of"]
 
 
 def quote(word: str) -> str:
@@ -35,13 +35,26 @@ class Op:
     def to_line(self) -> str:
         raise NotImplementedError(type(self).__name__)
 
+    def parts(self) -> tuple[Op, ...]:
+        """The single steps this op stands for, in the order it applies them: the op itself;
+        a composite (:class:`~daemonstore.ops.mounts.MakeStore`) its parts, each printed and
+        reported as a step of its own (:func:`flatten`)."""
+        return (self,)
+
     def __str__(self) -> str:
         return self.to_line()
 
 
+def flatten(ops: Iterable[Op]) -> list[Op]:
+    """``ops`` with every composite replaced by its parts: the steps as a dry run prints them
+    and a report lists them."""
+    return [part for op in ops for part in op.parts()]
+
+
 def to_text(ops: Iterable[Op]) -> str:
-    """Ops as text, one line each (the dry-run and shrinker form)."""
-    return "".join(op.to_line() + "\n" for op in ops)
+    """Ops as text, one line each (the dry-run and shrinker form; a composite one line per
+    part)."""
+    return "".join(op.to_line() + "\n" for op in flatten(ops))
 
 
 def undo_of(op: Op) -> Op | None:

@@ -7,6 +7,7 @@ op                           does                                               
 :class:`SafeBind`            the scenario ``Bind``, resolved with ``safe``        yes
 :class:`BindDir`             SafeBind of a directory, checked before and after    yes
 :class:`SafeMake`            the scenario ``Make``, resolved with ``safe``        yes
+:class:`MakeStore`           MakeDir, Chown, SafeBind, SafeMake of one store      yes
 :class:`RemountBind`         ``mount -o remount,bind,FLAGS``                      field
 :class:`ForceUmount`         umount, ``MNT_DETACH`` on ``EBUSY``                  yes
 :class:`Unshare`             the jail's new namespace (``unshare``, ``-K`` mode)  no
@@ -35,7 +36,7 @@ from dataclasses import dataclass, field
 
 from daemonstore.host import Host, Propagation, Stat
 from daemonstore.ops.base import Op, quote
-from daemonstore.ops.files import expect_dir
+from daemonstore.ops.files import Chown, MakeDir, expect_dir
 from daemonstore.ops.scenario import Bind, Make, NewNamespace, Umount
 from daemonstore.records import fast_init
 
@@ -45,6 +46,7 @@ __all__ = [
     "DetachedTrees",
     "EnterNamespaceFile",
     "ForceUmount",
+    "MakeStore",
     "PinTree",
     "RemountBind",
     "SafeBind",
@@ -73,6 +75,32 @@ class SafeMake(Make):
 
     def apply(self, host: Host) -> None:
         host.make(self.target, self.propagation, recursive=self.recursive, safe=self.safe)
+
+
+@fast_init  # startup builds one per store (records.py)
+@dataclass(frozen=True)
+class MakeStore(Op):
+    """Startup's four steps for a missing store, as one op: ``mkdir -m MODE P``, ``chown
+    UID:GID P``, ``mount --bind P P``, ``mount --make-shared P`` (:meth:`parts`), applied by one
+    ``Host.make_store`` call (one Python call on the kernel instead of four; the same system
+    calls, issue 14 item 6). Printed and reported as its four parts (:func:`~daemonstore.ops.
+    base.flatten`); a failure says which part failed and which were done (``steps_done``)."""
+
+    path: str
+    mode: int
+    uid: int
+    gid: int
+
+    def parts(self) -> tuple[Op, ...]:
+        path = self.path
+        return (MakeDir(path, self.mode), Chown(path, self.uid, self.gid),
+                SafeBind(path, path), SafeMake(path, Propagation.SHARED))
+
+    def apply(self, host: Host) -> None:
+        host.make_store(self.path, self.mode, self.uid, self.gid, safe=True)
+
+    def to_line(self) -> str:
+        return "\n".join(op.to_line() for op in self.parts())
 
 
 @dataclass(frozen=True)
