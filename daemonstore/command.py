@@ -18,13 +18,13 @@ every command on a model host.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import click
 
+from daemonstore.dbus import names
 from daemonstore.host import Host
 
 
@@ -35,9 +35,10 @@ class CannotRun(click.ClickException):
     exit_code = 2
 
 
-#: the system bus when ``$DBUS_SYSTEM_BUS_ADDRESS`` is unset (dbus's compiled-in default)
-SYSTEM_BUS_SOCKET = "/run/dbus/system_bus_socket"
-ENV_BUS_ADDRESS = "DBUS_SYSTEM_BUS_ADDRESS"
+#: the system bus: one rule, in dbus/names.py (``bus_address`` is its name for the commands)
+SYSTEM_BUS_SOCKET = names.SYSTEM_BUS_SOCKET
+ENV_BUS_ADDRESS = names.ENV_BUS_ADDRESS
+bus_address = names.system_bus_address
 
 SYSTEM_HELP = ("Allow the machine's initial mount namespace (init scripts pass it; without it "
                "the command refuses to change the mounts everyone sees).")
@@ -127,17 +128,6 @@ def host_for(root: str, *, read_only: bool = False, system: bool = False,
         if close is not None:
             close()
 
-
-def bus_address(address: str | None, root: str = "/") -> str:
-    """The system bus (docs/architecture.md §7): ``address`` if given, else
-    ``$DBUS_SYSTEM_BUS_ADDRESS``, else the socket at ``/run/dbus/system_bus_socket`` under
-    ``root``."""
-    if address:
-        return address
-    env = os.environ.get(ENV_BUS_ADDRESS)
-    if env:
-        return env
-    return "unix:path=" + os.path.join(root, SYSTEM_BUS_SOCKET.lstrip("/"))
 
 
 def step_logger(verbose: bool, *, err: bool) -> Callable[[str], None] | None:

@@ -19,7 +19,6 @@ session (``stopping``, ``stopped``) and cryptohome's ``Unmount`` unmounts everyo
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -38,8 +37,10 @@ from daemonstore.errors import DaemonStoreError
 #: no call of ours should take long; a hung service must not hang the CLI forever
 CALL_TIMEOUT = 25.0
 #: the system bus when ``$DBUS_SYSTEM_BUS_ADDRESS`` is unset (dbus's compiled-in default)
-SYSTEM_BUS_SOCKET = "/run/dbus/system_bus_socket"
-ENV_BUS_ADDRESS = "DBUS_SYSTEM_BUS_ADDRESS"
+# the address rule lives with the names (re-exported here for the client's users)
+SYSTEM_BUS_SOCKET = names.SYSTEM_BUS_SOCKET
+ENV_BUS_ADDRESS = names.ENV_BUS_ADDRESS
+system_bus_address = names.system_bus_address
 R = TypeVar("R", bound=ProtoMessage)
 
 
@@ -85,17 +86,6 @@ class LogoutResult:
     #: False when no session was started (the vaults were still unmounted)
     had_session: bool
 
-
-def system_bus_address(address: str | None = None, root: str = "/") -> str:
-    """The system bus (docs/architecture.md §7): ``address`` if given, else
-    ``$DBUS_SYSTEM_BUS_ADDRESS``, else the socket at ``/run/dbus/system_bus_socket`` under
-    ``root``."""
-    if address:
-        return address
-    env = os.environ.get(ENV_BUS_ADDRESS)
-    if env:
-        return env
-    return "unix:path=" + os.path.join(root, SYSTEM_BUS_SOCKET.lstrip("/"))
 
 
 def _owner_rule(name: str) -> str:

@@ -1,4 +1,5 @@
-"""D-Bus names of cryptohome and session_manager (pure constants; a contract: docs/chromeos.md §8).
+"""D-Bus names of cryptohome and session_manager (constants; a contract: docs/chromeos.md §8),
+and where the system bus is.
 
 Service names, object paths, interfaces, members and signal names are ChromeOS's
 (docs/chromeos.md §4, §8; ``system_api/dbus/cryptohome/dbus-constants.h``,
@@ -7,6 +8,25 @@ only (python-dbusmock's ``org.freedesktop.DBus.Mock``, docs/architecture.md §7)
 """
 
 from __future__ import annotations
+
+import os
+
+# ---- the system bus (dbus's compiled-in default when $DBUS_SYSTEM_BUS_ADDRESS is unset) -------
+SYSTEM_BUS_SOCKET = "/run/dbus/system_bus_socket"
+ENV_BUS_ADDRESS = "DBUS_SYSTEM_BUS_ADDRESS"
+
+
+def system_bus_address(address: str | None = None, root: str = "/") -> str:
+    """The system bus (docs/architecture.md §7): ``address`` if given, else
+    ``$DBUS_SYSTEM_BUS_ADDRESS``, else the socket at ``/run/dbus/system_bus_socket`` under
+    ``root``. Here, not in dbus/client.py, so the commands that only need the address do not
+    load dbus_fast."""
+    if address:
+        return address
+    env = os.environ.get(ENV_BUS_ADDRESS)
+    if env:
+        return env
+    return "unix:path=" + os.path.join(root, SYSTEM_BUS_SOCKET.lstrip("/"))
 
 # ---- cryptohome ------------------------------------------------------------------------------
 CRYPTOHOME_NAME = "org.chromium.UserDataAuth"
