@@ -73,7 +73,7 @@ from daemonstore.testing.settings import (
     SYNC_WORLDS,
     PluginUsageError,
     check_item,
-    skip_or_fail,
+    require_kernel,
     unwrap_test,
     world_settings,
 )
@@ -134,11 +134,7 @@ def daemonstore_world(request: pytest.FixtureRequest) -> World | KernelWorld:
     settings = world_settings(request.node, getattr(request, "param", None))
     request.node.stash[SETTINGS] = settings
     if settings.backend == "kernel":
-        from daemonstore.kernel.sandbox import kernel_unavailable_reason
-
-        reason = kernel_unavailable_reason()
-        if reason is not None:
-            skip_or_fail("kernel", f"kernel world: {reason}")
+        require_kernel("kernel world")
         return KernelWorld(settings.daemons)
     world = World.model(seed=settings.seed)
     for spec in settings.daemons:

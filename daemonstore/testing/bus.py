@@ -67,7 +67,13 @@ import pytest
 import pytest_asyncio
 
 from daemonstore.hostlane import lane_for
-from daemonstore.testing.settings import SETTINGS, WorldSettings, skip_or_fail, world_settings
+from daemonstore.testing.settings import (
+    SETTINGS,
+    WorldSettings,
+    require_kernel,
+    skip_or_fail,
+    world_settings,
+)
 from daemonstore.world import World
 
 # The plugin imports this module to register the fixtures, for every test of every project
@@ -233,12 +239,9 @@ def bus_world(request: pytest.FixtureRequest) -> World:
     settings = world_settings(request.node, getattr(request, "param", None))
     request.node.stash[SETTINGS] = settings
     if settings.backend == "kernel":
-        from daemonstore.kernel.sandbox import kernel_unavailable_reason
         from daemonstore.testing.sandboxed import KernelBusWorld
 
-        reason = kernel_unavailable_reason()
-        if reason is not None:
-            skip_or_fail("kernel", f"kernel bus_world: {reason}")
+        require_kernel("kernel bus_world")
         require_dbus_daemon()
         return KernelBusWorld(settings.daemons)
     return request.getfixturevalue("daemonstore_model_bus_world")

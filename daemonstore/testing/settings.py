@@ -65,6 +65,16 @@ def skip_or_fail(what: str, reason: str) -> None:
     pytest.skip(reason)
 
 
+def require_kernel(what: str) -> None:
+    """Skip (fail under ``CI``) when a kernel world cannot run here (not root, no mount
+    namespaces): ``what`` names the world in the reason."""
+    from daemonstore.kernel.sandbox import kernel_unavailable_reason
+
+    reason = kernel_unavailable_reason()
+    if reason is not None:
+        skip_or_fail("kernel", f"{what}: {reason}")
+
+
 def unwrap_test(obj: Callable[..., Any]) -> Callable[..., Any]:
     """The test function as written: pytest-asyncio hands a sync wrapper (``functools.wraps``,
     so ``__wrapped__``) to ``pytest_pyfunc_call``; unwrap to the coroutine function."""
