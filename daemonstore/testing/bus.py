@@ -110,10 +110,11 @@ def require_dbus_daemon() -> None:
 
 def caller_ids(bus: PrivateBus) -> Any:
     """The :class:`cryptohome_sim.callers.CallerIds` of ``bus``'s policy (its root and chronos
-    stand-ins), for the service's own caller check: both layers then agree."""
+    stand-ins, and the daemon users of the grant files in its policy directory), for the
+    service's own caller check: both layers then agree."""
     from cryptohome_sim.callers import CallerIds
 
-    return CallerIds.named(bus.privileged_user, bus.chronos)
+    return CallerIds.named(bus.privileged_user, bus.chronos).with_grants(str(bus.policy_dir))
 
 
 def start_bus() -> PrivateBus:
