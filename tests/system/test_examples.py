@@ -4,8 +4,9 @@ installed package (issue 16 "Done when").
 
 Every scenario of the author's suite must have run, and passed, on the model, the kernel and the
 system world (there as the daemon's own user, with the daemon role), with the naive daemon's data
-loss shown, mydaemon's data kept even as root, and the quick-start's four kinds of test passed: nothing skipped, nothing deselected. The run gets ``CI=true``, so a world that cannot
-run here fails instead of skipping; it needs root and dbus-daemon, hence the marks.
+loss shown, mydaemon's data kept even as root, and the quick-start's four kinds of test passed:
+nothing skipped, nothing deselected. The run gets ``CI=true``, so a world that cannot run here
+fails instead of skipping; it needs root and dbus-daemon, hence the marks.
 """
 
 from __future__ import annotations
