@@ -7,7 +7,8 @@ started (wait for the daemon's printed address instead of sleeping, as python-db
 
 The configuration is ``private-bus.conf.in`` (Debian's system-bus default policy) including the
 shipped policy files ``daemonstore/dbus/policy/*.conf`` (who may own and call what), the very
-files ``daemonstore install`` puts into ``/etc/dbus-1/system.d/``.
+files ``daemonstore install`` puts into ``/etc/dbus-1/system.d/``, and a daemon role grant file
+per daemon user, as ``daemonstore install --daemon-user`` writes it there.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 from string import Template
 from xml.sax.saxutils import escape
 
+from daemonstore.dbus.grants import grant_file_name, render_grant
 from daemonstore.errors import DaemonStoreError
 
 #: the files a real system has in /etc/dbus-1/system.d/ (package daemonstore.dbus, policy/)
@@ -104,10 +106,16 @@ class PrivateBus:
     privileged_user: str
     chronos: str
     _process: subprocess.Popen[bytes] = field(repr=False)
+    daemon_users: tuple[str, ...] = ()
 
     @property
     def socket_path(self) -> Path:
         return self.directory / SOCKET_NAME
+
+    @property
+    def policy_dir(self) -> Path:
+        """Its ``system.d``: the policy files and the daemon role's grant files."""
+        return self.directory / "system.d"
 
     def stop(self, timeout: float = 5.0) -> None:
         """End the daemon this object started (only that pid) and remove its directory."""
@@ -132,13 +140,15 @@ class PrivateBus:
 
 def start_private_bus(*, privileged_user: str = "root", chronos: str = "chronos",
                       timeout: float = 10.0, dbus_daemon: str | None = None,
-                      extra_policy: str | None = None) -> PrivateBus:
+                      extra_policy: str | None = None,
+                      daemon_users: tuple[str, ...] = ()) -> PrivateBus:
     """Start ``dbus-daemon --nofork --print-address`` on a private socket and wait until ready.
 
     ``privileged_user`` is who the policy treats as root, ``chronos`` who it treats as chronos
     (see :func:`render_policy`). ``extra_policy`` is one more policy file, included after
     the shipped ones (a test opening the bus to everyone, to show the service's own caller
-    check holds alone). The
+    check holds alone). ``daemon_users`` get the daemon role: a grant file each in
+    :attr:`PrivateBus.policy_dir`, which the service reads too. The
     directory is made 0755 and the socket 0666 so that an unprivileged uid can connect (the
     policy, not the file mode, decides what it may do). Raises :class:`BusError`.
     """
@@ -154,6 +164,10 @@ def start_private_bus(*, privileged_user: str = "root", chronos: str = "chronos"
         for name in POLICY_FILES:
             (policy_dir / name).write_text(render_policy(name, privileged_user, chronos),
                                            encoding="utf-8")
+        for user in daemon_users:
+            grant = policy_dir / grant_file_name(user)
+            grant.write_text(render_grant(user), encoding="utf-8")
+            os.chmod(grant, 0o644)  # whatever the umask: the service takes no writable grant
         if extra_policy is not None:
             (policy_dir / EXTRA_POLICY).write_text(extra_policy, encoding="utf-8")
         config = directory / "bus.conf"
@@ -171,7 +185,8 @@ def start_private_bus(*, privileged_user: str = "root", chronos: str = "chronos"
         shutil.rmtree(directory, ignore_errors=True)
         raise
     return PrivateBus(address=address, pid=proc.pid, directory=directory,
-                      privileged_user=privileged_user, chronos=chronos, _process=proc)
+                      privileged_user=privileged_user, chronos=chronos, _process=proc,
+                      daemon_users=tuple(daemon_users))
 
 
 def _read_address(proc: subprocess.Popen[bytes], directory: Path, timeout: float) -> str:

@@ -18,7 +18,9 @@ then re-dispatches each allowed call through the connection's own dispatch
 
 Who counts as root and who as chronos is a uid map (:class:`CallerIds`), like the policy's
 ``<policy user="...">``: a private bus of the tests or the demo names stand-ins (the user
-running them, Debian's ``daemon``), and the service is given the same ones.
+running them, Debian's ``daemon``), and the service is given the same ones. Who has the daemon
+role is read from the grant files the bus reads too (``daemonstore-<user>.conf``,
+:mod:`daemonstore.dbus.grants`): :meth:`CallerIds.with_grants`.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from dbus_fast import Message, MessageFlag, MessageType
 from dbus_fast.aio import MessageBus
 
 from daemonstore.dbus import names
-from daemonstore.dbus.callers import CHRONOS, ROOT, may_call
+from daemonstore.dbus.callers import CHRONOS, DAEMON, ROOT, may_call
+from daemonstore.dbus.grants import Grants, read_grants
 from daemonstore.errors import DaemonStoreError
 
 __all__ = ["CallerCheck", "CallerIds", "UnknownUser", "check_dispatch", "uid_of"]
@@ -64,10 +67,12 @@ def uid_of(user: str) -> int | None:
 
 @dataclass(frozen=True)
 class CallerIds:
-    """Which uid is ``root`` and which ``chronos`` for the caller table (None: nobody is)."""
+    """Which uid is ``root`` and which ``chronos`` for the caller table (None: nobody is), and
+    which uids have the daemon role."""
 
     root: int
     chronos: int | None
+    daemons: frozenset[int] = frozenset()
 
     @classmethod
     def named(cls, root: str, chronos: str | None, *, strict: bool = False) -> CallerIds:
@@ -89,13 +94,27 @@ class CallerIds:
         ``chronos``, if there is one, is chronos."""
         return cls(os.geteuid(), uid_of("chronos"))
 
+    def with_grants(self, grants: Grants | str | None) -> CallerIds:
+        """These ids with the daemon role given to exactly the users ``grants`` names (a
+        :class:`~daemonstore.dbus.grants.Grants`, or the directory to read it from; None: to
+        nobody). A user without a passwd entry gets nothing, as dbus-daemon ignores its
+        ``<policy user=...>``."""
+        if isinstance(grants, str):
+            grants = read_grants(grants)
+        users = grants.users if grants is not None else ()
+        uids = (uid_of(user) for user in users)
+        return CallerIds(self.root, self.chronos,
+                         frozenset(uid for uid in uids if uid is not None))
+
     def role_of(self, uid: int | None) -> str | None:
         if uid is None:
             return None
-        if uid == self.root:
+        if uid == self.root:  # root's and chronos's grants include the daemon role's
             return ROOT
         if uid == self.chronos:
             return CHRONOS
+        if uid in self.daemons:
+            return DAEMON
         return None
 
 

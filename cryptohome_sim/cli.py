@@ -3,6 +3,12 @@ front end; the services are :mod:`cryptohome_sim.service`, the state :mod:`crypt
 
 Exit codes: 0 stopped by SIGTERM/SIGINT, 1 the service failed (bus refused the names, bus went
 away), 2 bad input or an environment it must not run in (no bus address, KernelHost refused).
+
+The daemon role's users are read from the grant files ``daemonstore install --daemon-user``
+writes into the bus's policy directory (``/etc/dbus-1/system.d``), the files dbus-daemon reads:
+one source of truth for both layers, which a running service re-reads on SIGHUP (as dbus-daemon
+re-reads its own on ``ReloadConfig``), so a daemon installed after boot is granted without a
+restart that would lose every session.
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ from daemonstore.command import (
     open_root,
     system_option,
 )
+from daemonstore.dbus.grants import BadDaemonUser, check_daemon_user, read_grants
 from daemonstore.host import Host
+from daemonstore.install import DBUS_DIR
 
 
 def _host(root: str | None, model: bool, system: bool) -> Host:
@@ -66,21 +74,38 @@ def _host(root: str | None, model: bool, system: bool) -> Host:
               help="Who the caller check treats as chronos, i.e. Chrome (a name or uid; "
                    "default: the chronos account, if any). With --spawn-bus, also the "
                    "private bus policy's chronos.")
+@click.option("--grants", "grants_dir", default=None, metavar="DIR",
+              type=click.Path(file_okay=False),
+              help="Where the daemon role's grant files (daemonstore-USER.conf) are: "
+                   f"default {DBUS_DIR} under --root, the private bus's with --spawn-bus, "
+                   "none with --model. Re-read on SIGHUP.")
+@click.option("--daemon-user", "daemon_users", multiple=True, metavar="USER",
+              help="With --spawn-bus: give USER the daemon role (a grant file in the private "
+                   "bus's policy directory, which the service reads too). Repeatable.")
 @click.option("--remove-store-targets", is_flag=True,
               help="Unmount also removes the emptied /run/daemon-store{,-cache}/<d>/<hash> "
                    "(ChromeOS leaves them; so does the default).")
 @click.option("-v", "--verbose", is_flag=True, help="Log every call to stderr.")
 def main(root: str | None, system: bool, model: bool, address: str | None, spawn_bus: bool,
          vault: str, no_stores: bool, root_user: str | None, chronos_user: str | None,
-         remove_store_targets: bool, verbose: bool) -> None:
+         grants_dir: str | None, daemon_users: tuple[str, ...], remove_store_targets: bool,
+         verbose: bool) -> None:
     """Serve org.chromium.UserDataAuth and org.chromium.SessionManager on a D-Bus bus.
 
     Who may call what is checked by the bus policy and again by the service itself, from one
-    table: root everything, chronos Chrome's methods, nobody else (AccessDenied)."""
+    table: root everything, chronos Chrome's methods, the daemon users of the grant files the
+    session queries, nobody else (AccessDenied)."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
                         format="cryptohome-sim: %(message)s")
     if spawn_bus and address:
         raise CannotRun("--spawn-bus and --address exclude each other")
+    if daemon_users and not spawn_bus:
+        raise CannotRun("--daemon-user needs --spawn-bus; for a system bus, grant with "
+                        "daemonstore install --daemon-user USER (then SIGHUP cryptohome-sim)")
+    try:
+        daemon_users = tuple(check_daemon_user(u) for u in daemon_users)
+    except BadDaemonUser as exc:
+        raise CannotRun(str(exc)) from None
     if model and not (spawn_bus or address or os.environ.get(ENV_BUS_ADDRESS)):
         raise CannotRun(f"no bus address: --model has no system bus socket; pass --address, "
                         f"set ${ENV_BUS_ADDRESS} or use --spawn-bus")
@@ -101,16 +126,21 @@ def main(root: str | None, system: bool, model: bool, address: str | None, spawn
     if spawn_bus:
         try:
             spawned = private_bus.start_private_bus(privileged_user=user,
-                                                    chronos=chronos_user or "chronos")
+                                                    chronos=chronos_user or "chronos",
+                                                    daemon_users=daemon_users)
         except private_bus.BusError as exc:
             raise click.ClickException(str(exc)) from None
         address = spawned.address
+        grants_dir = grants_dir or str(spawned.policy_dir)
         click.echo(f"{ENV_BUS_ADDRESS}={address}")
         click.echo(f"dbus-daemon pid {spawned.pid}, privileged user {user}")
     try:
         core = Cryptohome(host, vault=vault, daemon_stores=not no_stores,
                           remove_store_targets=remove_store_targets)
-        code = asyncio.run(_serve(core, address, host.kind, ids))  # type: ignore[arg-type]
+        if grants_dir is None and not model:
+            grants_dir = os.path.join(root or "/", DBUS_DIR.lstrip("/"))
+        code = asyncio.run(_serve(core, address, host.kind, ids,  # type: ignore[arg-type]
+                                  grants_dir))
     finally:
         # a second signal (Ctrl-C, or `timeout` signalling the whole process group) must not
         # cut the clean-up short and leave the private bus's directory behind
@@ -137,16 +167,42 @@ def _exit_on_signal(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-async def _serve(core: Cryptohome, address: str, kind: str, ids: CallerIds) -> int:
+def _granted(ids: CallerIds, grants_dir: str | None) -> CallerIds:
+    """``ids`` with the daemon users of ``grants_dir``; says who they are (and what was
+    skipped, why) on stdout, the line a reload is waited for by."""
+    grants = read_grants(grants_dir) if grants_dir is not None else None
+    out = ids.with_grants(grants)
+    for path, reason in grants.skipped if grants is not None else ():
+        click.echo(f"cryptohome-sim: {path}: not a grant: {reason}", err=True)
+    users = ", ".join(grants.users) if grants is not None and grants.users else "none"
+    click.echo(f"cryptohome-sim: daemon users from {grants_dir or '(no directory)'}: {users}")
+    sys.stdout.flush()
+    return out
+
+
+async def _serve(core: Cryptohome, address: str, kind: str, ids: CallerIds,
+                 grants_dir: str | None = None) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    service: Service | None = None
+
+    def reload() -> None:  # SIGHUP: the grant files again (module docstring)
+        nonlocal ids
+        ids = _granted(ids, grants_dir)
+        if service is not None:
+            service.set_caller_ids(ids)
+
+    # before the first read: a SIGHUP from then on is never lost (nor, by default, fatal)
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    ids = _granted(ids, grants_dir)
     try:
         service = await Service.start(core, address, ids)
     except ServiceError as exc:
         click.echo(f"cryptohome-sim: {exc}", err=True)
         return 1
+    service.set_caller_ids(ids)  # a reload during the start
     click.echo(f"cryptohome-sim: serving org.chromium.UserDataAuth and "
                f"org.chromium.SessionManager on {address} ({kind} host)")
     sys.stdout.flush()  # the line tests and scripts wait for

@@ -366,9 +366,9 @@ async def _own(bus: MessageBus, name: str) -> None:
 class Service:
     """cryptohome (and the control object) on one connection, session manager on another.
 
-    ``callers`` says which uids are root and chronos for the caller check (default
-    :meth:`CallerIds.default`: the service's own uid, and the ``chronos`` account); give the
-    same users the bus policy names."""
+    ``callers`` says which uids are root and chronos, and which have the daemon role, for the
+    caller check (default :meth:`CallerIds.default`: the service's own uid, the ``chronos``
+    account, no daemon user); give the same users the bus policy names."""
 
     def __init__(self, core: Cryptohome, address: str,
                  callers: CallerIds | None = None) -> None:
@@ -382,6 +382,14 @@ class Service:
         self.control = Control(core, self.userdataauth)
         self.session_manager = SessionManager(core)
         self._buses: list[MessageBus] = []
+
+    def set_caller_ids(self, ids: CallerIds) -> None:
+        """Who is who from now on (a reload of the grant files): every connection's check
+        decides its next call by ``ids``; the cached uids stay valid (they are uids, not
+        roles)."""
+        self.caller_ids = ids
+        for check in self.callers.values():
+            check.ids = ids
 
     @classmethod
     async def start(cls, core: Cryptohome, address: str,

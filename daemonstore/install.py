@@ -2,7 +2,9 @@
 §10), rendered here as data and written idempotently under a prefix (DESTDIR style).
 
 * ``/etc/dbus-1/system.d/*.conf``: every policy shipped in ``daemonstore/dbus/policy`` (default
-  deny; root owns the names and may call everything; the queries ChromeOS opens to everyone);
+  deny; root owns the names and may call everything; chronos Chrome's methods), and with
+  ``daemon_users`` a ``daemonstore-<user>.conf`` per user granting the daemon role's session
+  queries (:mod:`daemonstore.dbus.grants`; cryptohome-sim reads the same files);
 * ``/etc/tmpfiles.d/daemonstore.conf``: ``/run/daemon-store{,-cache}`` 0755 root:root at boot
   (docs/chromeos.md §1.2: ChromeOS's tmpfiles.d makes them before chromeos_startup);
 * ``/etc/init/daemonstore-startup.conf`` and ``daemonstore-hook.conf``: upstart jobs, startup as a
@@ -23,8 +25,11 @@ import os
 import shutil
 import stat
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
+
+from daemonstore.dbus.grants import check_daemon_user, grant_file_name, render_grant
 
 __all__ = ["SystemFile", "install", "system_files"]
 
@@ -127,10 +132,18 @@ WantedBy=multi-user.target
 """
 
 
-def system_files(bindir: str | None = None) -> list[SystemFile]:
-    """Every file ``install`` writes (paths without the prefix), in order."""
+def _grants(daemon_users: Sequence[str]) -> list[SystemFile]:
+    """A grant file per daemon user (each once, in the order given)."""
+    users = list(dict.fromkeys(check_daemon_user(u) for u in daemon_users))
+    return [SystemFile(f"{DBUS_DIR}/{grant_file_name(u)}", render_grant(u)) for u in users]
+
+
+def system_files(bindir: str | None = None,
+                 daemon_users: Sequence[str] = ()) -> list[SystemFile]:
+    """Every file ``install`` writes (paths without the prefix), in order. A bad daemon user
+    is :class:`daemonstore.dbus.grants.BadDaemonUser`, before anything is written."""
     b = bindir or find_bindir()
-    return [*_policies(),
+    return [*_policies(), *_grants(daemon_users),
             SystemFile(TMPFILES, TMPFILES_TEXT),
             SystemFile(f"{UPSTART_DIR}/daemonstore-startup.conf", UPSTART_STARTUP.format(bindir=b)),
             SystemFile(f"{UPSTART_DIR}/daemonstore-hook.conf", UPSTART_HOOK.format(bindir=b)),
@@ -169,13 +182,14 @@ def _write(path: str, data: bytes, mode: int) -> None:
         raise
 
 
-def install(prefix: str = "/", *, bindir: str | None = None,
-            dry_run: bool = False) -> list[tuple[str, str]]:
+def install(prefix: str = "/", *, bindir: str | None = None, dry_run: bool = False,
+            daemon_users: Sequence[str] = ()) -> list[tuple[str, str]]:
     """Write :func:`system_files` under ``prefix``; ``(path, "wrote"|"unchanged")`` for each
     (``"would write"`` with ``dry_run``). OSError (with the path) when one cannot be written;
-    the files before it are written."""
+    the files before it are written. A grant file of a user not named now is left alone (a
+    daemon removed is its package's to clean up)."""
     done = []
-    for f in system_files(bindir):
+    for f in system_files(bindir, daemon_users):
         path = os.path.join(prefix, f.path.lstrip("/"))
         data = f.content.encode()
         try:

@@ -14,6 +14,19 @@ everything on it (introspection and the test control interface included); chrono
 call the listed methods of the listed interfaces, and an interface is required (dbus-daemon does
 not match an ``allow`` rule with ``send_interface`` against a message without one); everyone
 else is denied.
+
+The daemon role is the third: a daemon that follows sign-ins asks session_manager who is signed
+in *as its own user*. ChromeOS's ``login_manager/SessionManager.conf`` has a ``<policy
+user="...">`` block per such daemon user, each granting one or two of the read-only session
+queries (biod: ``RetrievePrimarySession`` and ``RetrieveActiveSessions``; u2f, dlp, kerberosd,
+crosvm: ``RetrievePrimarySession``; crash, vm_cicerone: ``RetrieveActiveSessions``; power,
+authpolicyd: ``RetrieveSessionState``; cdm-oemcrypto: ``RetrievePrimarySession`` and
+``RetrieveSessionState``; pciguard: ``IsGuestSessionActive``). :data:`DAEMON` grants exactly
+those four queries (no more than some ChromeOS daemon has; nothing that changes a session or
+touches cryptohome), to users named at run time: ``daemonstore install --daemon-user USER``
+writes one ``<policy user="USER">`` file per user (:mod:`daemonstore.dbus.grants`), the bus
+reads it, and cryptohome-sim reads the same files. Signals need no grant (the system bus's
+default policy delivers them to everyone).
 """
 
 from __future__ import annotations
@@ -22,12 +35,14 @@ from typing import Final
 
 from daemonstore.dbus import names
 
-__all__ = ["ALL", "CALLERS", "CHRONOS", "ROLES", "ROOT", "may_call"]
+__all__ = ["ALL", "CALLERS", "CHRONOS", "DAEMON", "ROLES", "ROOT", "may_call"]
 
-#: the two roles, named as the policy files' ``<policy user="...">``
+#: root and chronos are named as the shipped policy files' ``<policy user="...">``
 ROOT: Final = "root"
 CHRONOS: Final = "chronos"
-ROLES: Final = (ROOT, CHRONOS)
+#: the daemon role: not a user, but each user a grant file names (``daemonstore-<user>.conf``)
+DAEMON: Final = "daemon-user"
+ROLES: Final = (ROOT, CHRONOS, DAEMON)
 
 
 class _All:
@@ -62,12 +77,16 @@ CALLERS: Final[dict[str, dict[str, Grant]]] = {
                           "StartSession", "StopSession", "StopSessionWithReason",
                           "RetrieveSessionState", "RetrievePrimarySession",
                           "RetrieveActiveSessions", "IsGuestSessionActive"),
+        # the session queries ChromeOS grants daemon users (module docstring); read-only
+        DAEMON: _methods(names.SESSION_IFACE,
+                         "RetrievePrimarySession", "RetrieveActiveSessions",
+                         "RetrieveSessionState", "IsGuestSessionActive"),
     },
 }
 
 
 def may_call(name: str, role: str | None, interface: str | None, member: str | None) -> bool:
-    """Whether ``role`` (None: neither root nor chronos) may call ``interface.member`` on the
+    """Whether ``role`` (None: no role at all) may call ``interface.member`` on the
     connection owning ``name``."""
     if role is None:
         return False

@@ -7,9 +7,10 @@ runs. Without ``dbus-daemon`` the fixtures skip with the reason (fail when ``CI`
 
 ``private_bus``
     a private ``dbus-daemon`` (:class:`cryptohome_sim.bus.PrivateBus`: ``address``, ``pid``)
-    with the shipped policies; ``DBUS_SYSTEM_BUS_ADDRESS`` points at it for the test and
-    ``DBUS_SESSION_BUS_ADDRESS`` is removed, so nothing can reach the machine's own buses.
-    Stopped (only that pid) afterwards.
+    with the shipped policies (root: the user running the tests; chronos: Debian's ``daemon``)
+    and the daemon role granted to Debian's ``bin``; ``DBUS_SYSTEM_BUS_ADDRESS`` points at it
+    for the test and ``DBUS_SESSION_BUS_ADDRESS`` is removed, so nothing can reach the
+    machine's own buses. Stopped (only that pid) afterwards.
 ``cryptohome_service`` (async)
     cryptohome + session manager serving a fresh ModelHost on that bus, in the test's own
     asyncio loop (deterministic: nothing runs between two awaits of the test).
@@ -104,6 +105,9 @@ def privileged_user() -> str:
 #: Debian's ``daemon`` exists everywhere and owns nothing of ours). dbus-daemon refuses a
 #: connection from a uid without a passwd entry, so a made-up uid would not do.
 CHRONOS_STAND_IN = "daemon"
+#: an account the private bus's grant files give the daemon role (a daemon's own user, as
+#: ``daemonstore install --daemon-user`` grants it); Debian's ``bin`` exists everywhere too
+DAEMON_STAND_IN = "bin"
 
 
 def require_dbus_daemon() -> None:
@@ -116,17 +120,20 @@ def require_dbus_daemon() -> None:
 
 def caller_ids(bus: PrivateBus) -> Any:
     """The :class:`cryptohome_sim.callers.CallerIds` of ``bus``'s policy (its root and chronos
-    stand-ins), for the service's own caller check: both layers then agree."""
+    stand-ins, and the daemon users of the grant files in its policy directory), for the
+    service's own caller check: both layers then agree."""
     from cryptohome_sim.callers import CallerIds
 
-    return CallerIds.named(bus.privileged_user, bus.chronos)
+    return CallerIds.named(bus.privileged_user, bus.chronos).with_grants(str(bus.policy_dir))
 
 
 def start_bus() -> PrivateBus:
-    """A private ``dbus-daemon`` with the shipped policies (root and the chronos stand-in)."""
+    """A private ``dbus-daemon`` with the shipped policies (root and the chronos stand-in) and
+    a grant file for the daemon stand-in."""
     from cryptohome_sim.bus import start_private_bus
 
-    return start_private_bus(privileged_user=privileged_user(), chronos=CHRONOS_STAND_IN)
+    return start_private_bus(privileged_user=privileged_user(), chronos=CHRONOS_STAND_IN,
+                             daemon_users=(DAEMON_STAND_IN,))
 
 
 @pytest.fixture

@@ -5,10 +5,11 @@ unmodified daemon (C++, Rust, shell, Python with ``open()``) runs at the real pa
 The container (:mod:`daemonstore.kernel.container`) is a forked child in new mount and PID
 namespaces with a tmpfs as ``/``; the pytest process's own mounts are never touched. Inside, an
 agent (:mod:`daemonstore.testing.system_agent`) boots the device with default paths only:
-``daemonstore install``, the daemons' templates, ``daemonstore-startup``, ``dbus-daemon
---system`` on the installed policies, ``cryptohome-sim --no-daemon-stores`` and ``daemonstore
-hook``. :class:`SystemWorld` drives it over a socket (JSON lines) and reads the container's
-files through ``/proc/<agent>/root`` (confined: never an absolute symlink resolved on the host).
+``daemonstore install`` (a daemon role grant for each template's owner), the daemons' templates,
+``daemonstore-startup``, ``dbus-daemon --system`` on the installed policies, ``cryptohome-sim
+--no-daemon-stores`` and ``daemonstore hook``. :class:`SystemWorld` drives it over a socket
+(JSON lines) and reads the container's files through ``/proc/<agent>/root`` (confined: never an
+absolute symlink resolved on the host).
 
 ``world.spawn(daemon, argv)`` starts any executable with ``daemonstore jail`` and the documented
 recipe (``jail.plan.store_jail_argv``, ``-b /run/dbus`` for the system bus, ``-u``/``-g``: by
@@ -169,8 +170,11 @@ class SystemWorld:
     def install_daemon(self, name: str, uid: int, gid: int, mode: int = 0o700, *,
                        startup: bool = True) -> None:
         """``/etc/daemon-store/<name>`` owned ``uid:gid`` with ``mode`` and a passwd and group
-        entry (what the daemon's ebuild installs); after boot, with ``startup``,
-        ``daemonstore-startup`` runs again and must make its stores."""
+        entry (what the daemon's ebuild installs), and the daemon role for that owner (but
+        root): ``daemonstore install --daemon-user`` writes its grant file, so the daemon may
+        ask session_manager who is signed in as its own user. After boot dbus-daemon
+        (``ReloadConfig``) and cryptohome-sim (SIGHUP) re-read the grants before this returns,
+        and, with ``startup``, ``daemonstore-startup`` runs again and must make its stores."""
         paths.check_daemon_name(name)
         self._call("install_daemon", name=name, uid=uid, gid=gid, mode=mode, startup=startup)
         self.daemons[name] = (uid, gid, mode)

@@ -4,12 +4,12 @@ container (``python -I system_agent.py FD``), the device's side of the control c
 One JSON object a line on the socket ``FD`` each way: a request ``{"op": ..., ...}``, a reply
 ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "..."}``; requests are served in
 order, one at a time. It boots the device the way ChromeOS's init does, with default paths only
-(no ``--root``, no ``--system``: this is a container, not the initial namespace):
-``daemonstore install``, the templates, ``daemonstore-startup``, ``dbus-daemon --system`` on the
-installed policies, ``cryptohome-sim --no-daemon-stores`` and ``daemonstore hook`` (or
-cryptohome-sim binding the stores itself). It signs users in and out with the client
-``daemonstore login/logout`` use (ChromeOS's D-Bus calls, without a new Python each time) and
-waits for the store binds to come and go, watching
+(no ``--root``, no ``--system``: this is a container, not the initial namespace): ``daemonstore
+install`` (with the daemon role for each template's owner), the templates,
+``daemonstore-startup``, ``dbus-daemon --system`` on the installed policies, ``cryptohome-sim
+--no-daemon-stores`` and ``daemonstore hook`` (or cryptohome-sim binding the stores itself). It
+signs users in and out with the client ``daemonstore login/logout`` use (ChromeOS's D-Bus calls,
+without a new Python each time) and waits for the store binds to come and go, watching
 ``/proc/self/mountinfo`` (``POLLPRI``, no polling); it starts processes (the parent builds their
 ``daemonstore jail`` command), their output in a file each, and stops them by pid.
 
@@ -56,7 +56,7 @@ class Agent:
     def op_boot(self, hook: bool = True) -> dict[str, Any]:
         if self.booted:
             raise Failed("already booted")
-        out: dict[str, Any] = {"install": self.run_ok(["daemonstore", "install"])["stdout"]}
+        out: dict[str, Any] = {"install": self.install()}
         out["startup"] = self.startup()
         os.makedirs("/run/dbus", exist_ok=True)
         self.start_service("dbus", ["dbus-daemon", "--system", "--nofork", "--nopidfile"],
@@ -82,7 +82,16 @@ class Agent:
         os.chown(template, uid, gid)
         os.chmod(template, mode)
         self.daemons[name] = (uid, gid, mode)
-        if not (self.booted and startup):
+        if not self.booted:
+            return {}
+        # the daemon asks session_manager as its own user: its grant, then both layers re-read
+        # the grant files (dbus-daemon, then cryptohome-sim), as a package install would
+        self.install()
+        self.bus(lambda client: client.call(
+            "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
+            "ReloadConfig", "", []))
+        self.reload_cryptohome()
+        if not startup:
             return {}
         report = self.startup()
         missing = [s for s in (f"{b}/{name}" for b in STORE_BASES) if s not in mount_points()]
@@ -199,6 +208,37 @@ class Agent:
         if r["rc"] != 0:
             raise Failed(f"{' '.join(argv)} exited {r['rc']}: {r['stderr'] or r['stdout']}")
         return r
+
+    def daemon_users(self) -> list[str]:
+        """The template owners but root (root may call everything): the daemon role's users,
+        by their passwd name here (the uid if it has none)."""
+        with open("/etc/passwd") as f:
+            names = {e[2]: e[0] for e in (ln.split(":") for ln in f.read().splitlines())
+                     if len(e) > 2}
+        owners = dict.fromkeys(str(uid) for uid, _gid, _mode in self.daemons.values())
+        return [names.get(uid, uid) for uid in owners if uid != "0"]
+
+    def install(self) -> str:
+        """``daemonstore install``, a ``--daemon-user`` per template owner (idempotent)."""
+        argv = ["daemonstore", "install"]
+        for user in self.daemon_users():
+            argv += ["--daemon-user", user]
+        return str(self.run_ok(argv)["stdout"])
+
+    def reload_cryptohome(self) -> None:
+        """SIGHUP to cryptohome-sim; return once it has re-read the grant files (its line)."""
+        found = [p for name, p in self.services if name == "cryptohome"]
+        if not found or found[0].poll() is not None:
+            raise Failed("cryptohome-sim is not running")
+        log = f"{LOGS}/cryptohome.log"
+        line = "cryptohome-sim: daemon users from "
+        seen = _read(log).count(line)
+        found[0].send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + SERVICE_READY
+        while _read(log).count(line) <= seen:
+            if found[0].poll() is not None or time.monotonic() > deadline:
+                raise Failed(f"cryptohome-sim did not reload its grants:\n{_read(log)}")
+            time.sleep(0.005)  # its own log line: no event to wait on
 
     def startup(self) -> str:
         r = self.op_run(["daemonstore-startup"])

@@ -1,7 +1,8 @@
 """mydaemon's own suite: sign-in, sign-out, two users, restart, guest and late start, each on the
 model and the kernel (mydaemon.serve() in this process, in its jail's namespace) and on the
-system world (mydaemon.py a real process at the real paths). Plus the classic bug: naive.sh
-loses a count into tmpfs where mydaemon, in the same steps, keeps everything in the vault."""
+system world (mydaemon.py a real process at the real paths, as its own user). Plus the classic
+bug: naive.sh loses a count into tmpfs where mydaemon, in the same steps, keeps everything in
+the vault (as root too, where only its client stops it)."""
 
 import asyncio
 import logging
@@ -102,19 +103,17 @@ class InProcessDaemon:
 
 class RealProcess:
     """The system world: the daemon is a real process, spawned through daemonstore jail. The
-    device is the module's: each test signs in accounts of its own (vaults outlive a test)."""
+    device is the module's: each test signs in accounts of its own (vaults outlive a test).
+    The daemon runs as its own user (the template's owner, 20100), which the world granted
+    the session queries when it installed mydaemon; ``uid=0`` runs it as root instead."""
 
-    def __init__(self, world, test: str) -> None:
-        self.world = world
+    def __init__(self, world, test: str, uid=None) -> None:
+        self.world, self.uid = world, uid
         self.alice, self.bob = f"alice.{test}@example.com", f"bob.{test}@example.com"
         self.started: list[SpawnedDaemon] = []
 
     async def start(self, argv=MYDAEMON_ARGV) -> "SpawnedDaemon":
-        # as root, as many system daemons run: cryptohome-sim answers RetrievePrimarySession
-        # to root and chronos only (README "Known deviations": ChromeOS's grants to daemon
-        # users are not modelled); and no permission stops a write into the empty, root-owned
-        # target a sign-out leaves, so only the client stands between mydaemon and tmpfs
-        process = self.world.spawn("mydaemon", argv, uid=0, gid=0)
+        process = self.world.spawn("mydaemon", argv, uid=self.uid, gid=self.uid)
         self.started.append(SpawnedDaemon(self.world, process))
         return self.started[-1]
 
@@ -282,9 +281,21 @@ async def test_real_process(scenario, system) -> None:
 
 
 @pytest.mark.asyncio
+async def test_keeps_data_even_as_root(system) -> None:
+    """As its own user mydaemon could not write into the empty, root-owned directory a
+    sign-out leaves; as root (as many system daemons run) nothing but its client stops it."""
+    device = RealProcess(system, "root", uid=0)
+    try:
+        await keeps_data(device)
+    finally:
+        await device.close()
+
+
+@pytest.mark.asyncio
 async def test_naive_daemon_loses_data(system) -> None:
-    """keeps_data's steps with naive.sh: its count lands in tmpfs, not in alice's vault."""
-    device = RealProcess(system, "naive")
+    """keeps_data's steps with naive.sh, run as root (as many system daemons are): its count
+    lands in tmpfs, not in alice's vault."""
+    device = RealProcess(system, "naive", uid=0)
     alice = device.alice
     try:
         daemon = await device.start(NAIVE_ARGV)

@@ -63,8 +63,8 @@ async def test_bus(bus_world) -> None:
 @pytest.mark.daemonstore(daemons=[MYDAEMON])
 def test_real_process(daemonstore_system_world) -> None:
     world = daemonstore_system_world  # a booted device in a container, / its own tmpfs
-    # as root: cryptohome-sim answers RetrievePrimarySession to root and chronos only
-    daemon = world.spawn("mydaemon", [sys.executable, str(HERE / "mydaemon.py")], uid=0, gid=0)
+    # as the template's owner (20100), granted the session queries when it was installed
+    daemon = world.spawn("mydaemon", [sys.executable, str(HERE / "mydaemon.py")])
     world.login(ALICE)  # daemonstore login: ChromeOS's calls over the system bus
     wait_until(lambda: "seen 1 time(s)" in daemon.output())
     assert world.read_vault(ALICE, "mydaemon", "count") == b"1\n"

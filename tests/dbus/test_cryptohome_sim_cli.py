@@ -1,13 +1,17 @@
-"""The ``cryptohome-sim`` command as a separate process: ``--model``, ``--spawn-bus``, and
+"""The ``cryptohome-sim`` command as a separate process: ``--model``, ``--spawn-bus``, the daemon
+role's grant files (``--grants``, re-read on SIGHUP; ``--daemon-user`` with ``--spawn-bus``), and
 ``--root`` (refused in the machine's initial namespace; served inside a sandbox namespace)."""
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
+import pwd
 import signal
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +22,8 @@ from daemonstore import paths
 from daemonstore.cli import main as daemonstore_main
 from daemonstore.dbus import names
 from daemonstore.dbus.client import Client
-from daemonstore.testing.bus import spawn_cryptohome_sim
+from daemonstore.dbus.grants import grant_file_name, render_grant
+from daemonstore.testing.bus import DAEMON_STAND_IN, spawn_cryptohome_sim
 
 pytestmark = pytest.mark.dbus
 
@@ -122,6 +127,8 @@ def test_spawn_bus_serves_and_cleans_up(monkeypatch: pytest.MonkeyPatch) -> None
     (["--model", "--spawn-bus", "--address", "unix:path=/x"], "exclude each other"),
     (["--model", "--vault", "loop"], "--vault loop: the loop vault needs the kernel backend"),
     (["--model", "--vault", "zfs"], "Invalid value for '--vault'"),
+    (["--model", "--daemon-user", "bin"], "--daemon-user needs --spawn-bus"),
+    (["--model", "--spawn-bus", "--daemon-user", "root"], "root may call everything already"),
 ])
 def test_bad_input_exits_2(args: list[str], message: str, private_bus: PrivateBus) -> None:
     result = _cryptohome_sim(*args)
@@ -267,3 +274,93 @@ def test_root_without_address_uses_the_system_socket_under_it() -> None:
     assert code == 1, err
     assert "cannot connect to the bus at unix:path=" in err
     assert "/run/dbus/system_bus_socket" in err
+
+
+# ---- the daemon role: grant files, read at start and on SIGHUP -----------------------------------
+
+PRIMARY = ("RetrievePrimarySession", names.SESSION_NAME, names.SESSION_PATH, names.SESSION_IFACE,
+           "RetrievePrimarySession", "", [])
+START = ("StartSession", names.SESSION_NAME, names.SESSION_PATH, names.SESSION_IFACE,
+         "StartSession", "ss", ["mallory@example.com", ""])
+
+
+async def _as_daemon_user(address: str) -> dict[str, list[str]]:
+    """RetrievePrimarySession and StartSession from the daemon stand-in (a forked child):
+    label -> [outcome, who answered, text]."""
+    from tests.hardening.test_caller_check import Child
+
+    child = Child(pwd.getpwnam(DAEMON_STAND_IN).pw_uid, address, [PRIMARY, START])
+    try:
+        out = await child.report()
+    except BaseException:
+        child.kill()
+        raise
+    await child.finish()
+    return dict(out["answers"])
+
+
+def _next_line(proc: subprocess.Popen[str], timeout: float = 10.0) -> str:
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    try:
+        assert proc.stdout is not None
+        return pool.submit(proc.stdout.readline).result(timeout)
+    finally:
+        pool.shutdown(wait=False)
+
+
+@pytest.mark.asyncio
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching uid needs root")
+async def test_grants_are_read_at_start_and_again_on_sighup(private_bus: PrivateBus,
+                                                            tmp_path: Path) -> None:
+    """The bus (the fixture's grant) lets the daemon stand-in through; the service follows its
+    own grant directory: refused with none, allowed after a grant and SIGHUP, refused again
+    once it is gone -- without a restart (alice stays signed in). StartSession is the bus's
+    to refuse throughout."""
+    grants = tmp_path / "system.d"
+    grants.mkdir()
+    proc, banner = spawn_cryptohome_sim("--model", "--address", private_bus.address,
+                                        "--grants", str(grants))
+    try:
+        assert f"daemon users from {grants}: none" in banner
+        async with await Client.connect(private_bus.address) as root:
+            await root.login("alice@example.com")
+            before = await _as_daemon_user(private_bus.address)
+            (grants / grant_file_name(DAEMON_STAND_IN)).write_text(render_grant(DAEMON_STAND_IN))
+            os.chmod(grants / grant_file_name(DAEMON_STAND_IN), 0o644)
+            proc.send_signal(signal.SIGHUP)
+            assert _next_line(proc) == f"cryptohome-sim: daemon users from {grants}: bin\n"
+            granted = await _as_daemon_user(private_bus.address)
+            os.unlink(grants / grant_file_name(DAEMON_STAND_IN))
+            proc.send_signal(signal.SIGHUP)
+            assert _next_line(proc) == f"cryptohome-sim: daemon users from {grants}: none\n"
+            revoked = await _as_daemon_user(private_bus.address)
+            assert await root.session_state() == names.STARTED
+            await root.logout()
+    finally:
+        code, err = _stop(proc)
+    assert code == 0, err
+    service = before["RetrievePrimarySession"][1]
+    assert service.startswith(":")  # a unique name: the service answered, not the bus
+    assert before["RetrievePrimarySession"][:2] == [names.ACCESS_DENIED, service]
+    assert granted["RetrievePrimarySession"][:2] == ["allowed", service]
+    assert revoked["RetrievePrimarySession"][:2] == [names.ACCESS_DENIED, service]
+    for answers in (before, granted, revoked):
+        assert answers["StartSession"][:2] == [names.ACCESS_DENIED, "org.freedesktop.DBus"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching uid needs root")
+async def test_spawn_bus_with_a_daemon_user_grants_both_layers(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DBUS_SYSTEM_BUS_ADDRESS", raising=False)
+    proc, banner = spawn_cryptohome_sim("--model", "--spawn-bus", "--daemon-user",
+                                        DAEMON_STAND_IN)
+    try:
+        address = banner.splitlines()[0].split("=", 1)[1]
+        assert f"system.d: {DAEMON_STAND_IN}\n" in banner
+        answers = await _as_daemon_user(address)
+    finally:
+        code, err = _stop(proc)
+    assert code == 0, err
+    assert answers["RetrievePrimarySession"][0] == "allowed"
+    assert answers["StartSession"][:2] == [names.ACCESS_DENIED, "org.freedesktop.DBus"]

@@ -2,7 +2,7 @@
 client running as uid 65534 is refused every method of both services and the names themselves
 (AccessDenied, by dbus-daemon itself) yet receives SessionStateChanged; a client running as the
 policy's chronos may call what ChromeOS lets Chrome call, and nothing else (no test control, no
-introspection)."""
+introspection); a daemon user with a grant file (the daemon role) the session queries only."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import pytest
 
 from daemonstore.dbus import names
 from daemonstore.dbus.client import CallError, Client, ClientError
-from daemonstore.testing.bus import CHRONOS_STAND_IN, RunningCryptohome
+from daemonstore.testing.bus import CHRONOS_STAND_IN, DAEMON_STAND_IN, RunningCryptohome
 
 pytestmark = [pytest.mark.dbus, pytest.mark.asyncio]
 
@@ -47,6 +47,9 @@ CALLS = [
 CHRONOS_MAY = {"GetSanitizedUsername", "GetSystemSalt", "StartAuthSession", "PrepareGuestVault",
                "IsMounted", "Unmount", "RetrieveSessionState", "RetrievePrimarySession",
                "RetrieveActiveSessions", "IsGuestSessionActive", "StopSession"}
+#: what a daemon user may call among CALLS (ChromeOS's SessionManager.conf daemon blocks)
+DAEMON_MAY = {"RetrieveSessionState", "RetrievePrimarySession", "RetrieveActiveSessions",
+              "IsGuestSessionActive"}
 
 
 def _where(interface: str) -> tuple[str, str]:
@@ -182,3 +185,20 @@ async def test_chronos_may_call_what_chromeos_lets_chrome_call(
     # chronos's StopSession (allowed) ended alice's session; its Unmount unmounted her
     assert await cryptohome_client.session_state() == names.STOPPED
     assert await cryptohome_client.is_mounted() == (False, False)
+
+
+@needs_root
+async def test_a_daemon_user_may_ask_who_is_signed_in_only(
+        cryptohome_service: RunningCryptohome, cryptohome_client: Client) -> None:
+    """The daemon stand-in, granted by its grant file: the signal and the session queries,
+    nothing else; nothing it was refused ran."""
+    assert cryptohome_service.bus.daemon_users == (DAEMON_STAND_IN,)
+    out = await _run_as(pwd.getpwnam(DAEMON_STAND_IN).pw_uid, cryptohome_service,
+                        cryptohome_client)
+    assert out["signal"] == names.STARTED
+    for label, *_ in CALLS:
+        assert out[label] == ("allowed" if label in DAEMON_MAY else names.ACCESS_DENIED), label
+    for name in (names.CRYPTOHOME_NAME, names.SESSION_NAME):
+        assert out[f"own {name}"] == names.ACCESS_DENIED, name
+    assert await cryptohome_client.session_state() == names.STARTED  # StopSession refused
+    assert await cryptohome_client.is_mounted() == (True, False)  # Unmount refused

@@ -2,7 +2,9 @@
 on a private dbus-daemon whose policy lets *everyone* call everything, a process running as uid
 65534 is still refused every method of both services -- by the service, with the bus's own
 ``AccessDenied`` -- and nothing runs; the chronos stand-in still gets exactly Chrome's methods;
-root everything; the uid cache forgets a caller once its unique name leaves the bus.
+a daemon user (granted by a grant file) exactly the session queries, refused the rest by the bus
+on the shipped policy and by the service on the open bus; root everything; the uid cache forgets
+a caller once its unique name leaves the bus.
 
 Who answered is read from the error's sender: ``org.freedesktop.DBus`` when the bus policy
 refused, the service's unique name when the service did. Each uid runs in a forked child that
@@ -29,9 +31,11 @@ from dbus_fast.aio import MessageBus
 from cryptohome_sim.bus import start_private_bus
 from daemonstore import mountinfo
 from daemonstore.dbus import names
+from daemonstore.dbus.callers import CALLERS, DAEMON
 from daemonstore.dbus.client import Client
 from daemonstore.testing.bus import (
     CHRONOS_STAND_IN,
+    DAEMON_STAND_IN,
     RunningCryptohome,
     privileged_user,
     require_dbus_daemon,
@@ -83,12 +87,12 @@ PROBES += [
 @pytest_asyncio.fixture
 async def open_bus_service() -> AsyncIterator[RunningCryptohome]:
     """cryptohome-sim on a private bus whose policy allows every call (the shipped files plus
-    ALLOW_ALL), with the same root and chronos stand-ins as the usual fixtures."""
+    ALLOW_ALL), with the same root, chronos and daemon stand-ins as the usual fixtures."""
     from daemonstore.model import ModelHost
 
     require_dbus_daemon()
     with start_private_bus(privileged_user=privileged_user(), chronos=CHRONOS_STAND_IN,
-                           extra_policy=ALLOW_ALL) as bus:
+                           daemon_users=(DAEMON_STAND_IN,), extra_policy=ALLOW_ALL) as bus:
         running = await RunningCryptohome.start(bus, ModelHost())
         try:
             yield running
@@ -336,3 +340,50 @@ async def test_a_refusal_looks_the_same_from_either_layer(
         assert text.startswith("Rejected send message, ")
         assert (f'interface="{names.MISC_IFACE}" member="GetSystemSalt" error name="(unset)" '
                 f'requested_reply="0" destination="{names.CRYPTOHOME_NAME}"') in text
+
+
+#: the probes a daemon user may call: the daemon role of the table
+DAEMON_MAY = {label for label, dest, _path, iface, member, *_ in PROBES
+              if (iface, member) in CALLERS[dest].get(DAEMON, frozenset())}
+
+
+@pytest.mark.parametrize("bus", ["shipped policy", "open bus"])
+async def test_a_daemon_user_may_ask_who_is_signed_in_and_nothing_else(
+        bus: str, cryptohome_service: RunningCryptohome,
+        open_bus_service: RunningCryptohome) -> None:
+    """The daemon stand-in (a grant file in the bus's directory, read by both layers) gets the
+    session queries, answered by the service -- and every other probe refused: by dbus-daemon
+    on the shipped policy, by the service itself on a bus that allows everything. Nothing of
+    a refused call runs (alice stays signed in and mounted)."""
+    assert {"RetrieveSessionState", "RetrievePrimarySession", "RetrieveActiveSessions",
+            "IsGuestSessionActive"} == DAEMON_MAY
+    svc = cryptohome_service if bus == "shipped policy" else open_bus_service
+    root = await svc.client()
+    await root.login("alice")
+    before = _mounts(svc)
+    await root.clear_calls()
+    uid = pwd.getpwnam(DAEMON_STAND_IN).pw_uid
+    assert svc.service.caller_ids.daemons == {uid}
+    child = Child(uid, svc.address, PROBES)
+    try:
+        out = await child.report()
+    except BaseException:
+        child.kill()
+        raise
+    await child.finish()
+    owners = _service_names(svc)
+    refuser = BUS if bus == "shipped policy" else None
+    for label, dest, *_ in PROBES:
+        error, sender, text = out["answers"][label]
+        if label in DAEMON_MAY:
+            assert (error, sender) == ("allowed", owners[dest]), label
+        else:
+            assert (error, sender) == (names.ACCESS_DENIED, refuser or owners[dest]), label
+            assert text.startswith("Rejected send message"), label
+    primary = out["answers"]["RetrievePrimarySession"]
+    assert primary[0] == "allowed"
+    assert _mounts(svc) == before  # PreparePersistentVault, Unmount, ... never ran
+    assert await root.session_state() == names.STARTED  # nor StopSession
+    # what reached the service is the queries only (the call log has no refused method)
+    assert {m for m, _ in await root.get_calls()} == DAEMON_MAY
+    await root.logout()

@@ -3,9 +3,10 @@ author's own suite would: in a pytest of its own, with no conftest, the plugin r
 installed package (issue 16 "Done when").
 
 Every scenario of the author's suite must have run, and passed, on the model, the kernel and the
-system world, with the naive daemon's data loss shown and the quick-start's four kinds of test
-passed: nothing skipped, nothing deselected. The run gets ``CI=true``, so a world that cannot
-run here fails instead of skipping; it needs root and dbus-daemon, hence the marks.
+system world (there as the daemon's own user, with the daemon role), with the naive daemon's data
+loss shown, mydaemon's data kept even as root, and the quick-start's four kinds of test passed:
+nothing skipped, nothing deselected. The run gets ``CI=true``, so a world that cannot run here
+fails instead of skipping; it needs root and dbus-daemon, hence the marks.
 """
 
 from __future__ import annotations
@@ -60,12 +61,12 @@ def test_every_scenario_ran_on_all_three_worlds(outcomes: dict[str, str]) -> Non
 
 
 def test_the_naive_daemon_and_the_quick_start(outcomes: dict[str, str]) -> None:
-    want = ["test_naive_daemon_loses_data", "test_model", "test_kernel", "test_bus",
-            "test_real_process"]
+    want = ["test_keeps_data_even_as_root", "test_naive_daemon_loses_data", "test_model",
+            "test_kernel", "test_bus", "test_real_process"]
     assert {name: outcomes.get(name, "did not run") for name in want} == \
         dict.fromkeys(want, "passed")
 
 
 def test_nothing_else_and_nothing_skipped(outcomes: dict[str, str]) -> None:
     assert [name for name, kind in outcomes.items() if kind != "passed"] == []
-    assert len(outcomes) == 2 * len(SCENARIOS) + len(SCENARIOS) + 1 + 4
+    assert len(outcomes) == 2 * len(SCENARIOS) + len(SCENARIOS) + 2 + 4

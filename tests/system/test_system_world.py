@@ -11,7 +11,9 @@ get their own.
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -275,3 +277,57 @@ def test_a_container_that_cannot_be_built_says_why_and_leaves_nothing() -> None:
         start_container(spec, ["/bin/true"], {})
     assert {n for n in os.listdir(tmp) if n.startswith("daemonstore-container-")} == dirs
     assert _mountinfo() == before
+
+
+#: a daemon's question to session_manager, as its own user, on the system bus at its real path:
+#: who is signed in (the daemon role grants it), and a StartSession (it does not); JSON out
+ASK = """
+import asyncio, json, os
+from dbus_fast import BusType, Message, MessageType
+from dbus_fast.aio import MessageBus
+
+async def main():
+    bus = await MessageBus(bus_address="unix:path=/run/dbus/system_bus_socket",
+                           bus_type=BusType.SYSTEM).connect()
+    out = {"uid": os.getuid()}
+    for member, sig, body in (("RetrievePrimarySession", "", []),
+                              ("StartSession", "ss", ["mallory@example.com", ""])):
+        reply = await bus.call(Message(
+            destination="org.chromium.SessionManager", path="/org/chromium/SessionManager",
+            interface="org.chromium.SessionManagerInterface", member=member,
+            signature=sig, body=body))
+        out[member] = (reply.body if reply.message_type is MessageType.METHOD_RETURN
+                       else [reply.error_name, reply.sender])
+    print(json.dumps(out), flush=True)
+    bus.disconnect()
+
+asyncio.run(main())
+"""
+
+
+def ask(world: SystemWorld, daemon: str, **kwargs: Any) -> dict[str, Any]:
+    process = world.spawn(daemon, [sys.executable, "-c", ASK], **kwargs)
+    assert process.wait(20) == 0, process.output()
+    return dict(json.loads(process.output().splitlines()[-1]))
+
+
+def test_a_daemon_asks_session_manager_as_its_own_user(world: SystemWorld) -> None:
+    """The daemon role, granted to each template's owner at install: installed before boot
+    (sample) or after (the bus and cryptohome-sim re-read the grants), the daemon's own user
+    learns who is signed in, and may start no session; an unlisted uid learns nothing."""
+    grant = world.run("cat", "/etc/dbus-1/system.d/daemonstore-sample.conf")
+    assert grant["rc"] == 0 and '<policy user="sample">' in grant["stdout"], grant
+    world.install_daemon("asker", 20400, 20400, 0o700)
+    alice = world.login(ALICE)
+    try:
+        denied = ["org.freedesktop.DBus.Error.AccessDenied", "org.freedesktop.DBus"]
+        for daemon, uid in (("sample", 20200), ("asker", 20400)):
+            out = ask(world, daemon)
+            assert out == {"uid": uid, "RetrievePrimarySession": [ALICE, alice],
+                           "StartSession": denied}, daemon
+        out = ask(world, "sample", uid=65534, gid=65534)  # nobody: no grant for this uid
+        assert out == {"uid": 65534, "RetrievePrimarySession": denied,
+                       "StartSession": denied}
+        assert world.signed_in() == [alice]  # mallory's StartSession never ran
+    finally:
+        world.logout()

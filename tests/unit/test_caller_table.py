@@ -1,6 +1,7 @@
-"""The shipped bus policy files and the caller table (daemonstore/dbus/callers.py) say the same
-thing, so the bus and cryptohome-sim's own check can never drift apart; and the table's
-semantics (root everything, chronos the listed methods with an interface, nobody else)."""
+"""The shipped bus policy files and the daemon role's grant files say what the caller table
+(daemonstore/dbus/callers.py) says, so the bus and cryptohome-sim's own check can never drift
+apart; and the table's semantics (root everything, chronos the listed methods with an interface,
+a daemon user the session queries, nobody else)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,17 @@ import pytest
 
 from cryptohome_sim.bus import POLICY_FILES, policy_text, render_policy
 from daemonstore.dbus import names
-from daemonstore.dbus.callers import ALL, CALLERS, CHRONOS, ROLES, ROOT, Grant, may_call
+from daemonstore.dbus.callers import (
+    ALL,
+    CALLERS,
+    CHRONOS,
+    DAEMON,
+    ROLES,
+    ROOT,
+    Grant,
+    may_call,
+)
+from daemonstore.dbus.grants import render_grant
 
 Table = dict[str, dict[str, Grant]]
 
@@ -20,11 +31,12 @@ class Unexpected(AssertionError):
     """A rule the parser does not know: the table cannot express it, so it must not pass."""
 
 
-def parse_policy(text: str) -> tuple[Table, dict[str, set[str]]]:
+def parse_policy(text: str, *, standalone: bool = True) -> tuple[Table, dict[str, set[str]]]:
     """(bus name -> user -> grant, bus name -> users allowed to own it) from one policy file.
 
-    Every element must be one this table models; a default context must deny owning and
-    sending to each name it mentions (so nobody else gets anything)."""
+    Every element must be one this table models; a ``standalone`` file's default context must
+    deny owning and sending to each name it mentions (so nobody else gets anything). A grant
+    file is not standalone: it only adds a user's allows to the shipped file's denials."""
     table: Table = {}
     owners: dict[str, set[str]] = {}
     denied_send: set[str] = set()
@@ -57,7 +69,9 @@ def parse_policy(text: str) -> tuple[Table, dict[str, set[str]]]:
             else:
                 raise Unexpected(f"<{rule.tag} {attrs}> in <policy {policy.attrib}>")
     mentioned = set(table) | set(owners)
-    if not mentioned <= denied_send or not mentioned <= denied_own:
+    if not standalone and (denied_send or denied_own or owners):
+        raise Unexpected("a grant file owns or denies something")
+    if standalone and (not mentioned <= denied_send or not mentioned <= denied_own):
         raise Unexpected(f"the default context does not deny {sorted(mentioned)} to everyone")
     return table, owners
 
@@ -74,10 +88,52 @@ def shipped() -> tuple[Table, dict[str, set[str]]]:
     return table, owners
 
 
+def without_daemon_role() -> Table:
+    return {name: {role: g for role, g in grants.items() if role != DAEMON}
+            for name, grants in CALLERS.items()}
+
+
 def test_policy_files_say_exactly_the_table() -> None:
     table, owners = shipped()
-    assert table == CALLERS
+    assert table == without_daemon_role()  # the shipped files: root and chronos
     assert owners == {name: {ROOT} for name in CALLERS}  # only root owns the names
+
+
+@pytest.mark.parametrize("user", ["biod", "cdm-oemcrypto", "vm_cicerone", "20100"])
+def test_a_grant_file_says_exactly_the_daemon_role(user: str) -> None:
+    """What ``daemonstore install --daemon-user USER`` writes: the daemon role of the table,
+    for that user, and nothing else (no owner, no denial, no other user)."""
+    table, owners = parse_policy(render_grant(user), standalone=False)
+    assert table == {name: {user: grants[DAEMON]} for name, grants in CALLERS.items()
+                     if DAEMON in grants}
+    assert table  # the role grants something
+    assert owners == {}
+
+
+def test_the_daemon_role_is_the_session_queries_chromeos_grants_daemons() -> None:
+    """login_manager/SessionManager.conf grants daemon users (biod, u2f, crash, power,
+    cdm-oemcrypto, pciguard, ...) these read-only queries and nothing on cryptohome."""
+    assert CALLERS[names.SESSION_NAME][DAEMON] == {
+        (names.SESSION_IFACE, m) for m in ("RetrievePrimarySession", "RetrieveActiveSessions",
+                                            "RetrieveSessionState", "IsGuestSessionActive")}
+    assert DAEMON not in CALLERS[names.CRYPTOHOME_NAME]
+    assert CALLERS[names.SESSION_NAME][DAEMON] < CALLERS[names.SESSION_NAME][CHRONOS]
+
+
+def test_a_grant_file_that_drifted_is_noticed() -> None:
+    text = render_grant("biod")
+    more = text.replace('send_member="RetrieveSessionState"/>',
+                        'send_member="RetrieveSessionState"/>\n'
+                        '    <allow send_destination="org.chromium.SessionManager"\n'
+                        '           send_interface="org.chromium.SessionManagerInterface"\n'
+                        '           send_member="StartSession"/>', 1)
+    assert more != text
+    want = {"biod": CALLERS[names.SESSION_NAME][DAEMON]}
+    assert parse_policy(more, standalone=False)[0][names.SESSION_NAME] != want
+    with pytest.raises(Unexpected):  # a grant file that would own a name is refused
+        parse_policy(text.replace("<policy user=\"biod\">", '<policy user="biod">\n'
+                                  '    <allow own="org.chromium.SessionManager"/>'),
+                     standalone=False)
 
 
 def test_a_policy_that_drifted_from_the_table_is_noticed() -> None:
@@ -89,9 +145,10 @@ def test_a_policy_that_drifted_from_the_table_is_noticed() -> None:
                         ' send_member="AddUser"/>', 1)
     fewer = re.sub(r'<allow [^>]*send_member="RetrievePrimarySession"/>', "", text, count=1)
     assert fewer != text
-    assert parse_policy(text)[0][names.SESSION_NAME] == CALLERS[names.SESSION_NAME]
-    assert parse_policy(more)[0][names.SESSION_NAME] != CALLERS[names.SESSION_NAME]
-    assert parse_policy(fewer)[0][names.SESSION_NAME] != CALLERS[names.SESSION_NAME]
+    want = without_daemon_role()[names.SESSION_NAME]
+    assert parse_policy(text)[0][names.SESSION_NAME] == want
+    assert parse_policy(more)[0][names.SESSION_NAME] != want
+    assert parse_policy(fewer)[0][names.SESSION_NAME] != want
     with pytest.raises(Unexpected):  # a rule the table cannot say is refused, not ignored
         parse_policy(text.replace('<deny own="org.chromium.SessionManager"/>',
                                   '<allow own="org.chromium.SessionManager"/>'))
@@ -124,6 +181,22 @@ def test_chronos_may_call_the_listed_methods_with_their_interface_only() -> None
     assert not may_call(uda, CHRONOS, "org.freedesktop.DBus.Introspectable", "Introspect")
     # a method of the other service is not granted here
     assert not may_call(uda, CHRONOS, names.SESSION_IFACE, "StopSession")
+
+
+def test_a_daemon_user_may_ask_who_is_signed_in_and_nothing_else() -> None:
+    sm = names.SESSION_NAME
+    for member in ("RetrievePrimarySession", "RetrieveActiveSessions", "RetrieveSessionState",
+                   "IsGuestSessionActive"):
+        assert may_call(sm, DAEMON, names.SESSION_IFACE, member)
+        assert not may_call(sm, DAEMON, None, member)  # no interface: denied
+    for member in ("StartSession", "StopSession", "StopSessionWithReason"):
+        assert not may_call(sm, DAEMON, names.SESSION_IFACE, member)
+    assert not may_call(sm, DAEMON, names.CONTROL_IFACE, "AddUser")
+    assert not may_call(sm, DAEMON, "org.freedesktop.DBus.Introspectable", "Introspect")
+    for iface, member in [(names.USERDATAAUTH_IFACE, "PreparePersistentVault"),
+                          (names.USERDATAAUTH_IFACE, "IsMounted"),
+                          (names.MISC_IFACE, "GetSanitizedUsername")]:
+        assert not may_call(names.CRYPTOHOME_NAME, DAEMON, iface, member)
 
 
 @pytest.mark.parametrize("role", [None, "nobody", *ROLES])

@@ -8,6 +8,7 @@ import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from daemonstore.cli import main
@@ -108,3 +109,35 @@ def test_install_writes_exactly_the_shipped_policies() -> None:
         # every rule of a file is about its own name
         assert all(dict(attrs).get("own", dict(attrs).get("send_destination")) == name
                    for _, attrs in rules)
+
+
+def test_daemon_users_get_a_grant_file_each_idempotently(tmp_path: Path) -> None:
+    """``--daemon-user`` (repeatable; a repeat is one file): daemonstore-USER.conf with the
+    daemon role, written once, then unchanged; read back as a grant by cryptohome-sim."""
+    from daemonstore.dbus.grants import read_grants, render_grant
+
+    args = ["install", "--prefix", str(tmp_path), "--bindir", "/opt/b",
+            "--daemon-user", "mydaemon", "--daemon-user", "20200", "--daemon-user", "mydaemon"]
+    grants = [f"etc/dbus-1/system.d/daemonstore-{u}.conf" for u in ("mydaemon", "20200")]
+    want = EXPECTED[:2] + grants + EXPECTED[2:]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert res.output.splitlines() == [f"wrote {tmp_path}/{p}" for p in want]
+    assert (tmp_path / grants[0]).read_text() == render_grant("mydaemon")
+    assert (tmp_path / grants[0]).stat().st_mode & 0o7777 == 0o644
+    stamp = (tmp_path / grants[0]).stat().st_mtime_ns
+    res = CliRunner().invoke(main, args)
+    assert res.output.splitlines() == [f"unchanged {tmp_path}/{p}" for p in want]
+    assert (tmp_path / grants[0]).stat().st_mtime_ns == stamp
+    assert read_grants(str(tmp_path / "etc/dbus-1/system.d")).users == ("20200", "mydaemon")
+    # a later install without them leaves their grants alone (their package removes them)
+    res = CliRunner().invoke(main, ["install", "--prefix", str(tmp_path), "--bindir", "/opt/b"])
+    assert res.exit_code == 0 and all((tmp_path / g).exists() for g in grants)
+
+
+@pytest.mark.parametrize("user", ["root", "../x", "Mallory"])
+def test_a_bad_daemon_user_exits_2_writing_nothing(tmp_path: Path, user: str) -> None:
+    res = CliRunner().invoke(main, ["install", "--prefix", str(tmp_path), "--daemon-user", user])
+    assert res.exit_code == 2
+    assert f"daemon user {user!r}" in res.output
+    assert list(tmp_path.iterdir()) == []
