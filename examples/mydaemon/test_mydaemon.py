@@ -93,6 +93,9 @@ class InProcessDaemon:
     def count(self, user: str) -> int | None:
         return number(lambda: self.jail.read(user, "count"))
 
+    def sees_store(self, user: str) -> bool:
+        return self.jail.sees_store(user)
+
     async def stop(self) -> None:
         if not self.task.done():
             self.task.cancel()
@@ -149,15 +152,19 @@ class SpawnedDaemon:
         path = f"/run/daemon-store/mydaemon/{self.world.hash_of(user)}/count"
         return number(lambda: self.process.read(path))
 
+    def sees_store(self, user: str) -> bool:
+        return self.process.sees_store(user)
+
     async def stop(self) -> None:
         self.process.stop()
 
 
 @pytest.fixture(scope="module")
 def system(request):
-    """One device for the module's real-process tests."""
+    """One device for the module's real-process tests. cryptohome-sim binds the stores itself,
+    as ChromeOS's cryptohome does (hook=False), so a guest's store reaches the daemon too."""
     require_system_world()
-    with system_world(request.config, [MYDAEMON], binds=[str(HERE)]) as world:
+    with system_world(request.config, [MYDAEMON], binds=[str(HERE)], hook=False) as world:
         yield world
 
 
@@ -218,6 +225,7 @@ async def guest(device) -> None:
     await until(lambda: device.vault_count(alice) == 1, "alice counted")
     await device.logout()
     await device.login(GUEST)
+    await until(lambda: daemon.sees_store(GUEST), "the guest's store in the daemon's view")
     await asyncio.sleep(0.3)  # the daemon's chance to (wrongly) serve the guest
     assert daemon.count(GUEST) is None
     await device.logout()
