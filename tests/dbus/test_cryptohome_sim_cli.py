@@ -287,15 +287,9 @@ START = ("StartSession", names.SESSION_NAME, names.SESSION_PATH, names.SESSION_I
 async def _as_daemon_user(address: str) -> dict[str, list[str]]:
     """RetrievePrimarySession and StartSession from the daemon stand-in (a forked child):
     label -> [outcome, who answered, text]."""
-    from tests.hardening.test_caller_check import Child
+    from tests.hardening.test_caller_check import ask_as
 
-    child = Child(pwd.getpwnam(DAEMON_STAND_IN).pw_uid, address, [PRIMARY, START])
-    try:
-        out = await child.report()
-    except BaseException:
-        child.kill()
-        raise
-    await child.finish()
+    out = await ask_as(pwd.getpwnam(DAEMON_STAND_IN).pw_uid, address, [PRIMARY, START])
     return dict(out["answers"])
 
 

@@ -203,6 +203,19 @@ class Child:
         self._out.close()
 
 
+async def ask_as(uid: int, address: str, probes: list[tuple[Any, ...]]) -> dict[str, Any]:
+    """Run ``probes`` from a forked child as ``uid`` and wait for it: its report (the child is
+    killed if anything goes wrong, so no test leaves it behind)."""
+    child = Child(uid, address, probes)
+    try:
+        out = await child.report()
+    except BaseException:
+        child.kill()
+        raise
+    await child.finish()
+    return out
+
+
 def _mounts(svc: RunningCryptohome) -> list[tuple[str, tuple[str, ...]]]:
     return [(e.mount_point, e.options) for e in mountinfo.parse(svc.host.mountinfo())]
 
@@ -271,13 +284,7 @@ async def test_chronos_gets_chromes_methods_only_on_an_open_bus(
     root = await svc.client()
     await root.login("alice")
     chronos = pwd.getpwnam(CHRONOS_STAND_IN).pw_uid
-    child = Child(chronos, svc.address, PROBES)
-    try:
-        out = await child.report()
-    except BaseException:
-        child.kill()
-        raise
-    await child.finish()
+    out = await ask_as(chronos, svc.address, PROBES)
     owners = _service_names(svc)
     got = {label: a[0] if a[0] in ("allowed", names.ACCESS_DENIED) else "answered"
            for label, a in out["answers"].items()}
@@ -325,13 +332,7 @@ async def test_a_refusal_looks_the_same_from_either_layer(
     probe = [p for p in PROBES if p[0] == "GetSystemSalt"]
     answers = []
     for svc in (cryptohome_service, open_bus_service):
-        child = Child(NOBODY, svc.address, probe)
-        try:
-            answers.append((await child.report())["answers"]["GetSystemSalt"])
-        except BaseException:
-            child.kill()
-            raise
-        await child.finish()
+        answers.append((await ask_as(NOBODY, svc.address, probe))["answers"]["GetSystemSalt"])
     (bus_name, bus_sender, bus_text), (svc_name, svc_sender, svc_text) = answers
     assert bus_sender == BUS
     assert svc_sender == _service_names(open_bus_service)[names.CRYPTOHOME_NAME]
@@ -364,13 +365,7 @@ async def test_a_daemon_user_may_ask_who_is_signed_in_and_nothing_else(
     await root.clear_calls()
     uid = pwd.getpwnam(DAEMON_STAND_IN).pw_uid
     assert svc.service.caller_ids.daemons == {uid}
-    child = Child(uid, svc.address, PROBES)
-    try:
-        out = await child.report()
-    except BaseException:
-        child.kill()
-        raise
-    await child.finish()
+    out = await ask_as(uid, svc.address, PROBES)
     owners = _service_names(svc)
     refuser = BUS if bus == "shipped policy" else None
     for label, dest, *_ in PROBES:
