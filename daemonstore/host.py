@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import functools
 import stat as stat_mod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -170,6 +170,15 @@ class Host(Protocol):
         raised it, with ``steps_done`` (0-3) set to how many steps completed before it (as
         ``BlockingIOError.characters_written`` reports partial progress), so the caller can
         report the step and what was done."""
+        ...
+
+    def make_stores(self, paths: Sequence[str], mode: int, uid: int, gid: int, *,
+                    safe: bool = False) -> dict[int, OSError]:
+        """:meth:`make_store` of each path in turn, going on after a failure (one broken store
+        must not cost the others theirs; boot/apply.py); the failures by index in ``paths``,
+        each the ``OSError`` make_store raised (with ``steps_done``). :func:`make_stores_by_calls`
+        is the definition; KernelHost runs the same system calls in one loop (startup's missing
+        stores of a base, one Python call instead of one per store, issue 14 item 6)."""
         ...
 
     def remount_bind(self, target: str, flags: frozenset[str], *, safe: bool = False) -> None:
@@ -324,6 +333,20 @@ def make_store_by_steps(host: Host, path: str, mode: int, uid: int, gid: int, *,
     except OSError as exc:
         exc.steps_done = done  # type: ignore[attr-defined]
         raise
+
+
+def make_stores_by_calls(host: Host, paths: Sequence[str], mode: int, uid: int, gid: int, *,
+                         safe: bool = False) -> dict[int, OSError]:
+    """:meth:`Host.make_stores` as one :meth:`Host.make_store` call per path: the definition
+    (tests/kernel/test_make_store.py checks KernelHost's loop against it) and the implementation
+    of every Host without a loop of its own (the model, FaultHost)."""
+    failures: dict[int, OSError] = {}
+    for index, path in enumerate(paths):
+        try:
+            host.make_store(path, mode, uid, gid, safe=safe)
+        except OSError as exc:
+            failures[index] = exc
+    return failures
 
 
 @contextmanager

@@ -51,6 +51,7 @@ All reads use ``safe=True`` (no symlink in any component; ``ELOOP`` otherwise).
 from __future__ import annotations
 
 import errno
+import functools
 import posixpath
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -65,7 +66,7 @@ from daemonstore.records import fast_init
 
 __all__ = [
     "BLOCKED", "MISSING", "NOT_SHARED", "READY", "UNMOUNTED", "WRONG_ATTRIBUTES",
-    "MountView", "Orphan", "Skipped", "StartupPlan", "Target", "check_template",
+    "MissingStores", "MountView", "Orphan", "Skipped", "StartupPlan", "Target", "check_template",
     "SYSTEM_UID_RANGES", "describe_mount", "is_system_uid", "plan_startup", "read_system_uids",
     "show_path",
 ]
@@ -142,14 +143,42 @@ class Target:
 
 
 @dataclass(frozen=True)
+class MissingStores:
+    """Stores of one base that are simply missing, in plan order: the compact form of their
+    Targets (each MISSING, one MakeStore, needing ``base``), made only when asked for
+    (:meth:`targets`). Startup finds every store missing at boot and applies such a run with one
+    Host.make_stores call: no Python object per store in planning or applying (bench/boot.py,
+    issue 14 item 6); printed and reported store by store all the same."""
+
+    base: str
+    daemons: tuple[str, ...]
+
+    def paths(self) -> list[str]:
+        base = self.base
+        return [f"{base}/{d}" for d in self.daemons]
+
+    def targets(self) -> list[Target]:
+        base = self.base
+        return [Target(path, d, MISSING, (MakeStore(path, STORE_MODE, ROOT_UID, ROOT_GID),),
+                       None, base) for d, path in zip(self.daemons, self.paths(), strict=True)]
+
+
+@dataclass(frozen=True)
 class StartupPlan:
     """Everything one run will do (``targets`` in order), and what it will not (``skipped``
-    templates, ``orphans``). ``templates`` are the valid daemon names."""
+    templates, ``orphans``). ``templates`` are the valid daemon names. ``entries`` is the plan
+    as made: targets, with runs of missing stores as :class:`MissingStores`; ``targets`` has
+    each of those as its stores' Targets."""
 
-    targets: tuple[Target, ...]
+    entries: tuple[Target | MissingStores, ...]
     skipped: tuple[Skipped, ...] = ()
     orphans: tuple[Orphan, ...] = ()
     templates: tuple[str, ...] = ()
+
+    @functools.cached_property
+    def targets(self) -> tuple[Target, ...]:
+        return tuple(t for e in self.entries
+                     for t in (e.targets() if isinstance(e, MissingStores) else (e,)))
 
     @property
     def steps(self) -> list[Op]:
@@ -381,29 +410,35 @@ def _plan_base(host: Host, base: str, wanted: bool, created: set[str]) -> _Base:
                  names=names)
 
 
-def _plan_stores(host: Host, base: _Base, daemons: list[str], mounts: MountView) -> list[Target]:
+def _plan_stores(host: Host, base: _Base, daemons: list[str],
+                 mounts: MountView) -> list[Target | MissingStores]:
     """The store of each daemon in ``base``: blocked with its base; inspected if its name is in
-    the base (or the base could not be listed); else missing."""
+    the base (or the base could not be listed); else missing (runs of those as MissingStores)."""
     needs = base.target.path
     if base.target.state == BLOCKED:
         problem = f"its parent cannot be used: {base.target.problem}"
         return [Target(f"{needs}/{d}", d, BLOCKED, (), problem, needs) for d in daemons]
+    if not base.exists or (base.listed and base.names.isdisjoint(daemons)):
+        # the usual case at boot: no store there yet (bench/boot.py)
+        return [MissingStores(needs, tuple(daemons))]
     # None: the base exists but could not be listed, so every name is inspected by lstat
-    present = base.names if base.listed or not base.exists else None
-    targets = []
+    present = base.names if base.listed else None
+    entries: list[Target | MissingStores] = []
+    missing: list[str] = []
     for daemon in daemons:
-        path = f"{needs}/{daemon}"
-        if base.exists and (present is None or daemon in present):
-            targets.append(_plan_present(host, path, daemon, needs, mounts))
+        if present is None or daemon in present:
+            if missing:
+                entries.append(MissingStores(needs, tuple(missing)))
+                missing = []
+            entries.append(_plan_present(host, f"{needs}/{daemon}", daemon, needs, mounts))
         else:
-            # the base was listed once (or is still to be made): a name missing there needs no
-            # lstat of its own (a directory appearing meanwhile makes the mkdir fail with
-            # EEXIST, reported, never followed). The usual case at boot, for every store
-            # (bench/boot.py): _missing_steps written out
-            targets.append(Target(path, daemon, MISSING,
-                                  (MakeStore(path, STORE_MODE, ROOT_UID, ROOT_GID),), None,
-                                  needs))
-    return targets
+            # the base was listed once: a name missing there needs no lstat of its own (a
+            # directory appearing meanwhile makes the mkdir fail with EEXIST, reported, never
+            # followed)
+            missing.append(daemon)
+    if missing:
+        entries.append(MissingStores(needs, tuple(missing)))
+    return entries
 
 
 def _plan_present(host: Host, path: str, daemon: str, needs: str, mounts: MountView) -> Target:
@@ -453,7 +488,7 @@ def plan_startup(host: Host) -> StartupPlan:
     valid, skipped = _templates(host)
     mounts = MountView.from_host(host)
     skipped_names = {posixpath.basename(s.path) for s in skipped}
-    targets: list[Target] = []
+    targets: list[Target | MissingStores] = []
     orphans: list[Orphan] = []
     created: set[str] = set()
     for base_path in paths.STORE_BASES:

@@ -9,9 +9,10 @@ delegate to :class:`~daemonstore.model.propagation.MountTable`.
 from __future__ import annotations
 
 import errno
+from collections.abc import Sequence
 from dataclasses import replace
 
-from daemonstore.host import Propagation, Stat, make_store_by_steps
+from daemonstore.host import Propagation, Stat, make_store_by_steps, make_stores_by_calls
 from daemonstore.model.busy import Hold, HoldOps, propagate_mount_busy
 from daemonstore.model.files import FileOps
 from daemonstore.model.fs import Dentry, err
@@ -142,6 +143,11 @@ class ModelHost(Resolver, FileOps, TreeOps, HoldOps, MountWatchers):
         """Host.make_store: its four calls, one by one (the model has no layers to fuse; a
         subclass that overrides one of them is honoured)."""
         make_store_by_steps(self, path, mode, uid, gid, safe=safe)
+
+    def make_stores(self, paths: Sequence[str], mode: int, uid: int, gid: int, *,
+                    safe: bool = False) -> dict[int, OSError]:
+        """Host.make_stores: one make_store per path (its definition)."""
+        return make_stores_by_calls(self, paths, mode, uid, gid, safe=safe)
 
     def _change_type(self, m: Mount, ptype: str, recursive: bool) -> None:
         mounts = list(preorder(m)) if recursive else [m]
