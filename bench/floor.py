@@ -120,13 +120,16 @@ def substitute(calls: list[Call], old: str, new: str) -> list[Call]:
 
 
 def per_store(calls: list[Call]) -> list[Call]:
-    """``calls`` with each ``make_stores`` call as the ``make_store`` calls it stands for (the
-    same system calls, host.py ``make_stores_by_calls``; a store that failed is not told apart
-    in the recording, so a replay of one diverges and says so)."""
+    """``calls`` with each ``make_stores`` and ``lstat_many`` call as the ``make_store`` or
+    ``lstat`` calls it stands for (the same system calls, host.py ``make_stores_by_calls`` and
+    ``lstat_many_by_calls``; a path that failed is not told apart in the recording, so a replay
+    of one diverges and says so)."""
     out: list[Call] = []
     for name, args, kw, err in calls:
         if name == "make_stores":
             out += [("make_store", (path, *args[1:]), kw, err) for path in args[0]]
+        elif name == "lstat_many":
+            out += [("lstat", (path,), kw, 0) for path in args[0]]
         else:
             out.append((name, args, kw, err))
     return out

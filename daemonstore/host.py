@@ -240,6 +240,12 @@ class Host(Protocol):
 
     def lstat(self, path: str, *, safe: bool = False) -> Stat: ...
 
+    def lstat_many(self, paths: Sequence[str], *, safe: bool = False) -> list[Stat | OSError]:
+        """:meth:`lstat` of each path, in order: its Stat, or the ``OSError`` it raised
+        (:func:`lstat_many_by_calls` is the definition; KernelHost issues the same system calls
+        in one loop: startup's templates, issue 14 item 6)."""
+        ...
+
     def chown(self, path: str, uid: int, gid: int, *, follow_symlinks: bool = True,
               safe: bool = False) -> None: ...
 
@@ -333,6 +339,19 @@ def make_store_by_steps(host: Host, path: str, mode: int, uid: int, gid: int, *,
     except OSError as exc:
         exc.steps_done = done  # type: ignore[attr-defined]
         raise
+
+
+def lstat_many_by_calls(host: Host, paths: Sequence[str], *,
+                        safe: bool = False) -> list[Stat | OSError]:
+    """:meth:`Host.lstat_many` as one :meth:`Host.lstat` per path: the definition
+    (tests/kernel/test_lstat_many.py) and the model's implementation."""
+    out: list[Stat | OSError] = []
+    for path in paths:
+        try:
+            out.append(host.lstat(path, safe=safe))
+        except OSError as exc:
+            out.append(exc)
+    return out
 
 
 def make_stores_by_calls(host: Host, paths: Sequence[str], mode: int, uid: int, gid: int, *,

@@ -304,17 +304,12 @@ def _templates(host: Host) -> tuple[list[str], list[Skipped]]:
         return [], [Skipped(base, f"cannot list: {_oserror_text(exc)}")]
     uids = read_system_uids(host)
     valid, skipped = [], []
-    lstat = host.lstat
-    for name in names:
-        path = f"{base}/{name}"
-        # _lstat written out (run per template at boot)
-        try:
-            st: Stat | OSError = lstat(path, safe=True)
-        except OSError as exc:
-            st = exc
-        else:
-            if S_ISREG(st.mode):  # a regular file is no template and no problem: ignored
-                continue
+    entries = [f"{base}/{name}" for name in names]
+    # one Host call for every template (host.py lstat_many: one lstat each; bench/boot.py)
+    for name, path, st in zip(names, entries, host.lstat_many(entries, safe=True), strict=True):
+        # a regular file is no template and no problem: ignored
+        if not isinstance(st, OSError) and S_ISREG(st.mode):
+            continue
         reason = check_template(name, st, uids)
         if reason:
             skipped.append(Skipped(path, reason))

@@ -185,3 +185,28 @@ def test_fault_host_counts_each_step_of_each_store_in_a_run() -> None:
     assert by[f"{S}/b"].failure is not None
     assert by[f"{S}/b"].failure.step == f"mount --make-shared {S}/b"
     assert len(by[f"{S}/b"].applied) == 3 and by[f"{S}/a"].outcome == READY
+
+
+# ---- Host.lstat_many on the model (startup's templates) -----------------------------------------
+
+
+def test_model_lstat_many_is_lstat_per_path_and_the_plan_reports_its_errors() -> None:
+    class Unreadable(ModelHost):
+        def lstat(self, path: str, *, safe: bool = False) -> Any:
+            if path.endswith("/b"):
+                raise OSError(errno.EACCES, "Permission denied", path)
+            return super().lstat(path, safe=safe)
+
+    h = Unreadable()
+    _templates(h, "a", "b", "c")
+    h.symlink("/etc", "/etc/daemon-store/d")
+    paths = [f"/etc/daemon-store/{d}" for d in "abcde"]
+    got = h.lstat_many(paths, safe=True)
+    assert [type(x).__name__ for x in got] == ["Stat", "PermissionError", "Stat", "Stat",
+                                              "FileNotFoundError"]
+    assert got[0] == h.lstat(paths[0], safe=True) and got[3].is_symlink  # type: ignore[union-attr]
+    plan = plan_startup(h)
+    assert plan.templates == ("a", "c")
+    assert [s.line() for s in plan.skipped] == [
+        "/etc/daemon-store/b: cannot inspect: EACCES (Permission denied)",
+        "/etc/daemon-store/d: is a symlink; templates must be real directories"]
