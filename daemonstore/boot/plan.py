@@ -34,10 +34,11 @@ What chromeos_startup does, and what we do differently (docs/chromeos.md §1):
   ChromeOS (``d /run/daemon-store 0755 root root``). We create them (and ``/run``) when missing
   and, like tmpfiles' ``d``, reset an existing parent to 0755 root:root.
 * "Is it mounted and shared already?" is decided from one read of the host's mountinfo
-  (:class:`MountView`): a store is *ready* when the mount a path lookup reaches at its path
-  is a self-bind (same device; root = the path inside the parent mount's filesystem), is the
-  only mount stacked there, and has ``shared:N``. A different mount there, or several stacked
-  ones, is *blocked*: reported, never covered by yet another bind.
+  (:class:`MountView`, read when a store or orphan that is there first needs it: not at all at
+  boot, when every store is missing): a store is *ready* when the mount a path lookup reaches
+  at its path is a self-bind (same device; root = the path inside the parent mount's
+  filesystem), is the only mount stacked there, and has ``shared:N``. A different mount
+  there, or several stacked ones, is *blocked*: reported, never covered by yet another bind.
 * A symlink, a file or anything unreadable at ``/run/daemon-store/<d>`` is *blocked* too: we
   neither follow nor remove it (and every apply step uses ``safe=True``, so a symlink planted
   after planning fails with ``ELOOP`` instead of leading a mount outside).
@@ -60,7 +61,7 @@ from stat import S_IMODE, S_ISDIR, S_ISLNK, S_ISREG
 from daemonstore import paths
 from daemonstore.errors import errname
 from daemonstore.host import Host, Propagation, Stat
-from daemonstore.mounttree import MountView, describe_mount, show_path
+from daemonstore.mounttree import MountView, MountViewOnDemand, describe_mount, show_path
 from daemonstore.ops import Chmod, Chown, MakeDir, MakeStore, Op, SafeBind, SafeMake, flatten
 from daemonstore.records import fast_init
 
@@ -481,7 +482,7 @@ def plan_startup(host: Host) -> StartupPlan:
 
     Order follows chromeos_startup: the ``/run/daemon-store`` pass, then the cache pass."""
     valid, skipped = _templates(host)
-    mounts = MountView.from_host(host)
+    mounts = MountViewOnDemand(host)  # read if a store or orphan is there to judge
     skipped_names = {posixpath.basename(s.path) for s in skipped}
     targets: list[Target | MissingStores] = []
     orphans: list[Orphan] = []

@@ -210,3 +210,35 @@ def test_model_lstat_many_is_lstat_per_path_and_the_plan_reports_its_errors() ->
     assert [s.line() for s in plan.skipped] == [
         "/etc/daemon-store/b: cannot inspect: EACCES (Permission denied)",
         "/etc/daemon-store/d: is a symlink; templates must be real directories"]
+
+
+# ---- the mount table, read only when a question needs it ----------------------------------------
+
+
+class CountingReads(ModelHost):
+    reads = 0
+
+    def mountinfo(self) -> str:
+        self.reads += 1
+        return super().mountinfo()
+
+
+def test_a_boot_with_every_store_missing_reads_no_mount_table() -> None:
+    h = CountingReads()
+    _templates(h, "a", "b")
+    plan = plan_startup(h)
+    assert h.reads == 0 and len(plan.stores) == 4
+
+
+@pytest.mark.parametrize("there", ["store", "orphan"])
+def test_a_store_or_orphan_that_is_there_reads_it_once(there: str) -> None:
+    h = CountingReads()
+    _templates(h, "a", "b")
+    run_startup(h)  # every store made, mounted and shared
+    if there == "orphan":
+        h.mkdir(f"{S}/gone", 0o755)
+    h.reads = 0
+    plan = plan_startup(h)
+    assert h.reads == 1
+    assert [t.state for t in plan.stores] == ["ready"] * 4
+    assert [o.mounted for o in plan.orphans] == ([False] if there == "orphan" else [])
