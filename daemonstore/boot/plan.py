@@ -478,7 +478,8 @@ def _orphans(base: _Base, valid: set[str], skipped: set[str], mounts: MountView)
 
 
 def plan_startup(host: Host) -> StartupPlan:
-    """Inspect ``host`` (templates, passwd, the stores, one mountinfo read) and return the plan.
+    """Inspect ``host`` (templates, passwd, the stores, at most one mountinfo read) and return
+    the plan.
 
     Order follows chromeos_startup: the ``/run/daemon-store`` pass, then the cache pass."""
     valid, skipped = _templates(host)
