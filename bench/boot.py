@@ -11,10 +11,11 @@ Each trial builds the same tree in a fresh sandbox: N valid templates (root, 070
 from a fresh state, one of:
 
 * **ours**: ``daemonstore.boot.apply.run_startup(KernelHost)`` -- plan (read passwd, list and lstat
-the
-  templates, lstat every store, one mountinfo read), apply (mkdir, chown, bind, make-shared per
-  store, each resolved with openat2(RESOLVE_IN_ROOT|RESOLVE_NO_SYMLINKS) and done on the fd), and
-  the check (one more mountinfo read).
+  the templates (one Host.lstat_many call), lstat and list the bases; no mountinfo read: every
+  store is missing, so no mount needs judging), apply (mkdir, chown, bind, make-shared per store,
+  each resolved with openat2(RESOLVE_IN_ROOT|RESOLVE_NO_SYMLINKS) and done on the fd; the
+  missing stores of a base in one Host.make_stores call); the check (a mountinfo read) is
+  outside the timed region.
 * **floor**: the same syscalls ours issues for this tree, issued bare: every Host call of ours
   (recorded once with bench/floor.py's ``Recorder`` in a separate sandbox) replayed as exactly
   the system calls KernelHost makes for it (bench/floor.py ``SEQUENCES``: openat2 with

@@ -119,6 +119,22 @@ def substitute(calls: list[Call], old: str, new: str) -> list[Call]:
             for name, args, kw, err in calls]
 
 
+def per_store(calls: list[Call]) -> list[Call]:
+    """``calls`` with each ``make_stores`` and ``lstat_many`` call as the ``make_store`` or
+    ``lstat`` calls it stands for (the same system calls, host.py ``make_stores_by_calls`` and
+    ``lstat_many_by_calls``; a path that failed is not told apart in the recording, so a replay
+    of one diverges and says so)."""
+    out: list[Call] = []
+    for name, args, kw, err in calls:
+        if name == "make_stores":
+            out += [("make_store", (path, *args[1:]), kw, err) for path in args[0]]
+        elif name == "lstat_many":
+            out += [("lstat", (path,), kw, 0) for path in args[0]]
+        else:
+            out.append((name, args, kw, err))
+    return out
+
+
 def _split(path: str) -> tuple[bytes, bytes]:
     """(parent relative to the root, last component) as KernelHost._parent makes them."""
     head, _, name = path.rstrip("/").rpartition("/")
@@ -409,7 +425,7 @@ class Floor:
     def compile(self, calls: list[Call]) -> list[tuple[Callable[..., int], tuple[Any, ...], int]]:
         """(closure, arguments, expected errno) per recorded call; NotImplementedError for a
         call the floor has no sequence for (add it, with --check-floor to prove it)."""
-        return [self._one(name, args, kw, err) for name, args, kw, err in calls]
+        return [self._one(name, args, kw, err) for name, args, kw, err in per_store(calls)]
 
     def _one(self, name: str, args: tuple[Any, ...], kw: dict[str, Any],
              err: int) -> tuple[Callable[..., int], tuple[Any, ...], int]:
@@ -492,7 +508,7 @@ def shell_commands(calls: list[Call], root: str) -> list[tuple[list[str], bytes 
     """The naive baseline: (argv, stdin) per changing call, paths on the host (``root`` +
     sandbox path), run one process each."""
     out: list[tuple[list[str], bytes | None]] = []
-    for name, args, kw, err in calls:
+    for name, args, kw, err in per_store(calls):
         if err:  # failed when recorded (sign-out's first rmdir of a guarded mount point,
             continue  # ENOTEMPTY: ops/guard.py): a script would not issue it
         p = root + args[0] if args and isinstance(args[0], str) else ""

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import functools
 import stat as stat_mod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -172,6 +172,15 @@ class Host(Protocol):
         report the step and what was done."""
         ...
 
+    def make_stores(self, paths: Sequence[str], mode: int, uid: int, gid: int, *,
+                    safe: bool = False) -> dict[int, OSError]:
+        """:meth:`make_store` of each path in turn, going on after a failure (one broken store
+        must not cost the others theirs; boot/apply.py); the failures by index in ``paths``,
+        each the ``OSError`` make_store raised (with ``steps_done``). :func:`make_stores_by_calls`
+        is the definition; KernelHost runs the same system calls in one loop (startup's missing
+        stores of a base, one Python call instead of one per store, issue 14 item 6)."""
+        ...
+
     def remount_bind(self, target: str, flags: frozenset[str], *, safe: bool = False) -> None:
         """``MS_REMOUNT|MS_BIND|flags``: set the per-mount flags of the top mount at TARGET.
 
@@ -230,6 +239,12 @@ class Host(Protocol):
     def stat(self, path: str, *, safe: bool = False) -> Stat: ...
 
     def lstat(self, path: str, *, safe: bool = False) -> Stat: ...
+
+    def lstat_many(self, paths: Sequence[str], *, safe: bool = False) -> list[Stat | OSError]:
+        """:meth:`lstat` of each path, in order: its Stat, or the ``OSError`` it raised
+        (:func:`lstat_many_by_calls` is the definition; KernelHost issues the same system calls
+        in one loop: startup's templates, issue 14 item 6)."""
+        ...
 
     def chown(self, path: str, uid: int, gid: int, *, follow_symlinks: bool = True,
               safe: bool = False) -> None: ...
@@ -324,6 +339,33 @@ def make_store_by_steps(host: Host, path: str, mode: int, uid: int, gid: int, *,
     except OSError as exc:
         exc.steps_done = done  # type: ignore[attr-defined]
         raise
+
+
+def lstat_many_by_calls(host: Host, paths: Sequence[str], *,
+                        safe: bool = False) -> list[Stat | OSError]:
+    """:meth:`Host.lstat_many` as one :meth:`Host.lstat` per path: the definition
+    (tests/kernel/test_lstat_many.py) and the model's implementation."""
+    out: list[Stat | OSError] = []
+    for path in paths:
+        try:
+            out.append(host.lstat(path, safe=safe))
+        except OSError as exc:
+            out.append(exc)
+    return out
+
+
+def make_stores_by_calls(host: Host, paths: Sequence[str], mode: int, uid: int, gid: int, *,
+                         safe: bool = False) -> dict[int, OSError]:
+    """:meth:`Host.make_stores` as one :meth:`Host.make_store` call per path: the definition
+    (tests/kernel/test_make_store.py checks KernelHost's loop against it) and the implementation
+    of every Host without a loop of its own (the model, FaultHost)."""
+    failures: dict[int, OSError] = {}
+    for index, path in enumerate(paths):
+        try:
+            host.make_store(path, mode, uid, gid, safe=safe)
+        except OSError as exc:
+            failures[index] = exc
+    return failures
 
 
 @contextmanager

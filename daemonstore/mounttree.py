@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Sequence
+from typing import Any
 
 from daemonstore import mountinfo
 from daemonstore.host import Host
 
-__all__ = ["MountView", "describe_mount", "show_path"]
+__all__ = ["MountView", "MountViewOnDemand", "describe_mount", "show_path"]
 
 
 def show_path(path: str) -> str:
@@ -130,6 +131,23 @@ class MountView:
         if stack[0].shared is None:
             return f"its mount is {stack[0].propagation}, not shared"
         return None
+
+
+class MountViewOnDemand(MountView):
+    """A MountView of ``host`` that reads mountinfo the first time it is asked anything, and
+    never if nothing is asked: startup at boot, where every store is missing and there is no
+    orphan, needs no mount table (bench/boot.py, issue 14 item 6). Still one read per run."""
+
+    def __init__(self, host: Host) -> None:  # the read is MountView.__init__, on first use
+        self._host = host
+
+    def __getattr__(self, name: str) -> Any:
+        # called only for an attribute not set yet: every MountView attribute before the read
+        host = self.__dict__.pop("_host", None)
+        if host is None:
+            raise AttributeError(name)
+        MountView.__init__(self, mountinfo.parse(host.mountinfo()))
+        return getattr(self, name)
 
 
 def describe_mount(e: mountinfo.MountInfoEntry) -> str:

@@ -25,13 +25,18 @@ what it maps.
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from daemonstore.boot.plan import (
     BLOCKED,
     READY,
+    ROOT_GID,
+    ROOT_UID,
+    STORE_MODE,
+    MissingStores,
     MountView,
     Orphan,
     Skipped,
@@ -45,8 +50,8 @@ from daemonstore.host import Host
 from daemonstore.ops import Op, flatten
 from daemonstore.records import fast_init
 
-__all__ = ["FAILED", "PLANNED", "StartupReport", "StepFailure", "TargetResult", "apply_plan",
-           "dry_run_report", "run_startup"]
+__all__ = ["FAILED", "PLANNED", "StartupReport", "StepFailure", "StoresResult", "TargetResult",
+           "apply_plan", "dry_run_report", "run_startup"]
 
 #: outcomes of a target (besides plan.READY and plan.BLOCKED)
 FAILED = "failed"
@@ -137,13 +142,35 @@ class TargetResult:
 
 
 @dataclass(frozen=True)
-class StartupReport:
-    """The run's result: one TargetResult per target, plus the plan's skipped and orphans."""
+class StoresResult:
+    """What happened to a :class:`~daemonstore.boot.plan.MissingStores` run applied with one
+    Host.make_stores call: its ``failures`` by index (the rest are ready); :meth:`results` are
+    its stores' TargetResults, made only when asked for."""
 
-    results: tuple[TargetResult, ...]
+    stores: MissingStores
+    failures: dict[int, OSError]
+
+    def results(self) -> list[TargetResult]:
+        failures = self.failures
+        return [TargetResult(t, READY, t.steps) if i not in failures
+                else _failed(t, t.steps, 0, failures[i])
+                for i, t in enumerate(self.stores.targets())]
+
+
+@dataclass(frozen=True)
+class StartupReport:
+    """The run's result: one TargetResult per target (``results``; ``entries`` as made, with a
+    StoresResult standing for a run of missing stores), plus the plan's skipped and orphans."""
+
+    entries: tuple[TargetResult | StoresResult, ...]
     skipped: tuple[Skipped, ...]
     orphans: tuple[Orphan, ...]
     dry_run: bool = False
+
+    @functools.cached_property
+    def results(self) -> tuple[TargetResult, ...]:
+        return tuple(r for e in self.entries
+                     for r in (e.results() if isinstance(e, StoresResult) else (e,)))
 
     @property
     def stores(self) -> list[TargetResult]:
@@ -151,8 +178,12 @@ class StartupReport:
 
     @property
     def problems(self) -> list[TargetResult]:
-        """Targets that are not ready (failed or blocked; in a dry run, blocked only)."""
-        return [r for r in self.results if r.outcome in (FAILED, BLOCKED)]
+        """Targets that are not ready (failed or blocked; in a dry run, blocked only). A run of
+        missing stores that all went well adds nothing and is not expanded."""
+        return [r for e in self.entries
+                for r in ((e,) if isinstance(e, TargetResult)
+                          else e.results() if e.failures else ())
+                if r.outcome in (FAILED, BLOCKED)]
 
     @property
     def complete(self) -> bool:
@@ -217,12 +248,13 @@ def _failed(target: Target, steps: tuple[Op, ...], done: int, exc: OSError) -> T
                         StepFailure.from_oserror(parts[within].to_line(), exc, target.path))
 
 
-def _verify(host: Host, results: list[TargetResult]) -> list[TargetResult]:
+def _verify(host: Host, report: StartupReport) -> StartupReport:
     """Re-read mountinfo once; a store we changed that is not a shared self-bind now fails."""
+    results = report.results
     touched = [i for i, r in enumerate(results)
                if r.outcome == READY and r.applied and r.target.is_store]
     if not touched:
-        return results
+        return report
     mounts = MountView.from_host(host)
     out = list(results)
     for i in touched:
@@ -230,47 +262,44 @@ def _verify(host: Host, results: list[TargetResult]) -> list[TargetResult]:
         if problem is not None:
             out[i] = TargetResult(out[i].target, FAILED, out[i].applied,
                                   reason=f"after its steps: {problem}")
-    return out
+    return StartupReport(tuple(out), report.skipped, report.orphans)
 
 
 def apply_plan(host: Host, plan: StartupPlan, *, log: Log | None = None,
                verify: bool = False) -> StartupReport:
     """Run every target's steps in plan order (see the module docstring for the failure policy).
     ``log`` receives each step's line before it runs."""
-    results: list[TargetResult] = []
+    results: list[TargetResult | StoresResult] = []
     failed: set[str] = set()
-    for target in plan.targets:
-        if target.state == BLOCKED:
-            results.append(TargetResult(target, BLOCKED))
-            failed.add(target.path)
-            continue
-        if target.needs in failed:
-            results.append(TargetResult(target, FAILED,
-                                        reason=f"not attempted: {show_path(target.needs)} "
-                                               "is not usable"))
-            continue
-        if log is None:
-            # _run_target's quiet path written out (one call less per store at boot,
-            # bench/boot.py); a failure goes to _run_target's own report of it
-            steps = target.steps
-            done = 0
-            try:
-                for op in steps:
-                    op.apply(host)
-                    done += 1
-            except OSError as exc:
-                result = _failed(target, steps, done, exc)
-            else:
-                results.append(TargetResult(target, READY, steps))
+    for entry in plan.entries:
+        if isinstance(entry, MissingStores):
+            if log is None and entry.base not in failed:
+                # the usual case at boot: one Host call for the run, each store's failure kept
+                # (a failing store stops only itself, as a target's step does)
+                failures = host.make_stores(entry.paths(), STORE_MODE, ROOT_UID, ROOT_GID,
+                                            safe=True)
+                results.append(StoresResult(entry, failures))
                 continue
+            targets: Iterable[Target] = entry.targets()  # logged step by step, or not tried
         else:
-            result = _run_target(host, target, log)
-        if result.outcome == FAILED:
-            failed.add(target.path)
-        results.append(result)
+            targets = (entry,)
+        for target in targets:
+            result = _apply_target(host, target, failed, log)
+            if result.outcome in (FAILED, BLOCKED):
+                failed.add(target.path)
+            results.append(result)
     if verify:
-        results = _verify(host, results)
+        return _verify(host, StartupReport(tuple(results), plan.skipped, plan.orphans))
     return StartupReport(tuple(results), plan.skipped, plan.orphans)
+
+
+def _apply_target(host: Host, target: Target, failed: set[str], log: Log | None) -> TargetResult:
+    if target.state == BLOCKED:
+        return TargetResult(target, BLOCKED)
+    if target.needs in failed:
+        return TargetResult(target, FAILED,
+                            reason=f"not attempted: {show_path(target.needs)} is not usable")
+    return _run_target(host, target, log)
 
 
 def dry_run_report(plan: StartupPlan) -> StartupReport:

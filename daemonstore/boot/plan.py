@@ -34,10 +34,11 @@ What chromeos_startup does, and what we do differently (docs/chromeos.md §1):
   ChromeOS (``d /run/daemon-store 0755 root root``). We create them (and ``/run``) when missing
   and, like tmpfiles' ``d``, reset an existing parent to 0755 root:root.
 * "Is it mounted and shared already?" is decided from one read of the host's mountinfo
-  (:class:`MountView`): a store is *ready* when the mount a path lookup reaches at its path
-  is a self-bind (same device; root = the path inside the parent mount's filesystem), is the
-  only mount stacked there, and has ``shared:N``. A different mount there, or several stacked
-  ones, is *blocked*: reported, never covered by yet another bind.
+  (:class:`MountView`, read when a store or orphan that is there first needs it: not at all at
+  boot, when every store is missing): a store is *ready* when the mount a path lookup reaches
+  at its path is a self-bind (same device; root = the path inside the parent mount's
+  filesystem), is the only mount stacked there, and has ``shared:N``. A different mount
+  there, or several stacked ones, is *blocked*: reported, never covered by yet another bind.
 * A symlink, a file or anything unreadable at ``/run/daemon-store/<d>`` is *blocked* too: we
   neither follow nor remove it (and every apply step uses ``safe=True``, so a symlink planted
   after planning fails with ``ELOOP`` instead of leading a mount outside).
@@ -51,6 +52,7 @@ All reads use ``safe=True`` (no symlink in any component; ``ELOOP`` otherwise).
 from __future__ import annotations
 
 import errno
+import functools
 import posixpath
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -59,13 +61,13 @@ from stat import S_IMODE, S_ISDIR, S_ISLNK, S_ISREG
 from daemonstore import paths
 from daemonstore.errors import errname
 from daemonstore.host import Host, Propagation, Stat
-from daemonstore.mounttree import MountView, describe_mount, show_path
+from daemonstore.mounttree import MountView, MountViewOnDemand, describe_mount, show_path
 from daemonstore.ops import Chmod, Chown, MakeDir, MakeStore, Op, SafeBind, SafeMake, flatten
 from daemonstore.records import fast_init
 
 __all__ = [
     "BLOCKED", "MISSING", "NOT_SHARED", "READY", "UNMOUNTED", "WRONG_ATTRIBUTES",
-    "MountView", "Orphan", "Skipped", "StartupPlan", "Target", "check_template",
+    "MissingStores", "MountView", "Orphan", "Skipped", "StartupPlan", "Target", "check_template",
     "SYSTEM_UID_RANGES", "describe_mount", "is_system_uid", "plan_startup", "read_system_uids",
     "show_path",
 ]
@@ -142,14 +144,42 @@ class Target:
 
 
 @dataclass(frozen=True)
+class MissingStores:
+    """Stores of one base that are simply missing, in plan order: the compact form of their
+    Targets (each MISSING, one MakeStore, needing ``base``), made only when asked for
+    (:meth:`targets`). Startup finds every store missing at boot and applies such a run with one
+    Host.make_stores call: no Python object per store in planning or applying (bench/boot.py,
+    issue 14 item 6); printed and reported store by store all the same."""
+
+    base: str
+    daemons: tuple[str, ...]
+
+    def paths(self) -> list[str]:
+        base = self.base
+        return [f"{base}/{d}" for d in self.daemons]
+
+    def targets(self) -> list[Target]:
+        base = self.base
+        return [Target(path, d, MISSING, (MakeStore(path, STORE_MODE, ROOT_UID, ROOT_GID),),
+                       None, base) for d, path in zip(self.daemons, self.paths(), strict=True)]
+
+
+@dataclass(frozen=True)
 class StartupPlan:
     """Everything one run will do (``targets`` in order), and what it will not (``skipped``
-    templates, ``orphans``). ``templates`` are the valid daemon names."""
+    templates, ``orphans``). ``templates`` are the valid daemon names. ``entries`` is the plan
+    as made: targets, with runs of missing stores as :class:`MissingStores`; ``targets`` has
+    each of those as its stores' Targets."""
 
-    targets: tuple[Target, ...]
+    entries: tuple[Target | MissingStores, ...]
     skipped: tuple[Skipped, ...] = ()
     orphans: tuple[Orphan, ...] = ()
     templates: tuple[str, ...] = ()
+
+    @functools.cached_property
+    def targets(self) -> tuple[Target, ...]:
+        return tuple(t for e in self.entries
+                     for t in (e.targets() if isinstance(e, MissingStores) else (e,)))
 
     @property
     def steps(self) -> list[Op]:
@@ -275,17 +305,12 @@ def _templates(host: Host) -> tuple[list[str], list[Skipped]]:
         return [], [Skipped(base, f"cannot list: {_oserror_text(exc)}")]
     uids = read_system_uids(host)
     valid, skipped = [], []
-    lstat = host.lstat
-    for name in names:
-        path = f"{base}/{name}"
-        # _lstat written out (run per template at boot)
-        try:
-            st: Stat | OSError = lstat(path, safe=True)
-        except OSError as exc:
-            st = exc
-        else:
-            if S_ISREG(st.mode):  # a regular file is no template and no problem: ignored
-                continue
+    entries = [f"{base}/{name}" for name in names]
+    # one Host call for every template (host.py lstat_many: one lstat each; bench/boot.py)
+    for name, path, st in zip(names, entries, host.lstat_many(entries, safe=True), strict=True):
+        # a regular file is no template and no problem: ignored
+        if not isinstance(st, OSError) and S_ISREG(st.mode):
+            continue
         reason = check_template(name, st, uids)
         if reason:
             skipped.append(Skipped(path, reason))
@@ -381,29 +406,35 @@ def _plan_base(host: Host, base: str, wanted: bool, created: set[str]) -> _Base:
                  names=names)
 
 
-def _plan_stores(host: Host, base: _Base, daemons: list[str], mounts: MountView) -> list[Target]:
+def _plan_stores(host: Host, base: _Base, daemons: list[str],
+                 mounts: MountView) -> list[Target | MissingStores]:
     """The store of each daemon in ``base``: blocked with its base; inspected if its name is in
-    the base (or the base could not be listed); else missing."""
+    the base (or the base could not be listed); else missing (runs of those as MissingStores)."""
     needs = base.target.path
     if base.target.state == BLOCKED:
         problem = f"its parent cannot be used: {base.target.problem}"
         return [Target(f"{needs}/{d}", d, BLOCKED, (), problem, needs) for d in daemons]
+    if not base.exists or (base.listed and base.names.isdisjoint(daemons)):
+        # the usual case at boot: no store there yet (bench/boot.py)
+        return [MissingStores(needs, tuple(daemons))]
     # None: the base exists but could not be listed, so every name is inspected by lstat
-    present = base.names if base.listed or not base.exists else None
-    targets = []
+    present = base.names if base.listed else None
+    entries: list[Target | MissingStores] = []
+    missing: list[str] = []
     for daemon in daemons:
-        path = f"{needs}/{daemon}"
-        if base.exists and (present is None or daemon in present):
-            targets.append(_plan_present(host, path, daemon, needs, mounts))
+        if present is None or daemon in present:
+            if missing:
+                entries.append(MissingStores(needs, tuple(missing)))
+                missing = []
+            entries.append(_plan_present(host, f"{needs}/{daemon}", daemon, needs, mounts))
         else:
-            # the base was listed once (or is still to be made): a name missing there needs no
-            # lstat of its own (a directory appearing meanwhile makes the mkdir fail with
-            # EEXIST, reported, never followed). The usual case at boot, for every store
-            # (bench/boot.py): _missing_steps written out
-            targets.append(Target(path, daemon, MISSING,
-                                  (MakeStore(path, STORE_MODE, ROOT_UID, ROOT_GID),), None,
-                                  needs))
-    return targets
+            # the base was listed once: a name missing there needs no lstat of its own (a
+            # directory appearing meanwhile makes the mkdir fail with EEXIST, reported, never
+            # followed)
+            missing.append(daemon)
+    if missing:
+        entries.append(MissingStores(needs, tuple(missing)))
+    return entries
 
 
 def _plan_present(host: Host, path: str, daemon: str, needs: str, mounts: MountView) -> Target:
@@ -447,13 +478,14 @@ def _orphans(base: _Base, valid: set[str], skipped: set[str], mounts: MountView)
 
 
 def plan_startup(host: Host) -> StartupPlan:
-    """Inspect ``host`` (templates, passwd, the stores, one mountinfo read) and return the plan.
+    """Inspect ``host`` (templates, passwd, the stores, at most one mountinfo read) and return
+    the plan.
 
     Order follows chromeos_startup: the ``/run/daemon-store`` pass, then the cache pass."""
     valid, skipped = _templates(host)
-    mounts = MountView.from_host(host)
+    mounts = MountViewOnDemand(host)  # read if a store or orphan is there to judge
     skipped_names = {posixpath.basename(s.path) for s in skipped}
-    targets: list[Target] = []
+    targets: list[Target | MissingStores] = []
     orphans: list[Orphan] = []
     created: set[str] = set()
     for base_path in paths.STORE_BASES:

@@ -9,9 +9,16 @@ delegate to :class:`~daemonstore.model.propagation.MountTable`.
 from __future__ import annotations
 
 import errno
+from collections.abc import Sequence
 from dataclasses import replace
 
-from daemonstore.host import Propagation, Stat, make_store_by_steps
+from daemonstore.host import (
+    Propagation,
+    Stat,
+    lstat_many_by_calls,
+    make_store_by_steps,
+    make_stores_by_calls,
+)
 from daemonstore.model.busy import Hold, HoldOps, propagate_mount_busy
 from daemonstore.model.files import FileOps
 from daemonstore.model.fs import Dentry, err
@@ -143,6 +150,11 @@ class ModelHost(Resolver, FileOps, TreeOps, HoldOps, MountWatchers):
         subclass that overrides one of them is honoured)."""
         make_store_by_steps(self, path, mode, uid, gid, safe=safe)
 
+    def make_stores(self, paths: Sequence[str], mode: int, uid: int, gid: int, *,
+                    safe: bool = False) -> dict[int, OSError]:
+        """Host.make_stores: one make_store per path (its definition)."""
+        return make_stores_by_calls(self, paths, mode, uid, gid, safe=safe)
+
     def _change_type(self, m: Mount, ptype: str, recursive: bool) -> None:
         mounts = list(preorder(m)) if recursive else [m]
         if ptype == "shared":
@@ -190,6 +202,10 @@ class ModelHost(Resolver, FileOps, TreeOps, HoldOps, MountWatchers):
     def lstat(self, path: str, *, safe: bool = False) -> Stat:
         m, d = self.resolve(path, follow=False, safe=safe)
         return replace(d.stat(), mnt_id=m.id)
+
+    def lstat_many(self, paths: Sequence[str], *, safe: bool = False) -> list[Stat | OSError]:
+        """Host.lstat_many: one lstat per path (its definition; an overridden lstat counts)."""
+        return lstat_many_by_calls(self, paths, safe=safe)
 
     def statvfs(self, path: str, *, safe: bool = False) -> tuple[int, int]:
         """Capacity and free space of the filesystem PATH resolves onto (model/space.py)."""

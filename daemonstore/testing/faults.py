@@ -29,10 +29,10 @@ import errno as errno_mod
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from daemonstore.host import make_store_by_steps
+from daemonstore.host import make_store_by_steps, make_stores_by_calls
 
 __all__ = ["MUTATING", "FaultHost", "count_calls"]
 
@@ -101,6 +101,12 @@ class FaultHost:
         before startup fused them (the wrapped host's fused call would be one uncounted
         call)."""
         make_store_by_steps(self, path, mode, uid, gid, safe=safe)
+
+    def make_stores(self, paths: Sequence[str], mode: int, uid: int, gid: int, *,
+                    safe: bool = False) -> dict[int, OSError]:
+        """Host.make_stores as one make_store per path through this wrapper (so each of the
+        four steps of each store is counted, as above)."""
+        return make_stores_by_calls(self, paths, mode, uid, gid, safe=safe)
 
     def __repr__(self) -> str:
         return f"FaultHost({self._host!r}, at={self.at}, action={self.action!r})"

@@ -156,3 +156,76 @@ def test_each_step_fails_where_the_definition_says() -> None:
     assert got["parent missing"][1:4] == (errno.ENOENT, "No such file or directory", "/run/nothere")
     assert got["symlink in the parent, safe"][1] == errno.ELOOP
     assert got["bind refused"][1:4] == (errno.ENOSPC, "No space left on device", f"{S}/a")
+
+
+# ---- make_stores: a run of stores in one call ---------------------------------------------------
+
+#: a run with stores that fail for real (a name that exists, a missing parent) among ones made,
+#: and paths the fused loop hands to the four calls (a trailing slash, a relative path)
+RUN = [f"{S}/x", f"{S}/a", f"{S}/y", "/run/nothere/z", f"{S}/b/", "run/daemon-store/c", f"{S}/d"]
+#: injected faults landing on later stores of the run: y's make-shared (mount 3), y's chown
+#: (fchownat 1: a's mkdir failed before its chown), an openat2 in the middle of the run
+RUN_FAULTS = {"none": None, "make-shared of y": ("mount", 3, errno.EINVAL),
+              "chown of y": ("fchownat", 1, errno.EPERM),
+              "openat2 number 9": ("openat2", 9, errno.ENOENT)}
+
+
+def _by_steps(h: KernelHost, paths: list[str], safe: bool) -> dict[int, OSError]:
+    """Host.make_stores' definition with make_store's own definition inside (no fused code)."""
+    failures: dict[int, OSError] = {}
+    for i, path in enumerate(paths):
+        try:
+            make_store_by_steps(h, path, 0o755, 0, 0, safe=safe)
+        except OSError as exc:
+            failures[i] = exc
+    return failures
+
+
+def _run_many(h: KernelHost, fault_name: str, fused: bool) -> dict[str, Any]:
+    _exists(h)
+    log = _instrument(h, RUN_FAULTS[fault_name])
+    failures = (h.make_stores(RUN, 0o755, 0, 0, safe=True) if fused
+                else _by_steps(h, RUN, True))
+    errors = {i: (type(e).__name__, e.errno, e.strerror, e.filename,
+                  getattr(e, "steps_done", None)) for i, e in failures.items()}
+    h._calls = type(h._calls)()
+    left: list[Any] = []
+    for path in RUN:
+        try:
+            st = h.lstat(path.rstrip("/") if path.startswith("/") else "/" + path)
+            left.append((st.mode, st.uid, st.gid))
+        except OSError as exc:
+            left.append(exc.errno)
+    return {"errors": errors, "left": left, "calls": log,
+            "mounts": canonical({"init": h.mountinfo()})}
+
+
+@pytest.mark.parametrize("fault", list(RUN_FAULTS))
+def test_make_stores_ends_as_make_store_by_steps_for_each_path(fault: str) -> None:
+    fused = run_in_sandbox(_run_many, fault, True)
+    steps = run_in_sandbox(_run_many, fault, False)
+    assert fused == steps
+    # the run goes on after a failure: a's EEXIST, z's ENOENT and the relative path's EINVAL
+    # (host.py: paths are absolute) do not stop d
+    errors = fused["errors"]
+    assert [errors[i][1] for i in (1, 3, 5)] == [errno.EEXIST, errno.ENOENT, errno.EINVAL]
+    assert 6 not in errors and fused["left"][6][0] & 0o7777 == 0o755
+    # an injected fault costs exactly one more store (y, or b for the openat2)
+    assert len(errors) == (3 if fault == "none" else 4)
+
+
+def test_make_store_is_make_stores_of_one_path() -> None:
+    """make_store raises the one failure make_stores reports, steps_done included."""
+
+    def run(h: KernelHost) -> tuple[Any, ...]:
+        _exists(h)
+        failures = h.make_stores([f"{S}/a"], 0o755, 0, 0, safe=True)
+        try:
+            h.make_store(f"{S}/a", 0o755, 0, 0, safe=True)
+        except OSError as exc:
+            one = (exc.errno, exc.filename, exc.steps_done)  # type: ignore[attr-defined]
+        many = failures[0]
+        return one, (many.errno, many.filename, many.steps_done)  # type: ignore[attr-defined]
+
+    one, many = run_in_sandbox(run)
+    assert one == many == (errno.EEXIST, f"{S}/a", 0)

@@ -3,9 +3,11 @@ last mountinfo line at that mount point."""
 
 from __future__ import annotations
 
+import pytest
+
 from daemonstore import mountinfo
 from daemonstore.model import ModelHost
-from daemonstore.mounttree import MountView
+from daemonstore.mounttree import MountView, MountViewOnDemand
 
 
 def _last_line_at(host: ModelHost, path: str) -> mountinfo.MountInfoEntry:
@@ -53,3 +55,26 @@ def test_top_of_a_plain_stack_is_the_last_mount_made_there() -> None:
     top = view.top("/x")
     assert top is not None and top.source == "two"
     assert view.top("/nowhere") is None
+
+
+def test_mount_view_on_demand_reads_once_on_first_use_and_answers_as_mount_view() -> None:
+    class Counting(ModelHost):
+        reads = 0
+
+        def mountinfo(self) -> str:
+            self.reads += 1
+            return super().mountinfo()
+
+    h = Counting()
+    h.mkdir("/run")
+    h.mount_tmpfs("tmpfs", "/run")
+    view = MountViewOnDemand(h)
+    assert h.reads == 0
+    eager = MountView(mountinfo.parse(h.mountinfo()))
+    h.reads = 0
+    assert [e.mount_point for e in view.stack("/run")] == ["/run"]
+    assert view.stack("/run") == eager.stack("/run") and view.entries == eager.entries
+    assert view.store_problem("/run") == eager.store_problem("/run")
+    assert h.reads == 1
+    with pytest.raises(AttributeError):
+        view.no_such_attribute  # noqa: B018
