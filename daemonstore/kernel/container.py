@@ -21,7 +21,7 @@ them, e.g. a checkout in /tmp, lands on top), ``/usr`` and ``/bin``, ``/lib``...
 symlinks) and :attr:`ContainerSpec.ro_binds` bound read-only at their own paths, ``/proc`` of the
 new PID namespace, a ``/dev`` of five character devices, ``/etc`` with only passwd, group and
 machine-id. Then ``pivot_root(".", ".")`` and a lazy detach of the old root: nothing of the host
-is reachable but what was bound. tests/system/container.sh builds the same root in shell.
+is reachable but what was bound.
 """
 
 from __future__ import annotations

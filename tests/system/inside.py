@@ -1,7 +1,8 @@
 """The container's side of test_container.py: run with default paths only (no --root, no
 --system; the container is not the initial mount namespace) and print one JSON object of facts
-for the outer test to check. Never run it anywhere else: container.sh pivot_roots into a tmpfs
-first, and this script refuses a root that is not the container's."""
+for the outer test to check (to the fd given as its argument). Never run it anywhere else: the
+container builder pivot_roots into a tmpfs first, and this script refuses a root that is not the
+container's."""
 
 from __future__ import annotations
 
@@ -148,6 +149,9 @@ def carol(pid: str) -> dict[str, Any]:
         subprocess.run(["umount", m], check=False)
     wait(lambda: target not in mount_points(pid), "carol's store gone from the daemon")
     out["seconds"] = time.monotonic() - t0
+    # the hook unbinds her 4 store binds one after another and logs once it is done: the first
+    # umount already takes the target from the daemon, so wait for the rest (it flaked)
+    wait(lambda: "unbound 4 stores of" in read("hook.log"), "the hook's report on carol")
     out["left_in_root"] = [m for m in mount_points() if h in m]
     return out
 
@@ -195,5 +199,7 @@ if __name__ == "__main__":
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
-    print(json.dumps(facts))
+    # the facts go to the fd the outer test passed (else stdout)
+    with os.fdopen(int(sys.argv[1]), "w") if len(sys.argv) > 1 else sys.stdout as out:
+        out.write(json.dumps(facts) + "\n")
     sys.exit(code)

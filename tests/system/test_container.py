@@ -1,32 +1,40 @@
 """The real-root path, end to end, in a container (docs/architecture.md §10).
 
-A forked child (``unshare -m --propagation private``: a new mount namespace, ``/`` private
-recursively) runs tests/system/container.sh: a tmpfs becomes ``/`` by pivot_root, with /usr, the
-repository (its venv) and the interpreter's prefix bound read-only, fresh /run, /home, /tmp, /var,
-/proc mounted and an /etc with passwd and group. Inside, tests/system/inside.py uses default paths
-only (no ``--root``, no ``--system``): ``daemonstore install``; templates (crash ``3770
-crash:crash-user-access`` and ``sample 0700``); ``daemonstore-startup``; ``dbus-daemon --system``
-reading the installed policies; ``cryptohome-sim --no-daemon-stores`` and ``daemonstore hook``,
-which binds the stores on ``started``; a daemon jailed as ChromeOS's init scripts do; ``daemonstore
-login`` / ``status`` / ``logout``; uid 65534 refused by the policy; a vault unmounted behind the
-bus losing its store binds; then cryptohome-sim in its default mode (it binds the stores itself)
-with the hook still running: nothing bound twice. It prints its facts as JSON; they are checked
-here. Nothing touches the host's root: the tmpfs and every mount exist only in the child's
-namespace, which dies with it.
-"""
+The package's container builder (daemonstore.kernel.container, the system world's): a forked child
+in new mount and PID namespaces, ``/`` made private recursively, a tmpfs becomes ``/`` by
+pivot_root, with /usr, the repository (its venv) and the interpreter's prefix bound read-only,
+fresh /run, /home, /tmp, /var, /proc mounted and an /etc with passwd and group. Inside,
+tests/system/inside.py uses default paths only (no ``--root``, no ``--system``): ``daemonstore
+install``; templates (crash ``3770 crash:crash-user-access`` and ``sample 0700``);
+``daemonstore-startup``; ``dbus-daemon --system`` reading the installed policies; ``cryptohome-sim
+--no-daemon-stores`` and ``daemonstore hook``, which binds the stores on ``started``; a daemon
+jailed as ChromeOS's init scripts do; ``daemonstore login`` / ``status`` / ``logout``; uid 65534
+refused by the policy; a vault unmounted behind the bus losing its store binds; then cryptohome-sim
+in its default mode (it binds the stores itself) with the hook still running: nothing bound twice.
+It prints its facts as JSON; they are checked here. Nothing touches the host's root: the tmpfs and
+every mount exist only in the child's namespace, which dies with it. """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import cryptohome_sim
+import daemonstore
+import startup
 from daemonstore.boot import run_startup, seed
+from daemonstore.kernel.container import (
+    BASE_GROUP,
+    BASE_PASSWD,
+    ContainerSpec,
+    interpreter_binds,
+    start_container,
+)
 from daemonstore.model import ModelHost
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,17 +42,32 @@ pytestmark = [pytest.mark.kernel, pytest.mark.dbus]
 
 
 @pytest.fixture(scope="module")
-def facts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    new_root = tmp_path_factory.mktemp("container")  # stays empty on the host
-    proc = subprocess.run(
-        ["unshare", "-m", "--propagation", "private", "bash",
-         str(REPO / "tests/system/container.sh"), str(new_root), str(REPO), sys.base_prefix],
-        capture_output=True, text=True, timeout=120)
-    assert os.listdir(new_root) == [], "the container's root leaked onto the host"
-    last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
-    assert last.startswith("{"), f"no facts (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
-    out = json.loads(last)
-    assert proc.returncode == 0 and "error" not in out, json.dumps(out, indent=1)[-6000:]
+def facts() -> dict[str, Any]:
+    """Build the container with the package's own builder (daemonstore.kernel.container, as the
+    system world does) and run inside.py in it; its facts come back through a pipe."""
+    spec = ContainerSpec(
+        ro_binds=interpreter_binds(*(m.__file__ or "" for m in (daemonstore, cryptohome_sim,
+                                                                 startup))) + (str(REPO),),
+        passwd=BASE_PASSWD + ("crash:x:20125:419::/nonexistent:/usr/sbin/nologin",
+                              "sample:x:20200:20200::/nonexistent:/usr/sbin/nologin"),
+        group=BASE_GROUP + ("daemon-store:x:400:", "crash-user-access:x:419:",
+                            "sample:x:20200:"))
+    env = {"PATH": f"{os.path.dirname(sys.executable)}:/usr/sbin:/usr/bin:/sbin:/bin",
+           "HOME": "/root", "LANG": "C.UTF-8"}
+    read_fd, write_fd = os.pipe()
+    try:
+        container = start_container(
+            spec, [sys.executable, str(REPO / "tests/system/inside.py"), str(write_fd)], env,
+            pass_fds=[write_fd], log="/tmp/inside.log")
+    finally:
+        os.close(write_fd)
+    with os.fdopen(read_fd) as pipe:  # EOF once inside.py has ended
+        text = pipe.read()
+    code = container.wait(120)
+    assert not os.path.exists(container.root_dir), "the container's root leaked onto the host"
+    assert text.strip().startswith("{"), f"no facts (exit {code})"
+    out = json.loads(text)
+    assert code == 0 and "error" not in out, json.dumps(out, indent=1)[-6000:]
     return out
 
 
