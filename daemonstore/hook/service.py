@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import select
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,34 +26,10 @@ from daemonstore.hook.converge import BIND, UNBIND, ConvergeReport, converge
 from daemonstore.host import Host
 from daemonstore.hostlane import lane_for
 
-__all__ = ["HookService", "MountWatch"]
+__all__ = ["HookService"]
 
 #: a burst of mounts (a sign-out unmounting a dozen binds) is one event after this quiet time
 SETTLE_SECONDS = 0.05
-
-
-class MountWatch:
-    """Readable (for asyncio) when this namespace's mount table changed: ``/proc/self/mountinfo``
-    polled for ``POLLPRI`` through an epoll of its own (its ``POLLIN`` is always set)."""
-
-    def __init__(self) -> None:
-        self._fd = os.open("/proc/self/mountinfo", os.O_RDONLY | os.O_CLOEXEC)
-        self._epoll = select.epoll()
-        self._epoll.register(self._fd, select.EPOLLPRI | select.EPOLLERR)
-        self._epoll.poll(0)  # the first poll reports the table as "changed": consume it
-
-    def fileno(self) -> int:
-        return self._epoll.fileno()
-
-    def consume(self) -> None:
-        """Drain the readiness. The outer epoll's own readiness check already polled the file
-        (and mountinfo reports a change to one poll only), so this may well find nothing: that
-        the epoll fd was readable at all is the news."""
-        self._epoll.poll(0)
-
-    def close(self) -> None:
-        self._epoll.close()
-        os.close(self._fd)
 
 
 @dataclass
@@ -88,14 +62,9 @@ class HookService:
         """Serve until ``stop`` is set (0) or the bus connection is lost (1); ``ready`` is called
         once the signals are subscribed and the first pass is done."""
         events: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
-        loop = asyncio.get_running_loop()
-        watch = MountWatch() if self.watch_mounts else None
-        if watch is not None:
-            def changed() -> None:
-                watch.consume()
-                events.put_nowait(("mounts", ""))
-
-            loop.add_reader(watch.fileno(), changed)
+        # Host.watch_mounts: POLLPRI on /proc/self/mountinfo on the kernel (kernel/local.py)
+        stop_watch = (self.host.watch_mounts(lambda: events.put_nowait(("mounts", "")))
+                      if self.watch_mounts else None)
         async with self.client.name_owner_changes(names.SESSION_NAME) as owners:
             forward = asyncio.ensure_future(_forward(owners, events, "owner"))
             states = await self._subscribe(events)
@@ -126,9 +95,8 @@ class HookService:
                 for task in (forward, states, closed, stopped):
                     task.cancel()
                     await _quietly(task)
-                if watch is not None:
-                    loop.remove_reader(watch.fileno())
-                    watch.close()
+                if stop_watch is not None:
+                    stop_watch()
         return 0 if stop.is_set() else 1
 
     async def _handle(self, batch: list[tuple[str, str]]) -> None:

@@ -1,4 +1,4 @@
-"""The hook's mount-table watch on the real kernel (daemonstore.hook.service.MountWatch): one
+"""The hook's mount-table watch on the real kernel (Host.watch_mounts, kernel/local.py): one
 wake-up per change of this namespace's mount table, none while it is quiet (no busy loop:
 /proc/self/mountinfo is always readable, only POLLPRI says it changed)."""
 
@@ -8,7 +8,6 @@ import asyncio
 
 import pytest
 
-from daemonstore.hook.service import MountWatch
 from daemonstore.kernel import KernelHost, run_in_sandbox
 
 pytestmark = pytest.mark.kernel
@@ -16,14 +15,12 @@ pytestmark = pytest.mark.kernel
 
 def _count_wakeups(h: KernelHost) -> tuple[int, int, int]:
     async def go() -> tuple[int, int, int]:
-        watch, seen = MountWatch(), [0]
-        loop = asyncio.get_running_loop()
+        seen = [0]
 
         def changed() -> None:
-            watch.consume()
             seen[0] += 1
 
-        loop.add_reader(watch.fileno(), changed)
+        stop = h.watch_mounts(changed)
         try:
             await asyncio.sleep(0.1)
             idle = seen[0]
@@ -35,8 +32,7 @@ def _count_wakeups(h: KernelHost) -> tuple[int, int, int]:
             await asyncio.sleep(0.1)
             return idle, mounted, seen[0]
         finally:
-            loop.remove_reader(watch.fileno())
-            watch.close()
+            stop()
 
     return asyncio.run(go())
 
